@@ -1,0 +1,1 @@
+"""The agents of SPEC §5 that run without a model: reviewer, fixer, validator, benchmarker."""

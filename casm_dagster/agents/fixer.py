@@ -1,0 +1,87 @@
+"""The fixer: safe, deterministic fixes as an ordered set of patch groups.
+
+Each group (one ruff rule's safe autofixes, then the formatter) is made in a scratch
+checkout and committed there, so every patch applies on top of the ones before it.
+One patch file per group; the plan hash binds later stages to exactly these bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+
+from casm_dagster import gitops
+from casm_dagster.agents import python_tools
+from casm_dagster.contracts.findings import Finding
+from casm_dagster.contracts.plan import PatchGroup, PatchPlan
+
+
+def _count_lines(patch: bytes) -> tuple[int, int]:
+    added = removed = 0
+    for line in patch.splitlines():
+        if line.startswith(b"+") and not line.startswith(b"+++"):
+            added += 1
+        elif line.startswith(b"-") and not line.startswith(b"---"):
+            removed += 1
+    return added, removed
+
+
+def _changed_files(worktree: Path) -> list[str]:
+    raw = gitops.git(worktree, "diff", "--cached", "--name-only", "-z").stdout
+    return sorted(p.decode("utf-8", "surrogateescape") for p in raw.split(b"\0") if p)
+
+
+def plan_sha256(base_commit: str, groups: list[PatchGroup]) -> str:
+    digest = hashlib.sha256(base_commit.encode())
+    for group in groups:
+        digest.update(f"\n{group.group_id}:{group.patch_sha256}".encode())
+    return digest.hexdigest()
+
+
+def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_dir: Path) -> PatchPlan:
+    """Make the patches in ``worktree`` (a scratch checkout of ``base_commit``)."""
+    by_group: dict[str, list[Finding]] = defaultdict(list)
+    for finding in findings:
+        if finding.auto_fixable and finding.fix_group:
+            by_group[finding.fix_group].append(finding)
+    # Rule fixes first (sorted, so the order is stable), the formatter last.
+    order = sorted(g for g in by_group if g != "ruff-format") + (["ruff-format"] if "ruff-format" in by_group else [])
+    settings = python_tools.ruff_settings(worktree)
+    patch_dir.mkdir(parents=True, exist_ok=True)
+    groups: list[PatchGroup] = []
+    notes: list[str] = []
+    for name in order:
+        members = by_group[name]
+        files = sorted({f.file for f in members})
+        if name == "ruff-format":
+            python_tools.ruff_format(worktree, files, settings)
+            rule, title = "format", "Format Python files with ruff format"
+        else:
+            rule = name.removeprefix("ruff-")
+            python_tools.ruff_fix(worktree, files, rule, settings)
+            title = f"Apply ruff's safe fixes for {rule}"
+        patch = gitops.diff_head(worktree)
+        if not patch.strip():
+            notes.append(f"{name}: the tool changed nothing (fixed by an earlier group)")
+            continue
+        group_id = f"{len(groups) + 1:02d}-{name}"
+        patch_file = patch_dir / f"{group_id}.patch"
+        patch_file.write_bytes(patch)
+        added, removed = _count_lines(patch)
+        groups.append(
+            PatchGroup(
+                group_id=group_id,
+                title=title,
+                tool="ruff",
+                rules=[rule],
+                files=_changed_files(worktree),
+                finding_ids=sorted(f.id for f in members),
+                patch_file=f"patches/{patch_file.name}",
+                patch_sha256=hashlib.sha256(patch).hexdigest(),
+                lines_added=added,
+                lines_removed=removed,
+            )
+        )
+        gitops.commit_staged(worktree, group_id)
+    return PatchPlan(base_commit=base_commit, groups=groups, plan_sha256=plan_sha256(base_commit, groups), notes=notes)

@@ -1,0 +1,240 @@
+"""The reviewer: findings from real analysers, each with a stable id.
+
+Python repos get ruff (lint), ruff-format, bandit (security); every repo gets the
+language-agnostic TODO/FIXME scan and its failing allowlisted checks. The report lists
+which analysers ran and why the others did not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from casm_dagster.agents import python_tools
+from casm_dagster.contracts.findings import SEVERITY_ORDER, AnalyserRun, Finding, Severity
+from casm_dagster.contracts.validation import CheckRun
+from casm_dagster.redact import redact
+from casm_dagster.repo_scan import Inventory
+
+_TODO = re.compile(r"(?:#|//|/\*|<!--|--|^\s*\*)\s*(TODO|FIXME|XXX|HACK)\b[:(\s]?(.*)")
+_TODO_SEVERITY: dict[str, Severity] = {"TODO": "info", "XXX": "low", "HACK": "low", "FIXME": "low"}
+_TODO_EXTRA_NAMES = {"Dockerfile", "Makefile"}
+_TODO_EXTRA_SUFFIXES = {".yml", ".yaml", ".toml", ".cfg", ".ini"}
+MESSAGE_MAX_CHARS = 200
+
+
+@dataclass(frozen=True)
+class RawFinding:
+    analyser: str
+    rule: str
+    file: str
+    line: int
+    severity: Severity
+    message: str
+    auto_fixable: bool
+    fix_group: str | None = None
+
+
+def ruff_severity(code: str) -> Severity:
+    if code in ("F821", "F822", "F823") or code.startswith("E9") or code == "syntax-error":
+        return "high"
+    if code.startswith(("F", "B")) or code == "E722":
+        return "medium"
+    if code.startswith(("E", "W")):
+        return "low"
+    return "info"
+
+
+def _rel(worktree: Path, filename: str) -> str:
+    path = Path(filename)
+    return (path.relative_to(worktree) if path.is_absolute() else path).as_posix()
+
+
+def analyse_ruff(worktree: Path, files: list[str]) -> list[RawFinding]:
+    settings = python_tools.ruff_settings(worktree)
+    found = []
+    for item in python_tools.ruff_check(worktree, files, settings):
+        code = item.get("code") or "syntax-error"
+        fix = item.get("fix") or {}
+        safe = fix.get("applicability") == "safe"
+        found.append(
+            RawFinding(
+                analyser="ruff",
+                rule=code,
+                file=_rel(worktree, item["filename"]),
+                line=int(item["location"]["row"]),
+                severity=ruff_severity(code),
+                message=item["message"],
+                auto_fixable=safe,
+                fix_group=f"ruff-{code}" if safe else None,
+            )
+        )
+    return found
+
+
+def analyse_format(worktree: Path, files: list[str]) -> list[RawFinding]:
+    settings = python_tools.ruff_settings(worktree)
+    return [
+        RawFinding(
+            "ruff-format",
+            "format",
+            _rel(worktree, path),
+            0,
+            "info",
+            "file is not formatted (ruff format would rewrite it)",
+            True,
+            "ruff-format",
+        )
+        for path in python_tools.ruff_format_check(worktree, files, settings)
+    ]
+
+
+def _is_test_file(path: str) -> bool:
+    pure = PurePosixPath(path)
+    return "tests" in pure.parts or "test" in pure.parts or pure.name.startswith("test_")
+
+
+def analyse_bandit(worktree: Path, files: list[str]) -> list[RawFinding]:
+    found = []
+    for item in python_tools.bandit(worktree, files):
+        # `assert` is how pytest tests work; B101 there is noise, elsewhere a real finding.
+        if item["test_id"] == "B101" and _is_test_file(_rel(worktree, item["filename"])):
+            continue
+        severity = str(item.get("issue_severity", "LOW")).lower()
+        found.append(
+            RawFinding(
+                analyser="bandit",
+                rule=f"{item['test_id']}:{item['test_name']}",
+                file=_rel(worktree, item["filename"]),
+                line=int(item["line_number"]),
+                severity=severity if severity in ("low", "medium", "high") else "low",  # type: ignore[arg-type]
+                message=item["issue_text"],
+                auto_fixable=False,
+            )
+        )
+    return found
+
+
+def _todo_candidate(path: str, language: str | None) -> bool:
+    pure = PurePosixPath(path)
+    return bool(language) or pure.name in _TODO_EXTRA_NAMES or pure.suffix in _TODO_EXTRA_SUFFIXES
+
+
+def analyse_todos(inventory: Inventory) -> list[RawFinding]:
+    found = []
+    for source in inventory.files:
+        if not _todo_candidate(source.path, source.language):
+            continue
+        for number, line in enumerate(source.text.splitlines(), start=1):
+            match = _TODO.search(line)
+            if match:
+                marker, text = match.group(1), match.group(2).strip()
+                found.append(
+                    RawFinding(
+                        "todo-scan",
+                        marker,
+                        source.path,
+                        number,
+                        _TODO_SEVERITY[marker],
+                        f"{marker}: {text}".strip(),
+                        False,
+                    )
+                )
+    return found
+
+
+def check_failures(baseline: list[CheckRun]) -> list[RawFinding]:
+    """A check that already fails at the audited commit is a finding in its own right."""
+    return [
+        RawFinding(
+            "validator",
+            "check-failed",
+            "",
+            0,
+            "high",
+            f"allowlisted check `{run.command}` does not pass at the audited commit "
+            f"({run.status}, exit {run.exit_code})",
+            False,
+        )
+        for run in baseline
+        if run.status in ("failed", "timed_out")
+    ]
+
+
+def finalize(raw: list[RawFinding], inventory: Inventory) -> list[Finding]:
+    """Stable ids (content-based, so line shifts elsewhere do not change them) and order."""
+    texts = {f.path: f.text.splitlines() for f in inventory.files}
+    seen: Counter[tuple[str, str, str, str]] = Counter()
+    findings = []
+    ordered = sorted(raw, key=lambda f: (f.file, f.line, f.analyser, f.rule, f.message))
+    for item in ordered:
+        lines = texts.get(item.file, [])
+        content = lines[item.line - 1].strip() if 0 < item.line <= len(lines) else ""
+        key = (item.analyser, item.rule, item.file, content)
+        seen[key] += 1
+        digest = hashlib.sha256("\x1f".join([*key, str(seen[key])]).encode()).hexdigest()
+        message = redact(item.message)[:MESSAGE_MAX_CHARS]
+        findings.append(
+            Finding(
+                id=f"F-{digest[:12]}",
+                analyser=item.analyser,
+                rule=item.rule,
+                file=item.file,
+                line=item.line,
+                severity=item.severity,
+                message=message,
+                auto_fixable=item.auto_fixable,
+                fix_group=item.fix_group,
+            )
+        )
+    return findings
+
+
+Analyser = Callable[[Path, list[str]], list[RawFinding]]
+PYTHON_ANALYSERS: list[tuple[str, Analyser]] = [
+    ("ruff", analyse_ruff),
+    ("ruff-format", analyse_format),
+    ("bandit", analyse_bandit),
+]
+
+
+def review(worktree: Path, inventory: Inventory, baseline: list[CheckRun]) -> tuple[list[Finding], list[AnalyserRun]]:
+    raw: list[RawFinding] = []
+    runs: list[AnalyserRun] = []
+    python_files = [f.path for f in inventory.by_language("python")]
+    for name, analyser in PYTHON_ANALYSERS:
+        if not python_files:
+            runs.append(AnalyserRun(name=name, status="skipped", detail="no Python files"))
+            continue
+        try:
+            found = analyser(worktree, python_files)
+        except (RuntimeError, ValueError, OSError) as exc:
+            runs.append(AnalyserRun(name=name, status="failed", detail=redact(str(exc))[:300]))
+            continue
+        raw.extend(found)
+        runs.append(AnalyserRun(name=name, status="ran", files=len(python_files), findings=len(found)))
+    todos = analyse_todos(inventory)
+    raw.extend(todos)
+    runs.append(AnalyserRun(name="todo-scan", status="ran", files=len(inventory.files), findings=len(todos)))
+    failures = check_failures(baseline)
+    raw.extend(failures)
+    runs.append(
+        AnalyserRun(
+            name="checks",
+            status="ran" if baseline else "skipped",
+            detail="" if baseline else "no allowlisted check applies to this repo",
+            files=0,
+            findings=len(failures),
+        )
+    )
+    findings = finalize(raw, inventory)
+    return findings, runs
+
+
+def severity_counts(findings: list[Finding]) -> dict[str, int]:
+    counts = Counter(f.severity for f in findings)
+    return {sev: counts.get(sev, 0) for sev in sorted(SEVERITY_ORDER, key=SEVERITY_ORDER.get)}

@@ -1,0 +1,1 @@
+"""Dagster assets. ``stages`` holds the audit workflow, one asset per stage."""

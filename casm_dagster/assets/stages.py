@@ -1,0 +1,160 @@
+"""The audit stages as partitioned assets (one partition per repo), in lineage order:
+repo_snapshot → review_findings → patch_plan → applied_patches → validation_result →
+audit_report. Each body calls the matching function in ``casm_dagster.pipeline``."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from casm_dagster import pipeline
+from casm_dagster.contracts.findings import Review
+from casm_dagster.contracts.plan import PatchPlan
+from casm_dagster.contracts.run import Applied, Delivery, Snapshot
+from casm_dagster.contracts.validation import Validation
+from casm_dagster.partitions import repos_partitions
+from casm_dagster.resources import CasmResource
+from casm_dagster.runspec import build_spec, resolve_local_repo
+from casm_dagster.templates import load_template
+
+GROUP = "audit"
+
+
+class AuditConfig(dg.Config):
+    """What to run. From the UI, only ``template`` matters; the CLI fills in the rest."""
+
+    template: str = "repo-auditor"
+    run_id: str = ""  # empty: a new ULID
+    repo: str = ""  # empty: the location registered for the partition
+    artifacts_dir: str = ""  # empty: <state_dir>/artifacts
+    seed: int = 0
+
+
+def _journal(casm: CasmResource, snap: Snapshot):
+    return casm.journal(snap.spec)
+
+
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"git"})
+def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: CasmResource) -> dg.MaterializeResult:
+    """Ingest: the commit being audited (HEAD of the repo), with the run's fixed spec."""
+    record = casm.registry(context.instance).require(context.partition_key)
+    repo = config.repo or record.location
+    template = load_template(config.template)
+    state_dir = casm.state_path()
+    artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
+    spec = build_spec(
+        template,
+        repo,
+        resolve_local_repo(record.location),
+        state_dir,
+        artifacts,
+        seed=config.seed,
+        run_id=config.run_id or None,
+    )
+    journal = casm.journal(spec)
+    journal.state.dagster_run_id = context.run_id
+    snap = pipeline.ingest(spec, journal)
+    return dg.MaterializeResult(
+        value=snap,
+        metadata={
+            "casm_run_id": spec.run_id,
+            "template": spec.template_id,
+            "repo": spec.repo,
+            "commit": snap.head_commit,
+            "dirty_working_tree": snap.dirty,
+        },
+    )
+
+
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
+def review_findings(casm: CasmResource, repo_snapshot: Snapshot) -> dg.MaterializeResult:
+    """Analyze: the reviewer's findings (issues.json) and the baseline checks."""
+    review = pipeline.analyze(repo_snapshot, _journal(casm, repo_snapshot))
+    return dg.MaterializeResult(
+        value=review,
+        metadata={
+            "casm_run_id": repo_snapshot.spec.run_id,
+            "findings": len(review.findings),
+            "auto_fixable": sum(f.auto_fixable for f in review.findings),
+            "analysers": ", ".join(f"{a.name}:{a.status}" for a in review.analysers),
+        },
+    )
+
+
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
+def patch_plan(casm: CasmResource, repo_snapshot: Snapshot, review_findings: Review) -> dg.MaterializeResult:
+    """Plan: the fixer's patch groups, one patch file each, bound by the plan hash."""
+    plan = pipeline.plan(repo_snapshot, review_findings, _journal(casm, repo_snapshot))
+    return dg.MaterializeResult(
+        value=plan,
+        metadata={
+            "casm_run_id": repo_snapshot.spec.run_id,
+            "groups": len(plan.groups),
+            "plan_sha256": plan.plan_sha256,
+        },
+    )
+
+
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"git"})
+def applied_patches(casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan) -> dg.MaterializeResult:
+    """Apply: one commit per patch group on a detached checkout (the user's tree untouched)."""
+    applied = pipeline.apply(repo_snapshot, patch_plan, _journal(casm, repo_snapshot))
+    return dg.MaterializeResult(
+        value=applied,
+        metadata={
+            "casm_run_id": repo_snapshot.spec.run_id,
+            "commits": len(applied.commits),
+            "tip": applied.tip,
+        },
+    )
+
+
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
+def validation_result(
+    casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan, applied_patches: Applied
+) -> dg.MaterializeResult:
+    """Validate: allowlisted checks after the patch; groups that break a passing check are dropped."""
+    validation = pipeline.validate(repo_snapshot, patch_plan, applied_patches, _journal(casm, repo_snapshot))
+    return dg.MaterializeResult(
+        value=validation,
+        metadata={
+            "casm_run_id": repo_snapshot.spec.run_id,
+            "accepted": len(validation.accepted_groups),
+            "rejected": len(validation.rejected_groups),
+            "checks_after": ", ".join(f"{c.command}: {c.status}" for c in validation.after()) or "none",
+        },
+    )
+
+
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"markdown"})
+def audit_report(
+    casm: CasmResource,
+    repo_snapshot: Snapshot,
+    review_findings: Review,
+    patch_plan: PatchPlan,
+    validation_result: Validation,
+) -> dg.MaterializeResult:
+    """Report: report.md, cost_report.md, issues.json, and the delivered branch."""
+    delivery: Delivery = pipeline.deliver(
+        repo_snapshot, review_findings, patch_plan, validation_result, _journal(casm, repo_snapshot)
+    )
+    return dg.MaterializeResult(
+        value=delivery,
+        metadata={
+            "casm_run_id": repo_snapshot.spec.run_id,
+            "status": delivery.status,
+            "branch": delivery.branch or "none",
+            "report": dg.MetadataValue.path(delivery.report),
+            "findings": delivery.findings,
+            "patches": delivery.patches,
+        },
+    )
+
+
+STAGE_ASSETS = [
+    repo_snapshot,
+    review_findings,
+    patch_plan,
+    applied_patches,
+    validation_result,
+    audit_report,
+]

@@ -1,0 +1,224 @@
+"""The ``casm`` command line. Every user error is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from casm_dagster.errors import CasmError
+
+EXIT_RUN_FAILED = 1
+DEFAULT_STATE_DIR = ".casm"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"casm: error: {message}", err=True)
+    sys.exit(code)
+
+
+class CasmGroup(click.Group):
+    """Maps ``CasmError`` to a one-line message and its exit code, everywhere."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except CasmError as exc:
+            _fail(str(exc), exc.exit_code)
+
+
+def _state_dir() -> Path:
+    return Path(DEFAULT_STATE_DIR).resolve()
+
+
+def _instance():
+    import dagster as dg
+
+    from casm_dagster.instance import ensure_dagster_home
+
+    notice = ensure_dagster_home()
+    if notice:
+        click.echo(f"casm: {notice}", err=True)
+    return dg.DagsterInstance.get()
+
+
+@click.group(cls=CasmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="casm-dagster", prog_name="casm")
+def main() -> None:
+    """CASM: a governed swarm of code agents that review, fix, validate and deliver.
+
+    Runs go through Dagster: the instance is $DAGSTER_HOME (default ./.casm/dagster_home,
+    SQLite). Run state and artifacts are kept under ./.casm/runs/<run_id>/.
+    """
+
+
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object with the outcome as the last line on stdout."
+)
+_artifacts_option = click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".casm/artifacts"),
+    show_default=True,
+    help="Where report.md, cost_report.md, issues.json and patches/ are copied.",
+)
+_seed_option = click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for anything random (recorded in the run's effective config).",
+)
+
+
+def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int) -> None:
+    from casm_dagster.launcher import launch_audit
+    from casm_dagster.runspec import resolve_local_repo
+    from casm_dagster.templates import load_template
+
+    # Validate everything before anything is written.
+    template = load_template(template_ref)
+    info = resolve_local_repo(repo)
+    if artifacts_dir.exists() and not artifacts_dir.is_dir():
+        raise CasmError(f"--artifacts-dir {artifacts_dir} exists and is not a directory")
+    if info.dirty:
+        click.echo(
+            f"casm: note: {info.root} has uncommitted changes; auditing HEAD {info.head_commit[:12]} only", err=True
+        )
+    instance = _instance()
+    ref = str(template.path) if Path(template_ref).suffix in (".yaml", ".yml") else template.id
+    click.echo(f"casm: {template.id} on {info.root} (stages: {', '.join(template.stages)})", err=True)
+    result = launch_audit(
+        instance, template, ref, repo, info.root, _state_dir(), artifacts_dir.resolve(), seed, progress=True
+    )
+    state = result.state
+    status = state.status if state else "failed"
+    branch = state.branch if state else None
+    counts = state.counts if state else {}
+    report_path = artifacts_dir.resolve() / "report.md" if status == "succeeded" else None
+    click.echo("", err=True)
+    click.echo(f"run {result.run_id}: {status} (Dagster run {result.dagster_run_id})")
+    click.echo(f"  repo:      {info.root}")
+    click.echo(f"  branch:    {branch or 'none'}")
+    click.echo(f"  report:    {report_path or 'not written'}")
+    click.echo(f"  artifacts: {artifacts_dir.resolve()} (all files also in {result.run_dir})")
+    if state and state.error:
+        click.echo(f"  error:     {state.error}")
+    click.echo(f"  explain:   casm explain --run-id {result.run_id}")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "status": status,
+                    "repo": repo if "/" in repo and not Path(repo).exists() else str(info.root),
+                    "branch": branch,
+                    "report": str(report_path) if report_path else None,
+                    "artifacts_dir": str(artifacts_dir.resolve()),
+                    "run_dir": str(result.run_dir),
+                    "dagster_run_id": result.dagster_run_id,
+                    "findings": counts.get("findings", 0),
+                    "patches": counts.get("patches", 0),
+                    "checks": counts.get("checks", 0),
+                },
+                sort_keys=True,
+            )
+        )
+    if status != "succeeded":
+        sys.exit(EXIT_RUN_FAILED)
+
+
+@main.command()
+@click.option(
+    "--template",
+    "template_ref",
+    required=True,
+    metavar="ID|PATH",
+    help="A template id (see `casm templates list`) or a manifest.yaml path.",
+)
+@click.option("--repo", required=True, metavar="PATH", help="A local git repository (its HEAD is audited).")
+@_artifacts_option
+@_json_option
+@_seed_option
+def run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int) -> None:
+    """Run one audit of a repository through Dagster.
+
+    Audits the committed HEAD (uncommitted changes are reported and left alone) and, when
+    fixes pass validation, creates the branch casm/<template>/<run_id> without touching
+    your working tree. Exit 0 on success, 1 if the run failed, 2 on bad input.
+    """
+    _run(template_ref, repo, artifacts_dir, as_json, seed)
+
+
+@main.command()
+@click.option("--template", "template_ref", default="repo-auditor", show_default=True, metavar="ID|PATH")
+@_artifacts_option
+@_json_option
+@_seed_option
+def demo(template_ref: str, artifacts_dir: Path, as_json: bool, seed: int) -> None:
+    """Audit a fresh copy of the bundled demo repo (a temp git repo) on the embedded defaults."""
+    from casm_dagster.demo import make_demo_repo
+
+    repo = make_demo_repo()
+    click.echo(f"casm: demo repo created at {repo}", err=True)
+    _run(template_ref, str(repo), artifacts_dir, as_json, seed)
+
+
+@main.command()
+@click.option("--run-id", required=True, help="The CASM run id (a ULID) printed by `casm run`.")
+def explain(run_id: str) -> None:
+    """Print a run's stage outcomes and decisions from its persisted events (deterministic)."""
+    from casm_dagster.explain import explain_run
+
+    click.echo(explain_run(_state_dir(), run_id), nl=False)
+
+
+@main.group()
+def templates() -> None:
+    """Inspect the bundled templates."""
+
+
+@templates.command("list")
+def templates_list() -> None:
+    """List the bundled templates with their workflow and stages."""
+    from casm_dagster.templates import list_templates
+
+    for template in list_templates():
+        info = template.manifest.template
+        click.echo(f"{info.id:<14} {template.manifest.entrypoint.workflow:<16} {' → '.join(template.stages)}")
+        click.echo(f"{'':<14} {info.description}")
+
+
+@main.group()
+def repos() -> None:
+    """Register repositories as Dagster `repos` partitions."""
+
+
+@repos.command("add")
+@click.argument("path")
+def repos_add(path: str) -> None:
+    """Register a local git repository (adds its dynamic partition)."""
+    from casm_dagster.launcher import register_local_repo
+    from casm_dagster.runspec import resolve_local_repo
+
+    info = resolve_local_repo(path)
+    record = register_local_repo(_instance(), info.root)
+    click.echo(f"{record.partition_key}\t{record.location}")
+
+
+@repos.command("list")
+def repos_list() -> None:
+    """List registered repositories: partition key, kind, location."""
+    from casm_dagster.launcher import registry
+
+    records = registry(_instance()).list()
+    if not records:
+        click.echo("no repos registered (casm repos add PATH)")
+    for record in records:
+        click.echo(f"{record.partition_key}\t{record.kind}\t{record.location}")
+
+
+if __name__ == "__main__":
+    main()

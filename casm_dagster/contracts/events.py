@@ -1,0 +1,41 @@
+"""Typed run events: the append-only ``events.jsonl`` that ``casm explain`` replays."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+Stage = Literal["ingest", "analyze", "plan", "apply", "validate", "report", "telemetry"]
+STAGES: tuple[Stage, ...] = ("ingest", "analyze", "plan", "apply", "validate", "report")
+
+EventType = Literal[
+    "run_started",
+    "stage_started",
+    "stage_completed",
+    "stage_skipped",
+    "stage_failed",
+    "decision",
+    "run_completed",
+    "run_failed",
+]
+
+_NEEDS_STAGE = {"stage_started", "stage_completed", "stage_skipped", "stage_failed", "decision"}
+
+
+class RunEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int  # 1-based, gap-free within a run
+    run_id: str
+    ts: str  # ISO 8601 UTC
+    type: EventType
+    stage: Stage | None = None
+    message: str
+    data: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _stage_where_needed(self) -> RunEvent:
+        if self.type in _NEEDS_STAGE and self.stage is None:
+            raise ValueError(f"event type {self.type!r} needs a stage")
+        return self

@@ -1,0 +1,229 @@
+"""Template manifest v0.1 (SPEC: template-manifest.v0.1.example.yaml), strictly validated.
+
+Strict means: an unknown key, a mistyped value or a missing required section is an error
+that names the key path, the file and the expected form. Nothing is coerced silently.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from casm_dagster.errors import TemplateError
+
+AgentName = Literal["reviewer", "fixer", "validator", "benchmarker", "docgen", "redteam", "cost_auditor"]
+ModelProfile = Literal["cheap", "code_mid", "reasoning_low", "reasoning_high"]
+RoutingStrategy = Literal["cost_aware_quality_floor", "quality_first", "budget_first", "latency_first"]
+FallbackTrigger = Literal["timeout", "over_budget", "low_quality", "provider_error"]
+FallbackAction = Literal["downgrade_model", "switch_provider", "reduce_scope", "stop"]
+TelemetryStream = Literal["run_events", "cost_events", "policy_decisions", "routing_decisions"]
+ArtifactKey = Literal["report_md", "cost_report_md", "issues_json"]
+
+_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 would read the manifest's ``on:`` key
+    (routing.fallbacks) as the boolean True, and ``yes``/``no`` values as booleans."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TemplateInfo(_Strict):
+    id: Annotated[str, Field(pattern=_ID_PATTERN)]
+    name: str
+    description: str
+    tags: list[str] = []
+
+
+class Entrypoint(_Strict):
+    workflow: str
+
+
+class Sandbox(_Strict):
+    allow_network: bool = False
+    allow_commands: list[str] = []
+    command_timeout_seconds: Annotated[int, Field(gt=0, le=86_400)] = 900
+
+    @field_validator("allow_commands")
+    @classmethod
+    def _non_empty_commands(cls, commands: list[str]) -> list[str]:
+        for command in commands:
+            if not command.strip():
+                raise ValueError("an allowlisted command must not be empty")
+        return commands
+
+
+class Runtime(_Strict):
+    language: Literal["python", "node", "any"]
+    minimum_node: str | None = None
+    minimum_python: str | None = None
+    sandbox: Sandbox = Sandbox()
+
+
+class HitlGithub(_Strict):
+    required_label: str = "casm-approved"
+    approvers: list[str] = []
+
+
+class Hitl(_Strict):
+    mode: Literal["local", "github_label", "github_comment"] = "local"
+    github: HitlGithub | None = None
+
+
+class Policy(_Strict):
+    ruleset: str = "default.devtools"
+    hitl: Hitl = Hitl()
+
+
+class Budget(_Strict):
+    max_usd_per_run: Annotated[float, Field(ge=0)]
+
+
+class QualityFloor(_Strict):
+    min_confidence: Annotated[float, Field(ge=0, le=1)]
+
+
+class Fallback(_Strict):
+    on: FallbackTrigger
+    action: FallbackAction
+
+
+class Routing(_Strict):
+    budget: Budget
+    strategy: RoutingStrategy = "cost_aware_quality_floor"
+    quality_floor: QualityFloor = QualityFloor(min_confidence=0.7)
+    fallbacks: list[Fallback] = []
+
+
+class Agent(_Strict):
+    enabled: bool = True
+    model_profile: ModelProfile | None = None
+
+
+class GithubOutputs(_Strict):
+    create_pr: bool = False
+    pr_title: str = "CASM"
+    pr_body_artifact: str | None = None
+    comment_artifact: str | None = None
+
+
+class Outputs(_Strict):
+    artifacts: list[dict[ArtifactKey, str]] = []
+    github: GithubOutputs = GithubOutputs()
+
+    @field_validator("artifacts")
+    @classmethod
+    def _one_relative_path_each(cls, entries: list[dict[str, str]]) -> list[dict[str, str]]:
+        for entry in entries:
+            if len(entry) != 1:
+                raise ValueError("each artifact entry maps exactly one key to a path")
+            (path,) = entry.values()
+            pure = PurePosixPath(path)
+            if pure.is_absolute() or ".." in pure.parts:
+                raise ValueError(f"artifact path {path!r} must be relative and stay inside")
+        return entries
+
+
+class Redaction(_Strict):
+    secrets: bool = True
+    code_snippets_max_chars: Annotated[int, Field(ge=0)] = 1200
+
+
+class Telemetry(_Strict):
+    emit: list[TelemetryStream] = []
+    redaction: Redaction = Redaction()
+    proof_mode: bool = False
+
+
+class TemplateManifest(_Strict):
+    version: Literal["0.1"]
+    template: TemplateInfo
+    entrypoint: Entrypoint
+    runtime: Runtime
+    policy: Policy
+    routing: Routing
+    agents: dict[AgentName, Agent]
+    outputs: Outputs
+    telemetry: Telemetry
+
+    def agent_enabled(self, name: str) -> bool:
+        agent = self.agents.get(name)  # type: ignore[call-overload]
+        return bool(agent and agent.enabled)
+
+    def artifact_names(self) -> dict[str, str]:
+        """Artifact key → file name (the directory part is the artifacts dir's business)."""
+        names: dict[str, str] = {}
+        for entry in self.outputs.artifacts:
+            for key, path in entry.items():
+                names[key] = PurePosixPath(path).name
+        return names
+
+
+_EXPECTED = {
+    "missing": "a value (this key is required)",
+    "extra_forbidden": "no such key (unknown keys are not allowed)",
+    "bool_type": "a boolean (true/false)",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "literal_error": None,  # pydantic's own message lists the allowed values
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    path = ".".join(str(part) for part in error["loc"]) or "<root>"
+    expected = _EXPECTED.get(error["type"])
+    if expected is None:
+        return f"{path}: {error['msg']}"
+    got = "" if error["type"] in ("missing", "extra_forbidden") else f", got {error['input']!r}"
+    return f"{path}: expected {expected}{got}"
+
+
+def parse_manifest(data: Any, source: str) -> TemplateManifest:
+    """Validate already-loaded YAML data; ``source`` names the file in error messages."""
+    if not isinstance(data, dict):
+        raise TemplateError(f"{source}: expected a mapping at the top level")
+    try:
+        return TemplateManifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors())
+        raise TemplateError(f"{source}: invalid template manifest: {problems}") from None
+
+
+def load_manifest(path: Path) -> TemplateManifest:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{path}: cannot read template manifest: {exc}") from None
+    try:
+        data = load_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise TemplateError(f"{path}: not valid YAML{where}: {exc}") from None
+    return parse_manifest(data, str(path))

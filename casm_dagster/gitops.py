@@ -1,0 +1,123 @@
+"""Git, always through argv (never a shell), hardened against the target repo's config.
+
+The target repo's hooks and fsmonitor would run commands CASM has not allowlisted, so
+every call disables them; commits use CASM's own identity.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from casm_dagster.errors import RepoError
+
+_SETTINGS = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.quotepath=false",
+    "commit.gpgsign=false",
+    "user.name=CASM",
+    "user.email=casm@localhost",
+)
+_HARDENING = [arg for setting in _SETTINGS for arg in ("-c", setting)]
+
+
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_CONFIG_NOSYSTEM"] = "1"
+    return env
+
+
+def git(
+    repo: Path, *args: str, check: bool = True, input_bytes: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(
+        ["git", *_HARDENING, "-C", str(repo), *args],
+        input=input_bytes,
+        capture_output=True,
+        env=_git_env(),
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RepoError(f"git {args[0]} failed in {repo}: {detail[-1] if detail else proc.returncode}")
+    return proc
+
+
+def git_text(repo: Path, *args: str) -> str:
+    return git(repo, *args).stdout.decode("utf-8", "replace").strip()
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    root: Path
+    head_commit: str
+    head_ref: str  # branch name, or "HEAD" when detached
+    dirty: bool
+
+
+def inspect_repo(path: Path) -> RepoInfo:
+    """Resolve ``path`` to a git repository with at least one commit, or say why not."""
+    if not path.exists():
+        raise RepoError(f"repository path does not exist: {path}")
+    if not path.is_dir():
+        raise RepoError(f"repository path is not a directory: {path}")
+    probe = git(path, "rev-parse", "--show-toplevel", check=False)
+    if probe.returncode != 0:
+        raise RepoError(f"not a git repository: {path}")
+    root = Path(probe.stdout.decode().strip()).resolve()
+    if root != path.resolve():
+        raise RepoError(f"{path} is inside the git repository {root}; pass the repository root")
+    head = git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+    if head.returncode != 0:
+        raise RepoError(f"git repository has no commits yet: {root}")
+    head_ref = git_text(root, "rev-parse", "--abbrev-ref", "HEAD")
+    status = git(root, "status", "--porcelain", "--untracked-files=no").stdout
+    return RepoInfo(
+        root=root,
+        head_commit=head.stdout.decode().strip(),
+        head_ref=head_ref,
+        dirty=bool(status.strip()),
+    )
+
+
+def add_worktree(repo: Path, where: Path, commit: str) -> None:
+    """A detached checkout of ``commit``: the user's working tree and branch stay untouched."""
+    git(repo, "worktree", "add", "--detach", "--force", str(where), commit)
+
+
+def remove_worktree(repo: Path, where: Path) -> None:
+    git(repo, "worktree", "remove", "--force", str(where), check=False)
+    git(repo, "worktree", "prune", check=False)
+
+
+def commit_staged(worktree: Path, message: str) -> str:
+    git(worktree, "commit", "--quiet", "--no-verify", "-m", message)
+    return git_text(worktree, "rev-parse", "HEAD")
+
+
+def diff_head(worktree: Path) -> bytes:
+    """Changes to tracked files against HEAD, staged, as a patch git can apply.
+
+    Only tracked files: caches a tool or test run leaves behind never enter a patch.
+    """
+    git(worktree, "add", "--update")
+    return git(worktree, "diff", "--cached", "--binary", "--no-color", "--no-ext-diff").stdout
+
+
+def apply_patch(worktree: Path, patch: bytes) -> None:
+    """Apply and stage a patch, or raise without touching anything if it does not apply."""
+    git(worktree, "apply", "--check", "--index", "--whitespace=nowarn", "-", input_bytes=patch)
+    git(worktree, "apply", "--index", "--whitespace=nowarn", "-", input_bytes=patch)
+
+
+def create_branch(repo: Path, branch: str, commit: str) -> None:
+    """Point a new branch at ``commit`` in one step; refuses to move an existing branch."""
+    git(repo, "update-ref", f"refs/heads/{branch}", commit, "0" * 40)
+
+
+def branch_exists(repo: Path, branch: str) -> bool:
+    return git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0

@@ -1,0 +1,148 @@
+"""The run journal: append-only ``events.jsonl`` plus an atomically rewritten ``state.json``.
+
+Every stage reports through the journal, so the files on disk always tell how far a run
+got, even when the process is killed mid-stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from casm_dagster.contracts.events import EventType, RunEvent, Stage
+from casm_dagster.contracts.run import RunSpec, RunState
+from casm_dagster.errors import RunNotFoundError
+
+Listener = Callable[[RunEvent], None]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so readers never see a half-written file (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Journal:
+    def __init__(self, spec: RunSpec, listener: Listener | None = None) -> None:
+        self.spec = spec
+        self.run_dir = spec.run_dir
+        self.events_path = self.run_dir / "events.jsonl"
+        self.state_path = self.run_dir / "state.json"
+        self._listener = listener
+        self.state = self._load_or_init()
+        self._seq = sum(1 for _ in read_events(self.run_dir)) if self.events_path.exists() else 0
+
+    def _load_or_init(self) -> RunState:
+        if self.state_path.exists():
+            return RunState.model_validate_json(self.state_path.read_text(encoding="utf-8"))
+        return RunState(
+            run_id=self.spec.run_id,
+            status="running",
+            template_id=self.spec.template_id,
+            repo=self.spec.repo,
+            partition_key=self.spec.partition_key,
+            started_at=utc_now(),
+            stages={stage: "pending" for stage in self.spec.stages},
+            effective_config=self.spec.effective_config,
+        )
+
+    def emit(
+        self,
+        type_: EventType,
+        message: str,
+        stage: Stage | None = None,
+        **data: Any,
+    ) -> RunEvent:
+        self._seq += 1
+        event = RunEvent(
+            seq=self._seq,
+            run_id=self.spec.run_id,
+            ts=utc_now(),
+            type=type_,
+            stage=stage,
+            message=message,
+            data=data,
+        )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.events_path.open("a", encoding="utf-8") as handle:
+            handle.write(event.model_dump_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._apply(event)
+        if self._listener:
+            self._listener(event)
+        return event
+
+    def decision(self, stage: Stage, decision: str, reason: str, **data: Any) -> RunEvent:
+        return self.emit("decision", reason, stage=stage, decision=decision, **data)
+
+    def _apply(self, event: RunEvent) -> None:
+        state = self.state
+        if event.type == "stage_started" and event.stage:
+            state.stages[event.stage] = "running"
+        elif event.type == "stage_completed" and event.stage:
+            state.stages[event.stage] = "completed"
+        elif event.type == "stage_skipped" and event.stage:
+            state.stages[event.stage] = "skipped"
+        elif event.type == "stage_failed" and event.stage:
+            state.stages[event.stage] = "failed"
+            state.error = event.message
+        elif event.type == "run_completed":
+            state.status = "succeeded"
+            state.finished_at = event.ts
+        elif event.type == "run_failed":
+            state.status = "failed"
+            state.finished_at = event.ts
+            state.error = state.error or event.message
+        self.save_state()
+
+    def save_state(self) -> None:
+        write_json_atomic(self.state_path, self.state.model_dump(mode="json"))
+
+
+def read_events(run_dir: Path) -> list[RunEvent]:
+    path = run_dir / "events.jsonl"
+    if not path.exists():
+        raise RunNotFoundError(f"no events for this run: {path} does not exist")
+    events = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(RunEvent.model_validate_json(line))
+        except ValueError as exc:
+            raise RunNotFoundError(f"{path}:{number}: corrupt event line: {exc}") from None
+    return events
+
+
+def print_progress(event: RunEvent) -> None:
+    """Human progress on stderr, so ``--json`` keeps stdout clean."""
+    if event.type in ("stage_started", "stage_completed", "stage_skipped", "stage_failed"):
+        verb = {
+            "stage_started": "…",
+            "stage_completed": "✓",
+            "stage_skipped": "-",
+            "stage_failed": "✗",
+        }[event.type]
+        print(f"  {verb} {event.stage:<9} {event.message}", file=sys.stderr, flush=True)
+    elif event.type == "decision":
+        print(f"    ! {event.message}", file=sys.stderr, flush=True)

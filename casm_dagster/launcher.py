@@ -1,0 +1,97 @@
+"""Launch an audit as a real Dagster run (in-process, recorded in the instance)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from casm_dagster.contracts.run import RunState
+from casm_dagster.definitions import defs
+from casm_dagster.errors import CasmError
+from casm_dagster.ids import new_ulid
+from casm_dagster.instance import instance_db_url
+from casm_dagster.partitions import repos_partitions
+from casm_dagster.stores.db import engine_for
+from casm_dagster.stores.repos import RepoRecord, RepoRegistry
+from casm_dagster.templates import Template
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    run_id: str
+    dagster_run_id: str
+    success: bool
+    state: RunState | None
+    run_dir: Path
+
+
+def registry(instance: dg.DagsterInstance) -> RepoRegistry:
+    return RepoRegistry(engine_for(instance_db_url(instance)))
+
+
+def register_local_repo(instance: dg.DagsterInstance, path: Path) -> RepoRecord:
+    """Record the repo and add its dynamic partition (idempotent)."""
+    record = registry(instance).add("local", str(path))
+    if not instance.has_dynamic_partition(repos_partitions.name, record.partition_key):
+        instance.add_dynamic_partitions(repos_partitions.name, [record.partition_key])
+    return record
+
+
+def launch_audit(
+    instance: dg.DagsterInstance,
+    template: Template,
+    template_ref: str,
+    repo: str,
+    repo_root: Path,
+    state_dir: Path,
+    artifacts_dir: Path,
+    seed: int,
+    progress: bool,
+) -> LaunchResult:
+    record = register_local_repo(instance, repo_root)
+    run_id = new_ulid()
+    run_config = {
+        "ops": {
+            "repo_snapshot": {
+                "config": {
+                    "template": template_ref,
+                    "run_id": run_id,
+                    "repo": repo,
+                    "artifacts_dir": str(artifacts_dir),
+                    "seed": seed,
+                }
+            }
+        },
+        "resources": {"casm": {"config": {"state_dir": str(state_dir), "progress": progress}}},
+        # CASM prints its own progress; Dagster's console logger would drown it.
+        "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+    }
+    tags = {
+        "casm/run_id": run_id,
+        "casm/template": template.id,
+        "casm/repo": repo,
+        "casm/partition": record.partition_key,
+    }
+    job = defs.resolve_job_def("audit_job")
+    result = job.execute_in_process(
+        run_config=run_config,
+        instance=instance,
+        partition_key=record.partition_key,
+        tags=tags,
+        raise_on_error=False,
+    )
+    run_dir = state_dir / "runs" / run_id
+    state_path = run_dir / "state.json"
+    state = RunState.model_validate_json(state_path.read_text()) if state_path.exists() else None
+    if not result.success and state is None:
+        raise CasmError(f"the Dagster run {result.run_id} failed before CASM could start: {_first_error(result)}")
+    return LaunchResult(run_id, result.run_id, result.success, state, run_dir)
+
+
+def _first_error(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_failure and event.step_failure_data:
+            return event.step_failure_data.error.message.strip().splitlines()[-1]
+    return "unknown error"

@@ -1,0 +1,234 @@
+"""The run's artifacts: ``report.md``, ``cost_report.md``, ``issues.json``, ``plan.json``,
+``validation.json``. Written into the run dir first, then copied to the artifacts dir, so
+``.casm/runs/<run_id>/`` always keeps every run's full set.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+
+from casm_dagster.agents.reviewer import severity_counts
+from casm_dagster.contracts.findings import Review
+from casm_dagster.contracts.plan import PatchPlan
+from casm_dagster.contracts.run import Delivery, Snapshot
+from casm_dagster.contracts.validation import Validation
+from casm_dagster.journal import Journal, write_json_atomic, write_text_atomic
+from casm_dagster.redact import redact
+
+M = TypeVar("M", bound=BaseModel)
+DEFAULT_ARTIFACT_NAMES = {
+    "report_md": "report.md",
+    "cost_report_md": "cost_report.md",
+    "issues_json": "issues.json",
+}
+MAX_FINDINGS_IN_REPORT = 200
+
+
+def write_models(path: Path, models: list[M]) -> None:
+    write_json_atomic(path, [m.model_dump(mode="json") for m in models])
+
+
+def read_models(path: Path, model: type[M]) -> list[M]:
+    if not path.exists():
+        return []
+    return TypeAdapter(list[model]).validate_json(path.read_text(encoding="utf-8"))  # type: ignore[valid-type]
+
+
+def parse_ts(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def issues_document(snap: Snapshot, review: Review) -> dict:
+    return {
+        "schema_version": "0.1",
+        "run_id": snap.spec.run_id,
+        "repo": snap.spec.repo,
+        "commit": snap.head_commit,
+        "analysers": [a.model_dump(mode="json") for a in review.analysers],
+        "skipped_files": [s.model_dump(mode="json") for s in review.skipped_files],
+        "summary": {
+            "total": len(review.findings),
+            "by_severity": severity_counts(review.findings),
+            "auto_fixable": sum(f.auto_fixable for f in review.findings),
+        },
+        "findings": [f.model_dump(mode="json") for f in review.findings],
+    }
+
+
+def render_report(
+    snap: Snapshot, review: Review, plan: PatchPlan, validation: Validation, branch: str | None, run_seconds: float
+) -> str:
+    spec = snap.spec
+    lines = [
+        f"# CASM {spec.template_id} report",
+        "",
+        f"- Run: `{spec.run_id}`",
+        f"- Repository: `{spec.repo}` at `{snap.head_commit[:12]}` ({snap.head_ref})",
+        f"- Workflow: `{spec.workflow}` — stages: {', '.join(spec.stages)}",
+        f"- Branch: `{branch}`" if branch else "- Branch: none (no accepted patch)",
+        "- Model provider: offline (no model calls; deterministic analysers and fixers only)",
+    ]
+    if snap.dirty:
+        lines.append("- Note: the working tree had uncommitted changes; the audit covers HEAD only.")
+    lines += ["", "## Review summary", ""]
+    counts = severity_counts(review.findings)
+    lines.append(
+        f"{len(review.findings)} findings in {review.files_audited} files "
+        f"({review.loc_audited} lines of code; languages: {', '.join(review.languages) or 'none'}): "
+        + ", ".join(f"{n} {sev}" for sev, n in counts.items())
+        + "."
+    )
+    fixable = sum(f.auto_fixable for f in review.findings)
+    lines.append(f"{fixable} are auto-fixable; {len(review.findings) - fixable} need a human.")
+    lines += [
+        "",
+        "### Analysers",
+        "",
+        "| analyser | status | files | findings | detail |",
+        "|---|---|---|---|---|",
+    ]
+    for run in review.analysers:
+        lines.append(f"| {run.name} | {run.status} | {run.files} | {run.findings} | {_md_cell(run.detail)} |")
+    if review.skipped_files:
+        lines += ["", "### Files not read", ""]
+        lines += [f"- `{_md_cell(s.path)}` — {s.reason}" for s in review.skipped_files]
+    lines += [
+        "",
+        "### Findings",
+        "",
+        "| severity | rule | location | message | auto-fix |",
+        "|---|---|---|---|---|",
+    ]
+    for f in review.findings[:MAX_FINDINGS_IN_REPORT]:
+        where = (f"`{_md_cell(f.file)}:{f.line}`" if f.line else f"`{_md_cell(f.file)}`") if f.file else "repo"
+        lines.append(
+            f"| {f.severity} | {f.analyser}:{f.rule} | {where} | {_md_cell(f.message)} | "
+            f"{'yes' if f.auto_fixable else 'no'} |"
+        )
+    if len(review.findings) > MAX_FINDINGS_IN_REPORT:
+        lines.append(f"\n…and {len(review.findings) - MAX_FINDINGS_IN_REPORT} more in issues.json.")
+    lines += ["", "## Patch set", ""]
+    if not plan.groups:
+        lines.append("No patches.")
+    for group in plan.groups:
+        verdict = (
+            "accepted"
+            if group.group_id in validation.accepted_groups
+            else (f"rejected: {validation.rejected_groups.get(group.group_id, 'not applied')}")
+        )
+        lines.append(
+            f"- `{group.group_id}` {group.title} — {len(group.files)} files, "
+            f"+{group.lines_added}/-{group.lines_removed} — {verdict} (`{group.patch_file}`)"
+        )
+    lines += ["", f"Plan hash: `{plan.plan_sha256}`", "", "## Test results", ""]
+    if not validation.checks:
+        lines.append("No allowlisted check applies to this repository.")
+    else:
+        lines += ["| command | before | after | network |", "|---|---|---|---|"]
+        after = {c.command: c for c in validation.after()}
+        for check in validation.before():
+            post = after.get(check.command)
+            lines.append(
+                f"| `{_md_cell(check.command)}` | {check.status} ({check.duration_s:.1f}s) | "
+                f"{f'{post.status} ({post.duration_s:.1f}s)' if post else 'not run'} | {check.network} |"
+            )
+        not_enforced = [c for c in validation.checks if c.network == "not_enforced"]
+        if not_enforced:
+            lines.append(f"\nNetwork isolation was NOT enforced: {not_enforced[0].network_detail}")
+    if validation.benchmarks:
+        lines += [
+            "",
+            "## Benchmarks",
+            "",
+            "| command | before (median s) | after (median s) | change |",
+            "|---|---|---|---|",
+        ]
+        for b in validation.benchmarks:
+            change = f"{b.change_pct:+.2f}%" if b.change_pct is not None else b.detail
+            lines.append(f"| `{_md_cell(b.command)}` | {b.before_median_s} | {b.after_median_s} | {change} |")
+    lines += ["", "## Cost", "", render_cost_table(run_seconds), ""]
+    return redact("\n".join(lines) + "\n")
+
+
+def render_cost_table(run_seconds: float) -> str:
+    return "\n".join(
+        [
+            "| item | quantity | cost (USD) |",
+            "|---|---|---|",
+            "| model calls (offline provider) | 0 calls, 0 tokens | 0.00 |",
+            f"| run time (measured) | {run_seconds:.1f} s | not priced |",
+        ]
+    )
+
+
+def render_cost_report(snap: Snapshot, run_seconds: float) -> str:
+    return (
+        f"# CASM cost report — run `{snap.spec.run_id}`\n\n"
+        "Provider: offline (deterministic, zero model cost).\n\n"
+        f"{render_cost_table(run_seconds)}\n"
+    )
+
+
+def write_all(
+    snap: Snapshot,
+    review: Review,
+    plan: PatchPlan,
+    validation: Validation,
+    branch: str | None,
+    run_seconds: float,
+    journal: Journal,
+) -> Delivery:
+    spec = snap.spec
+    run_dir = spec.run_dir
+    names = dict(DEFAULT_ARTIFACT_NAMES)
+    names.update(journal.spec.effective_config.get("artifact_names", {}))
+    write_text_atomic(
+        run_dir / names["report_md"],
+        render_report(snap, review, plan, validation, branch, run_seconds),
+    )
+    write_text_atomic(run_dir / names["cost_report_md"], render_cost_report(snap, run_seconds))
+    write_json_atomic(run_dir / names["issues_json"], issues_document(snap, review))
+    write_json_atomic(run_dir / "plan.json", plan.model_dump(mode="json"))
+    write_json_atomic(run_dir / "validation.json", validation.model_dump(mode="json"))
+    artifacts = Path(spec.artifacts_dir)
+    copied = [
+        names["report_md"],
+        names["cost_report_md"],
+        names["issues_json"],
+        "plan.json",
+        "validation.json",
+    ]
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for name in copied:
+        shutil.copyfile(run_dir / name, artifacts / name)
+    patches = run_dir / "patches"
+    if (artifacts / "patches").exists():
+        shutil.rmtree(artifacts / "patches")
+    if patches.exists():
+        shutil.copytree(patches, artifacts / "patches")
+    write_json_atomic(artifacts / "run.json", {"run_id": spec.run_id, "run_dir": str(run_dir)})
+    status = "delivered" if branch else ("no_changes" if "apply" in spec.stages else "not_applicable")
+    return Delivery(
+        status=status,
+        branch=branch,
+        report=str(artifacts / names["report_md"]),
+        artifacts_dir=str(artifacts),
+        run_dir=str(run_dir),
+        findings=len(review.findings),
+        patches=len(validation.accepted_groups),
+        checks=len(validation.after()),
+    )
+
+
+def dump_json(payload: dict) -> str:
+    return json.dumps(payload, sort_keys=True)

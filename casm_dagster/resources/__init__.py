@@ -1,0 +1,29 @@
+"""Dagster resources: thin wrappers that hand the domain what it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from casm_dagster.contracts.run import RunSpec
+from casm_dagster.instance import instance_db_url
+from casm_dagster.journal import Journal, print_progress
+from casm_dagster.stores.db import engine_for
+from casm_dagster.stores.repos import RepoRegistry
+
+
+class CasmResource(dg.ConfigurableResource):
+    """Where CASM keeps run state, and whether to print progress (the CLI turns it on)."""
+
+    state_dir: str = ".casm"
+    progress: bool = False
+
+    def state_path(self) -> Path:
+        return Path(self.state_dir).resolve()
+
+    def journal(self, spec: RunSpec) -> Journal:
+        return Journal(spec, listener=print_progress if self.progress else None)
+
+    def registry(self, instance: dg.DagsterInstance) -> RepoRegistry:
+        return RepoRegistry(engine_for(instance_db_url(instance)))

@@ -1,0 +1,148 @@
+"""Run target-repo commands: allowlisted argv only, scrubbed env, timeout, no network.
+
+The command string must appear verbatim in the template's ``allow_commands``; it is split
+with shell rules into argv and executed without a shell. ``python``/``python3`` mean the
+interpreter CASM runs under, so the repo's tests see the same tools CASM installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from casm_dagster.contracts.validation import CheckStatus, Isolation
+from casm_dagster.errors import SandboxError
+from casm_dagster.redact import redact
+
+OUTPUT_TAIL_CHARS = 4000
+_PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    status: CheckStatus
+    exit_code: int | None
+    duration_s: float
+    output_tail: str
+    network: Isolation
+    network_detail: str
+
+
+@functools.cache
+def network_isolation_prefix() -> tuple[list[str] | None, str]:
+    """The argv prefix that puts a command in a fresh network namespace, or why none works."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None, "util-linux 'unshare' is not installed"
+    candidates = [[unshare, "--net", "--"], [unshare, "--user", "--map-root-user", "--net", "--"]]
+    reasons = []
+    for prefix in candidates:
+        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10)
+        if probe.returncode == 0:
+            return prefix, "fresh Linux network namespace (no interfaces but a down loopback)"
+        reasons.append(probe.stderr.decode("utf-8", "replace").strip() or f"exit {probe.returncode}")
+    return None, "cannot create a network namespace here: " + "; ".join(reasons)
+
+
+def scrubbed_env(home: Path) -> dict[str, str]:
+    """Only locale and PATH pass through: no tokens or API keys reach the target repo."""
+    env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+    interpreter_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([interpreter_bin, env.get("PATH", os.defpath)])
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(home),
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONHASHSEED="0",
+        NO_COLOR="1",
+    )
+    return env
+
+
+class Sandbox:
+    def __init__(self, allow_commands: list[str], allow_network: bool, timeout_s: int) -> None:
+        self.allow_commands = list(allow_commands)
+        self.allow_network = allow_network
+        self.timeout_s = timeout_s
+
+    def argv(self, command: str) -> list[str]:
+        if command not in self.allow_commands:
+            raise SandboxError(f"command not allowlisted by the template: {command!r}")
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise SandboxError(f"allowlisted command {command!r} cannot be split: {exc}") from None
+        if not argv:
+            raise SandboxError("allowlisted command is empty")
+        return argv
+
+    def resolve(self, command: str, env: dict[str, str]) -> list[str] | None:
+        argv = self.argv(command)
+        if argv[0] in ("python", "python3"):
+            return [sys.executable, *argv[1:]]
+        found = shutil.which(argv[0], path=env["PATH"])
+        return [found, *argv[1:]] if found else None
+
+    def run(self, command: str, cwd: Path) -> CommandResult:
+        with tempfile.TemporaryDirectory(prefix="casm-home-") as home:
+            env = scrubbed_env(Path(home))
+            argv = self.resolve(command, env)
+            if argv is None:
+                return CommandResult(
+                    command,
+                    "unavailable",
+                    None,
+                    0.0,
+                    f"{self.argv(command)[0]!r} is not installed",
+                    "not_requested",
+                    "",
+                )
+            network: Isolation = "not_requested"
+            detail = "the template allows network access"
+            if not self.allow_network:
+                prefix, detail = network_isolation_prefix()
+                network = "enforced" if prefix else "not_enforced"
+                argv = [*(prefix or []), *argv]
+            return self._execute(command, argv, cwd, env, network, detail)
+
+    def _execute(
+        self,
+        command: str,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        network: Isolation,
+        detail: str,
+    ) -> CommandResult:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so a timeout kills the whole process group
+        )
+        try:
+            out, _ = proc.communicate(timeout=self.timeout_s)
+            status: CheckStatus = "passed" if proc.returncode == 0 else "failed"
+            exit_code: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            status, exit_code = "timed_out", None
+            out += f"\n[casm: killed after {self.timeout_s}s timeout]".encode()
+        duration = round(time.monotonic() - started, 3)
+        tail = redact(out.decode("utf-8", "replace"))[-OUTPUT_TAIL_CHARS:]
+        return CommandResult(command, status, exit_code, duration, tail, network, detail)

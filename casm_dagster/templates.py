@@ -1,0 +1,72 @@
+"""Template discovery: ``templates/<id>/manifest.yaml`` (bundled in the wheel, or the
+source tree's top-level ``templates/``), or a manifest given by path. Each manifest's
+``entrypoint.workflow`` names one of the workflows below."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from casm_dagster.contracts.events import STAGES
+from casm_dagster.contracts.manifest import TemplateManifest, load_manifest
+from casm_dagster.errors import TemplateError
+
+WORKFLOWS: dict[str, tuple[str, ...]] = {
+    "repo_auditor_v1": STAGES,
+    "noop_v1": ("ingest", "report"),
+}
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def bundled_dir(name: str) -> Path:
+    """``templates``/``rules``: inside the installed wheel, else the source tree's top level."""
+    inside = _PACKAGE / "_bundled" / name
+    return inside if inside.is_dir() else _PACKAGE.parent / name
+
+
+@dataclass(frozen=True)
+class Template:
+    manifest: TemplateManifest
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.manifest.template.id
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return WORKFLOWS[self.manifest.entrypoint.workflow]
+
+
+def _checked(manifest: TemplateManifest, path: Path) -> Template:
+    if manifest.entrypoint.workflow not in WORKFLOWS:
+        known = ", ".join(sorted(WORKFLOWS))
+        raise TemplateError(
+            f"{path}: entrypoint.workflow: unknown workflow {manifest.entrypoint.workflow!r} (known: {known})"
+        )
+    return Template(manifest=manifest, path=path)
+
+
+def template_ids(root: Path | None = None) -> list[str]:
+    base = root or bundled_dir("templates")
+    return sorted(p.parent.name for p in base.glob("*/manifest.yaml"))
+
+
+def load_template(name_or_path: str, root: Path | None = None) -> Template:
+    """A template id (``repo-auditor``) or a path to a manifest file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        if not candidate.is_file():
+            raise TemplateError(f"template manifest not found: {candidate}")
+        path = candidate.resolve()
+    else:
+        ids = template_ids(root)
+        if name_or_path not in ids:
+            raise TemplateError(f"unknown template {name_or_path!r} (available: {', '.join(ids) or 'none'})")
+        path = (root or bundled_dir("templates")) / name_or_path / "manifest.yaml"
+    return _checked(load_manifest(path), path)
+
+
+def list_templates(root: Path | None = None) -> list[Template]:
+    return [load_template(i, root) for i in template_ids(root)]
