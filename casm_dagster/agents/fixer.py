@@ -39,31 +39,52 @@ def plan_sha256(base_commit: str, groups: list[PatchGroup]) -> str:
     return digest.hexdigest()
 
 
+FORMAT_GROUP = "ruff-format"
+FOLLOWUP_GROUP = "ruff-followup"
+
+
+def _rule_priority(group: str) -> tuple[int, str]:
+    """Modernizations first (they change imports), import sorting last among the rules."""
+    rule = group.removeprefix("ruff-")
+    return (0 if rule.startswith("UP") else 2 if rule.startswith("I") else 1, rule)
+
+
 def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_dir: Path) -> PatchPlan:
     """Make the patches in ``worktree`` (a scratch checkout of ``base_commit``)."""
     by_group: dict[str, list[Finding]] = defaultdict(list)
     for finding in findings:
         if finding.auto_fixable and finding.fix_group:
             by_group[finding.fix_group].append(finding)
-    # Rule fixes first (sorted, so the order is stable), the formatter last.
-    order = sorted(g for g in by_group if g != "ruff-format") + (["ruff-format"] if "ruff-format" in by_group else [])
+    rule_groups = sorted((g for g in by_group if g != FORMAT_GROUP), key=_rule_priority)
+    python_files = sorted({f.file for f in findings if f.analyser in ("ruff", "ruff-format")})
+    # A follow-up pass catches what the rule groups uncovered (an import left unused by a
+    # modernized annotation, a block left unsorted); the formatter goes last.
+    order = [
+        *rule_groups,
+        *([FOLLOWUP_GROUP] if rule_groups else []),
+        *([FORMAT_GROUP] if FORMAT_GROUP in by_group else []),
+    ]
     settings = python_tools.ruff_settings(worktree)
     patch_dir.mkdir(parents=True, exist_ok=True)
     groups: list[PatchGroup] = []
     notes: list[str] = []
     for name in order:
-        members = by_group[name]
-        files = sorted({f.file for f in members})
-        if name == "ruff-format":
+        members = by_group.get(name, [])
+        files = sorted({f.file for f in members}) or python_files
+        if name == FORMAT_GROUP:
             python_tools.ruff_format(worktree, files, settings)
             rule, title = "format", "Format Python files with ruff format"
+        elif name == FOLLOWUP_GROUP:
+            python_tools.ruff_fix(worktree, files, python_tools.RUFF_RULES, settings)
+            rule, title = "follow-up", "Apply the safe fixes the earlier groups made necessary"
         else:
             rule = name.removeprefix("ruff-")
             python_tools.ruff_fix(worktree, files, rule, settings)
             title = f"Apply ruff's safe fixes for {rule}"
         patch = gitops.diff_head(worktree)
         if not patch.strip():
-            notes.append(f"{name}: the tool changed nothing (fixed by an earlier group)")
+            if name != FOLLOWUP_GROUP:
+                notes.append(f"{name}: the tool changed nothing (fixed by an earlier group)")
             continue
         group_id = f"{len(groups) + 1:02d}-{name}"
         patch_file = patch_dir / f"{group_id}.patch"

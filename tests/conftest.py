@@ -1,0 +1,63 @@
+"""Shared fixtures: real git repos, real Dagster instances, the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import isolated_env
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """The directory ``casm`` runs in (its ./.casm lands here)."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def casm_env(tmp_path: Path) -> dict[str, str]:
+    """An environment with its own DAGSTER_HOME (SQLite), nothing inherited from the user's."""
+    return isolated_env(tmp_path / "dagster_home")
+
+
+@pytest.fixture
+def demo_repo(tmp_path: Path) -> Path:
+    from casm_dagster.demo import make_demo_repo
+
+    return make_demo_repo(parent=tmp_path)
+
+
+def _pg_available() -> str | None:
+    import psycopg2
+
+    try:
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        return str(exc).strip()
+    return None
+
+
+@pytest.fixture
+def pg_database() -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database, dropped afterwards. Skips without a server, except in CI."""
+    import psycopg2
+
+    problem = _pg_available()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true and is unreachable: {problem}")
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {problem}")
+    name = f"casm_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"host": "127.0.0.1", "port": "5432", "user": "postgres", "password": "", "db": name}
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

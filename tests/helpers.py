@@ -1,0 +1,50 @@
+"""Helpers the tests share (importable: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CASM = [str(Path(sys.executable).parent / "casm")]  # the installed console script
+GIT_ID = ["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
+
+
+def git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *GIT_ID, "-C", str(repo), *args], capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def make_repo(where: Path, files: dict[str, str | bytes]) -> Path:
+    """A git repo with one commit holding ``files``."""
+    where.mkdir(parents=True, exist_ok=True)
+    git(where, "init", "--quiet", "--initial-branch=main")
+    for name, content in files.items():
+        path = where / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    git(where, "add", "--all")
+    git(where, "commit", "--quiet", "-m", "initial")
+    return where
+
+
+def run_casm(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CASM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """The caller's environment with its own DAGSTER_HOME (SQLite, the bundled dagster.yaml)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "CASM_"))}
+    env["DAGSTER_HOME"] = str(home)
+    return env
