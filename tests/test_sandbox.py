@@ -60,7 +60,7 @@ def test_unsplittable_allowlisted_command_is_a_sandbox_error() -> None:
 
 def test_runs_without_a_shell_metacharacters_stay_literal(tmp_path: Path) -> None:
     command = (
-        "python -c \"import sys, json; print(json.dumps(sys.argv[1:]))\" "
+        'python -c "import sys, json; print(json.dumps(sys.argv[1:]))" '
         "'$(touch pwned)' 'a; touch pwned2' '$HOME' '`id`' '*' '|'"
     )
     result = _run(command, tmp_path)

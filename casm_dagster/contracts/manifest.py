@@ -225,5 +225,6 @@ def load_manifest(path: Path) -> TemplateManifest:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise TemplateError(f"{path}: not valid YAML{where}: {exc}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TemplateError(f"{path}: not valid YAML{where}: {problem}") from None
     return parse_manifest(data, str(path))
