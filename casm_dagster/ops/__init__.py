@@ -1,0 +1,1 @@
+"""Dagster ops. Empty today: the gated continuation (HITL) lands here."""
