@@ -14,4 +14,4 @@ def new_ulid() -> str:
 
 
 def is_ulid(value: str) -> bool:
-    return bool(_ULID_RE.match(value))
+    return bool(_ULID_RE.fullmatch(value))

@@ -79,7 +79,11 @@ def _tree_entries(worktree: Path) -> list[tuple[str, int, str]]:
             continue
         meta, _, name = record.partition(b"\t")
         mode, _type, _obj, size = meta.split()
-        path = name.decode("utf-8", "surrogateescape")
+        try:
+            path = name.decode("utf-8")
+        except UnicodeDecodeError:
+            # Artifacts are JSON (UTF-8): keep a readable, escaped name and never read it.
+            path = "\0" + name.decode("utf-8", "backslashreplace")
         entries.append((mode.decode(), int(size) if size != b"-" else 0, path))
     return sorted(entries, key=lambda e: e[2])
 
@@ -96,6 +100,9 @@ def scan(worktree: Path) -> Inventory:
     files: list[SourceFile] = []
     skipped: list[SkippedFile] = []
     for mode, size, path in _tree_entries(worktree):
+        if path.startswith("\0"):
+            skipped.append(SkippedFile(path=path[1:], reason="unsafe_path"))
+            continue
         if mode == "120000":
             skipped.append(SkippedFile(path=path, reason="symlink"))
             continue

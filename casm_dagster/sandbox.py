@@ -86,17 +86,27 @@ class Sandbox:
             raise SandboxError("allowlisted command is empty")
         return argv
 
-    def resolve(self, command: str, env: dict[str, str]) -> list[str] | None:
+    def resolve(self, command: str, env: dict[str, str], cwd: Path) -> list[str] | None:
+        """argv with its program made absolute, or None when the program is not there.
+
+        A program with a ``/`` (``./check.sh``) is the repo's own, so it must be inside the
+        repo; anything else is looked up on the scrubbed ``PATH``.
+        """
         argv = self.argv(command)
         if argv[0] in ("python", "python3"):
             return [sys.executable, *argv[1:]]
+        if "/" in argv[0]:
+            program = (cwd / argv[0]).resolve()
+            inside = program.is_relative_to(cwd.resolve())
+            runnable = inside and program.is_file() and os.access(program, os.X_OK)
+            return [str(program), *argv[1:]] if runnable else None
         found = shutil.which(argv[0], path=env["PATH"])
         return [found, *argv[1:]] if found else None
 
     def run(self, command: str, cwd: Path) -> CommandResult:
         with tempfile.TemporaryDirectory(prefix="casm-home-") as home:
             env = scrubbed_env(Path(home))
-            argv = self.resolve(command, env)
+            argv = self.resolve(command, env, cwd)
             if argv is None:
                 return CommandResult(
                     command,
@@ -125,15 +135,18 @@ class Sandbox:
         detail: str,
     ) -> CommandResult:
         started = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so a timeout kills the whole process group
-        )
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # so a timeout kills the whole process group
+            )
+        except OSError as exc:  # e.g. a script with a broken interpreter line
+            return CommandResult(command, "error", None, 0.0, redact(str(exc)), network, detail)
         try:
             out, _ = proc.communicate(timeout=self.timeout_s)
             status: CheckStatus = "passed" if proc.returncode == 0 else "failed"

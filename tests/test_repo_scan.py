@@ -138,3 +138,23 @@ def test_submodule_is_skipped(tmp_path: Path) -> None:
     inventory = scan(repo)
     assert [f.path for f in inventory.files] == ["a.py"]
     assert [(s.path, s.reason) for s in inventory.skipped] == [("vendor/lib", "submodule")]
+
+
+def test_non_utf8_file_name_yields_serializable_paths(tmp_path: Path) -> None:
+    # A hostile repo can commit a file name that is not UTF-8. Every path the inventory hands on
+    # ends up in issues.json / the report, so it must be encodable as UTF-8 JSON.
+    repo = tmp_path / "names"
+    repo.mkdir()
+    _git(repo, "init", "--quiet")
+    (repo / os.fsdecode(b"caf\xe9.py")).write_text("x = 1  # TODO: later\n", encoding="utf-8")
+    (repo / "ok.py").write_text("y = 2\n", encoding="utf-8")
+    _git(repo, "add", "--all")
+    _git(repo, "commit", "--quiet", "-m", "latin-1 name")
+    inventory = scan(repo)
+    paths = [f.path for f in inventory.files] + [s.path for s in inventory.skipped]
+    assert len(paths) == 2  # both entries are accounted for, nothing silently dropped
+    assert "ok.py" in [f.path for f in inventory.files]
+    for path in paths:
+        path.encode("utf-8")  # raises UnicodeEncodeError for a surrogate-escaped name
+    for skipped in inventory.skipped:
+        skipped.model_dump_json()

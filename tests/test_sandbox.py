@@ -235,3 +235,45 @@ def test_network_reachable_when_allowed(tmp_path: Path) -> None:
     assert result.network_detail == "the template allows network access"
     assert (result.status, result.exit_code) == ("passed", 0), result.output_tail
     assert result.output_tail == "connected\n"
+
+
+# --- repo-relative executables -----------------------------------------------------------------
+# The validator lets `./check.sh` / `scripts/check.sh` apply when the repo holds the file, and
+# Popen runs a relative argv[0] relative to ``cwd`` (the repo). The sandbox must therefore look
+# the executable up relative to the repo, not relative to CASM's own working directory.
+
+SCRIPT = "#!/bin/sh\necho from-the-repo\n"
+
+
+def _script(where: Path, name: str) -> None:
+    path = where / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(SCRIPT, encoding="utf-8")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["./check.sh", "scripts/check.sh"])
+def test_repo_relative_executable_runs_in_the_repo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    repo = tmp_path / "repo"
+    _script(repo, command)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # CASM's own cwd does not hold the script
+    result = Sandbox([command], allow_network=True, timeout_s=5).run(command, repo)
+    assert (result.status, result.exit_code) == ("passed", 0), result.output_tail
+    assert result.output_tail == "from-the-repo\n"
+
+
+def test_relative_executable_only_in_casm_cwd_is_unavailable_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    _script(elsewhere, "check.sh")
+    monkeypatch.chdir(elsewhere)  # the script exists here, not in the repo
+    result = Sandbox(["./check.sh"], allow_network=True, timeout_s=5).run("./check.sh", repo)
+    assert result.status == "unavailable"
+    assert result.exit_code is None

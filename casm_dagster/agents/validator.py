@@ -55,7 +55,9 @@ def applies(command: str, worktree: Path, inventory: Inventory) -> bool:
     if program in _PYTHON_TOOLS or (program.startswith("python") and "-m" in argv):
         if not python_files:
             return False
-    for arg in argv[1:]:
+    for index, arg in enumerate(argv[1:], start=1):
+        if argv[index - 1] in ("-c", "-e", "--eval"):  # inline code, not a file name
+            continue
         looks_like_path = "/" in arg or Path(arg).suffix in (".py", ".js", ".ts", ".sh")
         if looks_like_path and not arg.startswith("-") and not (worktree / arg).exists():
             return False

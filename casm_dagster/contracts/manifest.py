@@ -6,7 +6,6 @@ that names the key path, the file and the expected form. Nothing is coerced sile
 
 from __future__ import annotations
 
-import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -14,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from casm_dagster.errors import TemplateError
+from casm_dagster.yaml12 import load_yaml
 
 AgentName = Literal["reviewer", "fixer", "validator", "benchmarker", "docgen", "redteam", "cost_auditor"]
 ModelProfile = Literal["cheap", "code_mid", "reasoning_low", "reasoning_high"]
@@ -24,26 +24,6 @@ TelemetryStream = Literal["run_events", "cost_events", "policy_decisions", "rout
 ArtifactKey = Literal["report_md", "cost_report_md", "issues_json"]
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. YAML 1.1 would read the manifest's ``on:`` key
-    (routing.fallbacks) as the boolean True, and ``yes``/``no`` values as booleans."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class _Strict(BaseModel):

@@ -19,7 +19,7 @@ from casm_dagster.agents.reviewer import (
 )
 from casm_dagster.contracts.validation import CheckRun
 from casm_dagster.redact import REDACTED
-from casm_dagster.repo_scan import Inventory, SourceFile, scan
+from casm_dagster.repo_scan import LANGUAGE_BY_SUFFIX, Inventory, SourceFile, scan
 
 APP = """import os
 
@@ -35,8 +35,6 @@ def label():
 
 
 def _inventory(files: dict[str, str]) -> Inventory:
-    from casm_dagster.repo_scan import LANGUAGE_BY_SUFFIX
-
     return Inventory(
         files=[SourceFile(path, LANGUAGE_BY_SUFFIX.get(Path(path).suffix), text) for path, text in files.items()],
         skipped=[],
@@ -227,7 +225,9 @@ def test_todo_scan_finds_comment_markers_only() -> None:
         {
             "src/app.py": APP,
             "web/main.js": "const a = 1; // FIXME handle errors\nconst s = 'todo: not a marker';\n",
-            "notes.py": 'msg = "TODO later, in a string"\ntext = "todo: write docs"\n# todo lowercase is not a marker\n',
+            "notes.py": (
+                'msg = "TODO later, in a string"\ntext = "todo: write docs"\n# todo lowercase is not a marker\n'
+            ),
         }
     )
     found = [(f.file, f.line, f.rule, f.severity, f.message) for f in analyse_todos(inventory)]

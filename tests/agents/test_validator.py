@@ -183,3 +183,9 @@ def test_run_checks_records_phase_and_status(tmp_path: Path) -> None:
     ]
     assert runs[0].output_tail == "ok\n"
     assert to_check_run(box.run("python ok.py", repo), "before").phase == "before"
+
+
+def test_python_c_code_with_a_slash_is_not_a_missing_file(tmp_path: Path) -> None:
+    # The argument is code, not a path: the "names a repo file" rule must not drop the command.
+    repo, inv = _repo(tmp_path / "r", {"m.py": "x = 1\n"})
+    assert applies("python -c 'print(1/2)'", repo, inv) is True

@@ -220,3 +220,56 @@ def test_missing_file_is_a_template_error(tmp_path: Path) -> None:
 def test_template_error_is_a_casm_error_with_exit_code_2() -> None:
     assert issubclass(TemplateError, CasmError)
     assert TemplateError.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("command_timeout_seconds: 900", "command_timeout_seconds: 0", "runtime.sandbox.command_timeout_seconds"),
+        ("command_timeout_seconds: 900", "command_timeout_seconds: true", "expected an integer, got True"),
+        ('- "npm test"', '- "  "', "an allowlisted command must not be empty"),
+        ("min_confidence: 0.70", "min_confidence: 1.5", "routing.quality_floor.min_confidence"),
+        ("max_usd_per_run: 3.50", "max_usd_per_run: -1", "routing.budget.max_usd_per_run"),
+        ("id: repo-auditor", "id: Repo_Auditor", "template.id"),
+        ("reviewer:  {enabled", "overseer:  {enabled", "agents.overseer"),
+        (
+            '- report_md: ".casm/artifacts/report.md"',
+            '- {report_md: "a.md", issues_json: "b.json"}',
+            "each artifact entry maps exactly one key to a path",
+        ),
+    ],
+)
+def test_other_invalid_values(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    msg = _error(_variant(tmp_path, old, new))
+    assert expected in msg
+
+
+def test_loader_does_not_change_pyyaml_defaults() -> None:
+    import yaml
+
+    load_yaml("on: x\n")
+    assert yaml.safe_load("on: yes\n") == {True: True}  # the global SafeLoader keeps YAML 1.1
+
+
+# --- YAML 1.2 beyond booleans ------------------------------------------------------------------
+# The loader is documented as YAML 1.2 and the module promises nothing is coerced silently.
+# Under YAML 1.2 (core schema) `010` is the decimal 10 and `15:00` is a string; YAML 1.1
+# reads them as octal 8 and sexagesimal 900. Duplicate keys are invalid in every YAML version.
+
+
+def test_leading_zero_integer_is_decimal_as_in_yaml_1_2(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "command_timeout_seconds: 900", "command_timeout_seconds: 010")
+    assert load_manifest(path).runtime.sandbox.command_timeout_seconds == 10
+
+
+def test_sexagesimal_looking_value_is_a_string_not_an_integer(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "command_timeout_seconds: 900", "command_timeout_seconds: 15:00")
+    msg = _error(path)
+    assert "runtime.sandbox.command_timeout_seconds: expected an integer, got '15:00'" in msg
+
+
+def test_duplicate_key_is_an_error_not_last_one_wins(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "allow_network: false", "allow_network: false\n    allow_network: true")
+    msg = _error(path)
+    assert str(path) in msg
+    assert "allow_network" in msg
