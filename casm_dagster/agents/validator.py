@@ -1,8 +1,9 @@
 """The validator: decides which allowlisted commands apply to a repo and runs them.
 
 A command applies when the repo has what it needs: ``npm``/``pnpm``/``yarn`` scripts need
-that script in ``package.json``; ``pytest`` needs Python files; an argument that names a
-repo file (``benchmarks/run.py``) needs that file. Commands whose argv mentions "bench"
+that script in ``package.json`` and that package manager's lockfile (npm: no other one);
+``pytest`` needs Python files; an argument that names a repo file (``benchmarks/run.py``)
+needs that file. Commands whose argv mentions "bench"
 are benchmarks: the benchmarker runs them, not the validator.
 """
 
@@ -35,6 +36,15 @@ def _package_scripts(worktree: Path) -> dict[str, str] | None:
     return scripts if isinstance(scripts, dict) else {}
 
 
+def _package_manager(worktree: Path) -> str:
+    """The repo's own package manager, told by its lockfile (npm when there is none)."""
+    if (worktree / "pnpm-lock.yaml").is_file():
+        return "pnpm"
+    if (worktree / "yarn.lock").is_file():
+        return "yarn"
+    return "npm"
+
+
 def _js_script(argv: list[str]) -> str | None:
     words = [a for a in argv[1:] if not a.startswith("-")]
     if not words:
@@ -48,6 +58,8 @@ def applies(command: str, worktree: Path, inventory: Inventory) -> bool:
     argv = shlex.split(command)
     program = Path(argv[0]).name
     if program in _JS_RUNNERS:
+        if _package_manager(worktree) != program:
+            return False
         scripts = _package_scripts(worktree)
         script = _js_script(argv)
         return scripts is not None and script is not None and script in scripts

@@ -51,15 +51,24 @@ def test_npm_test_needs_a_test_script(tmp_path: Path) -> None:
     assert applies("npm test", none, inv3) is False
 
 
-def test_pnpm_lint_needs_a_lint_script(tmp_path: Path) -> None:
-    lint, inv1 = _repo(tmp_path / "a", {"package.json": _package({"lint": "eslint ."})})
-    test_only, inv2 = _repo(tmp_path / "b", {"package.json": _package({"test": "jest"})})
+def test_pnpm_lint_needs_a_lint_script_and_a_pnpm_lockfile(tmp_path: Path) -> None:
+    lint, inv1 = _repo(tmp_path / "a", {"package.json": _package({"lint": "eslint ."}), "pnpm-lock.yaml": ""})
+    test_only, inv2 = _repo(tmp_path / "b", {"package.json": _package({"test": "jest"}), "pnpm-lock.yaml": ""})
     assert applies("pnpm -s lint", lint, inv1) is True
     assert applies("pnpm -s lint", test_only, inv2) is False
     assert applies("pnpm -s test", test_only, inv2) is True
-    assert applies("npm run lint", lint, inv1) is True
-    assert applies("npm run lint", test_only, inv2) is False
-    assert applies("yarn lint", lint, inv1) is True
+    # The repo's package manager is told by its lockfile: npm does not run in a pnpm repo.
+    assert applies("npm run lint", lint, inv1) is False
+
+
+def test_package_manager_follows_the_lockfile(tmp_path: Path) -> None:
+    npm, inv1 = _repo(tmp_path / "a", {"package.json": _package({"lint": "eslint ."})})
+    yarn, inv2 = _repo(tmp_path / "b", {"package.json": _package({"lint": "eslint ."}), "yarn.lock": ""})
+    assert applies("npm run lint", npm, inv1) is True
+    assert applies("pnpm -s lint", npm, inv1) is False
+    assert applies("yarn lint", npm, inv1) is False
+    assert applies("yarn lint", yarn, inv2) is True
+    assert applies("npm run lint", yarn, inv2) is False
 
 
 @pytest.mark.parametrize(
