@@ -113,7 +113,7 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
                 {
                     "run_id": result.run_id,
                     "status": status,
-                    "repo": repo if "/" in repo and not Path(repo).exists() else str(info.root),
+                    "repo": str(info.root),
                     "branch": branch,
                     "report": str(report_path) if report_path else None,
                     "artifacts_dir": str(artifacts_dir.resolve()),

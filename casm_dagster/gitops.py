@@ -117,7 +117,3 @@ def apply_patch(worktree: Path, patch: bytes) -> None:
 def create_branch(repo: Path, branch: str, commit: str) -> None:
     """Point a new branch at ``commit`` in one step; refuses to move an existing branch."""
     git(repo, "update-ref", f"refs/heads/{branch}", commit, "0" * 40)
-
-
-def branch_exists(repo: Path, branch: str) -> bool:
-    return git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0

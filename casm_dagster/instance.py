@@ -45,8 +45,3 @@ def instance_db_url(instance: dg.DagsterInstance) -> str:
         return postgres_url
     root = Path(instance.root_directory)
     return f"sqlite:///{root / 'casm.db'}"
-
-
-def describe_storage(instance: dg.DagsterInstance) -> str:
-    storage = type(instance.run_storage).__name__
-    return f"{storage} at {instance.root_directory}"

@@ -125,7 +125,7 @@ def analyze(snap: Snapshot, journal: Journal) -> Review:
             files_audited=len(inventory.files),
             loc_audited=sum(f.loc for f in inventory.files),
         )
-        result_checks = ReviewChecks.store(journal, baseline)
+        ReviewChecks.store(journal, baseline)
         for run in analysers:
             if run.status != "ran":
                 journal.decision(
@@ -140,7 +140,7 @@ def analyze(snap: Snapshot, journal: Journal) -> Review:
             f"{len(findings)} findings in {len(inventory.files)} files",
             stage="analyze",
             findings=len(findings),
-            checks=len(result_checks),
+            checks=len(baseline),
             severity=reviewer.severity_counts(findings),
         )
     return result

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -228,7 +227,3 @@ def write_all(
         patches=len(validation.accepted_groups),
         checks=len(validation.after()),
     )
-
-
-def dump_json(payload: dict) -> str:
-    return json.dumps(payload, sort_keys=True)
