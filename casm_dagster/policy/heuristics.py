@@ -1,0 +1,195 @@
+"""Diff heuristics: patterns on added lines, risky deletions, suppressions, file modes.
+
+Patterns are compiled once per ruleset. Each added line is first tested against one
+combined regex for its language; only lines that hit anything are re-tested pattern by
+pattern, so the cost stays linear in the diff with a small constant.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from casm_dagster.policy.diff import FileDiff, Hunk
+from casm_dagster.policy.ruleset import Pattern, Ruleset
+
+COMPONENTS = (
+    "secret_like",
+    "command_execution",
+    "unsafe_deserialization",
+    "permission_escalation",
+    "suppression_comments",
+)
+LANGUAGES = ("python", "javascript", "shell", "yaml", "dockerfile", "other")
+
+_EXTENSIONS = {
+    ".py": "python",
+    ".pyi": "python",
+    ".pyw": "python",
+    ".js": "javascript",
+    ".jsx": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".ts": "javascript",
+    ".tsx": "javascript",
+    ".mts": "javascript",
+    ".cts": "javascript",
+    ".sh": "shell",
+    ".bash": "shell",
+    ".zsh": "shell",
+    ".ksh": "shell",
+    ".yml": "yaml",
+    ".yaml": "yaml",
+    ".dockerfile": "dockerfile",
+}
+
+# Placeholders are documentation, not credentials: "ghp_...", "xxxx", "<token>", "${VAR}",
+# AWS's documented EXAMPLE keys, and values made of one or two repeated characters.
+_PLACEHOLDER = re.compile(
+    r"\.\.\.|…|x{4,}|X{4,}|\*{3,}|<[^>]*>|\$\{|\$\(|\{\{|%\(|\bEXAMPLE|example|dummy|DUMMY|placeholder|PLACEHOLDER"
+    r"|changeme|CHANGEME|your[_-]|YOUR[_-]|redacted|REDACTED|fake|FAKE|sample|SAMPLE"
+    r"|0123456789|123456789|abcdefghij|ABCDEFGHIJ"
+)
+_PLACEHOLDER_WORDS = {"password", "passwd", "pass", "secret", "token", "changeme", "user", "username", "pwd", "test"}
+_TEST_PATH = re.compile(
+    r"(?:^|/)(?:tests?|__tests__|spec)/|(?:^|/)test_[^/]*\.py$|_test\.(?:py|go)$|\.(?:test|spec)\.[cm]?[jt]sx?$"
+)
+_TEST_DEF = re.compile(
+    r"^\s*(?:async\s+)?def\s+test\w*\s*\(|^\s*(?:it|test|describe)(?:\.\w+)?\s*\(|^\s*func\s+Test\w*\s*\("
+)
+_WORKFLOW = re.compile(r"^\.github/workflows/[^/]+\.ya?ml$")
+_PERMISSIONS_KEY = re.compile(r"^\s*permissions\s*:")
+
+
+def language_of(path: str) -> str:
+    name = PurePosixPath(path).name
+    if name in ("Dockerfile", "Containerfile") or name.startswith(("Dockerfile.", "Containerfile.")):
+        return "dockerfile"
+    return _EXTENSIONS.get(PurePosixPath(name).suffix.lower(), "other")
+
+
+def is_placeholder(value: str) -> bool:
+    if _PLACEHOLDER.search(value):
+        return True
+    if value.lower() in _PLACEHOLDER_WORDS:
+        return True
+    # Random tokens use most of their alphabet: 16 random base-36 characters are almost
+    # never fewer than 8 distinct ones; "aaaa…" or "0000…" bodies are filler.
+    tail = value[-16:]
+    return len(set(tail)) < min(8, len(tail) // 2 + 1)
+
+
+@dataclass(frozen=True)
+class Hit:
+    component: str  # a COMPONENTS name, or "risky_deletions" / "structure"
+    pattern_id: str
+    file: str
+    line: int
+    hunk: Hunk | None
+
+
+def _strip_names(regex: str) -> str:
+    return re.sub(r"\(\?P<\w+>", "(?:", regex)
+
+
+class _LanguageSet:
+    """The patterns that apply to one language, plus one combined prefilter regex."""
+
+    def __init__(self, patterns: list[tuple[str, Pattern]]) -> None:
+        self.patterns = [(component, p.id, re.compile(p.regex)) for component, p in patterns]
+        self.prefilter = re.compile("|".join(f"(?:{_strip_names(p.regex)})" for _, p in patterns)) if patterns else None
+
+
+class Scanner:
+    def __init__(self, ruleset: Ruleset) -> None:
+        heuristics = ruleset.model.diff_heuristics
+        self._allow = [re.compile(r) for r in ruleset.model.secret_allowlist]
+        added: dict[str, list[tuple[str, Pattern]]] = {lang: [] for lang in LANGUAGES}
+        removed: dict[str, list[tuple[str, Pattern]]] = {lang: [] for lang in LANGUAGES}
+        for component in COMPONENTS:
+            for pattern in getattr(heuristics, component).patterns:
+                for lang in _targets(pattern):
+                    added[lang].append((component, pattern))
+        for pattern in heuristics.risky_deletions.patterns:
+            for lang in _targets(pattern):
+                removed[lang].append(("risky_deletions", pattern))
+        self._added = {lang: _LanguageSet(items) for lang, items in added.items()}
+        self._removed = {lang: _LanguageSet(items) for lang, items in removed.items()}
+
+    def _not_secret(self, match: re.Match[str]) -> bool:
+        value = match.groupdict().get("secret") or match.group(0)
+        return is_placeholder(value) or any(a.search(match.group(0)) for a in self._allow)
+
+    def scan_file(self, file: FileDiff) -> list[Hit]:
+        lang = language_of(file.path)
+        hits: list[Hit] = []
+        for hunk in file.hunks:
+            hits += self._scan_lines(self._added[lang], file.path, hunk, "+")
+        hits += self._deletions(file, lang)
+        hits += _structure(file)
+        return hits
+
+    def _scan_lines(self, patterns: _LanguageSet, path: str, hunk: Hunk, kind: str) -> list[Hit]:
+        if patterns.prefilter is None:
+            return []
+        hits: list[Hit] = []
+        for line in hunk.added if kind == "+" else hunk.removed:
+            if not patterns.prefilter.search(line.text):
+                continue
+            for component, pattern_id, regex in patterns.patterns:
+                for match in regex.finditer(line.text):
+                    if component == "secret_like" and self._not_secret(match):
+                        continue
+                    hits.append(Hit(component, pattern_id, path, line.number, hunk))
+                    break
+        return hits
+
+    def _deletions(self, file: FileDiff, lang: str) -> list[Hit]:
+        """A removed check counts only if the file does not re-add it (moved code is not removed)."""
+        patterns = self._removed[lang]
+        removed = [h for hunk in file.hunks for h in self._scan_lines(patterns, file.path, hunk, "-")]
+        if not removed:
+            return []
+        re_added = Counter(
+            h.pattern_id for hunk in file.hunks for h in self._scan_lines(patterns, file.path, hunk, "+")
+        )
+        kept: list[Hit] = []
+        for hit in removed:
+            if re_added[hit.pattern_id] > 0:
+                re_added[hit.pattern_id] -= 1
+            else:
+                kept.append(hit)
+        return kept
+
+
+def _targets(pattern: Pattern) -> list[str]:
+    return list(LANGUAGES) if "any" in pattern.languages else list(pattern.languages)
+
+
+def _structure(file: FileDiff) -> list[Hit]:
+    """Signals from the shape of the change rather than from patterns."""
+    hits: list[Hit] = []
+    path = file.path
+    if _TEST_PATH.search(path):
+        if file.status == "deleted":
+            hits.append(Hit("risky_deletions", "test-file-deleted", path, 1, file.hunks[0] if file.hunks else None))
+        else:
+            removed = [(line, h) for h in file.hunks for line in h.removed if _TEST_DEF.match(line.text)]
+            added = sum(1 for h in file.hunks for line in h.added if _TEST_DEF.match(line.text))
+            for line, hunk in removed[added:] if added < len(removed) else []:
+                hits.append(Hit("risky_deletions", "test-removed", path, line.number, hunk))
+    if _WORKFLOW.match(path) and file.status != "deleted":
+        removed = [(line, h) for h in file.hunks for line in h.removed if _PERMISSIONS_KEY.match(line.text)]
+        added = any(_PERMISSIONS_KEY.match(line.text) for h in file.hunks for line in h.added)
+        if removed and not added:
+            line, hunk = removed[0]
+            hits.append(Hit("risky_deletions", "workflow-permissions-removed", path, line.number, hunk))
+    if file.old_mode == "100644" and file.new_mode == "100755":
+        hits.append(Hit("permission_escalation", "git-mode-executable", path, 1, None))
+    if file.new_mode == "120000" and file.old_mode != "120000":
+        hits.append(Hit("structure", "symlink-added", path, 1, file.hunks[0] if file.hunks else None))
+    if file.binary:
+        hits.append(Hit("structure", "binary-unscanned", path, 1, None))
+    return hits
