@@ -113,6 +113,20 @@ class Journal:
             state.status = "failed"
             state.finished_at = event.ts
             state.error = state.error or event.message
+        elif event.type == "run_held":
+            state.status = "awaiting_approval"
+            state.finished_at = event.ts
+        elif event.type == "run_blocked":
+            state.status = "blocked"
+            state.finished_at = event.ts
+            state.error = event.message
+        elif event.type == "hitl_decision" and event.data.get("outcome") in ("denied", "expired"):
+            state.status = event.data["outcome"]
+            state.finished_at = event.ts
+        elif event.type == "run_resumed":
+            state.status = "running"
+            state.finished_at = None
+            state.error = None
         self.save_state()
 
     def save_state(self) -> None:
@@ -144,5 +158,5 @@ def print_progress(event: RunEvent) -> None:
             "stage_failed": "✗",
         }[event.type]
         print(f"  {verb} {event.stage:<9} {event.message}", file=sys.stderr, flush=True)
-    elif event.type == "decision":
+    elif event.type in ("decision", "security_alert", "run_held", "run_blocked", "hitl_decision", "run_resumed"):
         print(f"    ! {event.message}", file=sys.stderr, flush=True)

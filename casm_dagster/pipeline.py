@@ -14,6 +14,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from casm_dagster import gitops, report
 from casm_dagster.agents import benchmarker, fixer, reviewer, validator
@@ -21,11 +24,30 @@ from casm_dagster.contracts.events import Stage
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.manifest import TemplateManifest
 from casm_dagster.contracts.plan import PatchGroup, PatchPlan
+from casm_dagster.contracts.policy import GateResult
 from casm_dagster.contracts.run import Applied, Delivery, RunSpec, Snapshot
 from casm_dagster.contracts.validation import CheckRun, Validation
-from casm_dagster.journal import Journal
+from casm_dagster.errors import RunNotFoundError
+from casm_dagster.journal import Journal, write_json_atomic
 from casm_dagster.repo_scan import scan
 from casm_dagster.sandbox import Sandbox
+
+M = TypeVar("M", bound=BaseModel)
+
+# What a stage hands the next one, also kept in the run dir so the HITL continuation (a
+# separate Dagster run, maybe days later) resumes from exactly what was gated.
+SPEC_FILE, SNAPSHOT_FILE, REVIEW_FILE, PLAN_FILE = "spec.json", "snapshot.json", "review.json", "plan.json"
+
+
+def save(run_dir: Path, name: str, model: BaseModel) -> None:
+    write_json_atomic(run_dir / name, model.model_dump(mode="json"))
+
+
+def load(run_dir: Path, name: str, model: type[M]) -> M:
+    path = run_dir / name
+    if not path.exists():
+        raise RunNotFoundError(f"{path} is missing: the run's state is incomplete")
+    return model.model_validate_json(path.read_text(encoding="utf-8"))
 
 
 def manifest_of(spec: RunSpec) -> TemplateManifest:
@@ -97,7 +119,10 @@ def ingest(spec: RunSpec, journal: Journal) -> Snapshot:
             head_commit=info.head_commit,
             dirty=info.dirty,
         )
-    return Snapshot(spec=spec, head_commit=info.head_commit, head_ref=info.head_ref, dirty=info.dirty)
+    snap = Snapshot(spec=spec, head_commit=info.head_commit, head_ref=info.head_ref, dirty=info.dirty)
+    save(journal.run_dir, SPEC_FILE, spec)
+    save(journal.run_dir, SNAPSHOT_FILE, snap)
+    return snap
 
 
 def analyze(snap: Snapshot, journal: Journal) -> Review:
@@ -126,6 +151,7 @@ def analyze(snap: Snapshot, journal: Journal) -> Review:
             loc_audited=sum(f.loc for f in inventory.files),
         )
         ReviewChecks.store(journal, baseline)
+        save(journal.run_dir, REVIEW_FILE, result)
         for run in analysers:
             if run.status != "ran":
                 journal.decision(
@@ -174,6 +200,7 @@ def plan(snap: Snapshot, review: Review, journal: Journal) -> PatchPlan:
                 result = fixer.plan_fixes(tree, review.findings, snap.head_commit, journal.run_dir / "patches")
         for note in result.notes:
             journal.decision("plan", "group_empty", note)
+        save(journal.run_dir, PLAN_FILE, result)
         journal.emit(
             "stage_completed",
             f"{len(result.groups)} patch groups",
@@ -301,7 +328,12 @@ def _isolate(snap, patch_plan, accepted, broken, sandbox, journal):
 
 
 def deliver(
-    snap: Snapshot, review: Review, patch_plan: PatchPlan, validation: Validation, journal: Journal
+    snap: Snapshot,
+    review: Review,
+    patch_plan: PatchPlan,
+    validation: Validation,
+    journal: Journal,
+    gate: GateResult | None = None,
 ) -> Delivery:
     with stage(journal, "report", "writing the report and delivering the branch"):
         spec = snap.spec
@@ -318,7 +350,7 @@ def deliver(
                 commit=validation.final_commit,
             )
         run_seconds = time.time() - report.parse_ts(journal.state.started_at)
-        delivery = report.write_all(snap, review, patch_plan, validation, branch, run_seconds, journal)
+        delivery = report.write_all(snap, review, patch_plan, validation, branch, run_seconds, journal, gate)
         journal.state.counts = {
             "findings": delivery.findings,
             "patches": delivery.patches,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -15,7 +16,8 @@ from pydantic import BaseModel, TypeAdapter
 from casm_dagster.agents.reviewer import severity_counts
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
-from casm_dagster.contracts.run import Delivery, Snapshot
+from casm_dagster.contracts.policy import GateResult
+from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.journal import Journal, write_json_atomic, write_text_atomic
 from casm_dagster.redact import redact
@@ -27,6 +29,7 @@ DEFAULT_ARTIFACT_NAMES = {
     "issues_json": "issues.json",
 }
 MAX_FINDINGS_IN_REPORT = 200
+POLICY_FILE = "policy_decisions.json"
 
 
 def write_models(path: Path, models: list[M]) -> None:
@@ -64,8 +67,40 @@ def issues_document(snap: Snapshot, review: Review) -> dict:
     }
 
 
+def render_policy(gate: GateResult | None, run_id: str) -> list[str]:
+    lines = ["", "## Policy", ""]
+    if gate is None or gate.status == "skipped":
+        return [*lines, "Not evaluated (the workflow has no policy stage)."]
+    lines.append(
+        f"**{gate.status.upper()}** — risk {gate.score:.2f}; "
+        f"ruleset `{gate.ruleset_id}` (`{gate.ruleset_sha256[:12]}`); "
+        f"reasons: {', '.join(f'`{c}`' for c in gate.reason_codes) or 'none'}."
+    )
+    lines.append("")
+    lines.append(_md_cell(gate.summary))
+    if gate.status in ("gate", "block"):
+        lines += ["", f"- Allowed files: {', '.join(f'`{_md_cell(f)}`' for f in gate.allow_files) or 'none'}"]
+        lines.append(f"- Denied files: {', '.join(f'`{_md_cell(f)}`' for f in gate.deny_files) or 'none'}")
+        lines.append(f"- Suggested scope: {_md_cell(gate.scope_notes)}")
+    if gate.status == "gate" and gate.request_id:
+        lines += [
+            "",
+            f"Held for approval: request `{gate.request_id}`, expires {gate.expires_at}.",
+            f'Approve: `casm approve --run-id {run_id} --reason "..."` (add `--scope full` to apply the denied '
+            f'files too); deny: `casm deny --run-id {run_id} --reason "..."`.',
+        ]
+    lines += ["", "Signals and evidence hashes: `policy_decisions.json` (no secret or snippet is stored)."]
+    return lines
+
+
 def render_report(
-    snap: Snapshot, review: Review, plan: PatchPlan, validation: Validation, branch: str | None, run_seconds: float
+    snap: Snapshot,
+    review: Review,
+    plan: PatchPlan,
+    validation: Validation,
+    branch: str | None,
+    run_seconds: float,
+    gate: GateResult | None = None,
 ) -> str:
     spec = snap.spec
     lines = [
@@ -79,6 +114,7 @@ def render_report(
     ]
     if snap.dirty:
         lines.append("- Note: the working tree had uncommitted changes; the audit covers HEAD only.")
+    lines += render_policy(gate, spec.run_id)
     lines += ["", "## Review summary", ""]
     counts = severity_counts(review.findings)
     lines.append(
@@ -186,6 +222,7 @@ def write_all(
     branch: str | None,
     run_seconds: float,
     journal: Journal,
+    gate: GateResult | None = None,
 ) -> Delivery:
     spec = snap.spec
     run_dir = spec.run_dir
@@ -193,28 +230,14 @@ def write_all(
     names.update(journal.spec.effective_config.get("artifact_names", {}))
     write_text_atomic(
         run_dir / names["report_md"],
-        render_report(snap, review, plan, validation, branch, run_seconds),
+        render_report(snap, review, plan, validation, branch, run_seconds, gate),
     )
     write_text_atomic(run_dir / names["cost_report_md"], render_cost_report(snap, run_seconds))
     write_json_atomic(run_dir / names["issues_json"], issues_document(snap, review))
     write_json_atomic(run_dir / "plan.json", plan.model_dump(mode="json"))
     write_json_atomic(run_dir / "validation.json", validation.model_dump(mode="json"))
     artifacts = Path(spec.artifacts_dir)
-    copied = [
-        names["report_md"],
-        names["cost_report_md"],
-        names["issues_json"],
-        "plan.json",
-        "validation.json",
-    ]
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for name in copied:
-        shutil.copyfile(run_dir / name, artifacts / name)
-    patches = run_dir / "patches"
-    if (artifacts / "patches").exists():
-        shutil.rmtree(artifacts / "patches")
-    if patches.exists():
-        shutil.copytree(patches, artifacts / "patches")
+    _copy_artifacts(spec, list(names.values()))
     write_json_atomic(artifacts / "run.json", {"run_id": spec.run_id, "run_dir": str(run_dir)})
     status = "delivered" if branch else ("no_changes" if "apply" in spec.stages else "not_applicable")
     return Delivery(
@@ -227,3 +250,39 @@ def write_all(
         patches=len(validation.accepted_groups),
         checks=len(validation.after()),
     )
+
+
+def _copy_artifacts(spec: RunSpec, names: list[str]) -> None:
+    """Copy this run's files to the artifacts dir; drop a previous run's files this run lacks."""
+    artifacts = Path(spec.artifacts_dir)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for name in [*names, "plan.json", "validation.json", POLICY_FILE]:
+        source, target = spec.run_dir / name, artifacts / name
+        if source.exists():
+            shutil.copyfile(source, target)
+        elif target.exists():
+            target.unlink()  # a previous run's file must not pass for this run's
+    if (artifacts / "patches").exists():
+        shutil.rmtree(artifacts / "patches")
+    if (spec.run_dir / "patches").exists():
+        shutil.copytree(spec.run_dir / "patches", artifacts / "patches")
+
+
+def write_held(snap: Snapshot, review: Review, plan: PatchPlan, gate: GateResult, journal: Journal) -> Path:
+    """The report of a run the policy stopped before apply (held for approval, or blocked)."""
+    spec = snap.spec
+    names = dict(DEFAULT_ARTIFACT_NAMES)
+    names.update(journal.spec.effective_config.get("artifact_names", {}))
+    nothing = Validation(checks=[], accepted_groups=[], rejected_groups={}, final_commit=None)
+    run_seconds = time.time() - parse_ts(journal.state.started_at)
+    text = render_report(snap, review, plan, nothing, None, run_seconds, gate)
+    verdict = "held for approval" if gate.status == "gate" else "blocked by policy"
+    text = text.replace("## Patch set\n", f"## Patch set ({verdict}: nothing applied)\n", 1)
+    write_text_atomic(spec.run_dir / names["report_md"], text)
+    write_text_atomic(spec.run_dir / names["cost_report_md"], render_cost_report(snap, run_seconds))
+    write_json_atomic(spec.run_dir / names["issues_json"], issues_document(snap, review))
+    write_json_atomic(spec.run_dir / "plan.json", plan.model_dump(mode="json"))
+    (spec.run_dir / "validation.json").unlink(missing_ok=True)
+    _copy_artifacts(spec, list(names.values()))
+    write_json_atomic(Path(spec.artifacts_dir) / "run.json", {"run_id": spec.run_id, "run_dir": str(spec.run_dir)})
+    return Path(spec.artifacts_dir) / names["report_md"]

@@ -1,14 +1,15 @@
 """The audit stages as partitioned assets (one partition per repo), in lineage order:
-repo_snapshot → review_findings → patch_plan → applied_patches → validation_result →
-audit_report. Each body calls the matching function in ``casm_dagster.pipeline``."""
+repo_snapshot → review_findings → patch_plan → policy_decision → applied_patches →
+validation_result → audit_report. Each body calls the matching function in ``casm_dagster.pipeline``."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from casm_dagster import pipeline
+from casm_dagster import gate, pipeline
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
+from casm_dagster.contracts.policy import GateResult
 from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.partitions import repos_partitions
@@ -94,11 +95,53 @@ def patch_plan(casm: CasmResource, repo_snapshot: Snapshot, review_findings: Rev
     )
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"git"})
-def applied_patches(casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan) -> dg.MaterializeResult:
-    """Apply: one commit per patch group on a detached checkout (the user's tree untouched)."""
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
+def policy_decision(
+    context: dg.AssetExecutionContext,
+    casm: CasmResource,
+    repo_snapshot: Snapshot,
+    review_findings: Review,
+    patch_plan: PatchPlan,
+) -> dg.MaterializeResult:
+    """Policy: the planned patch scored before apply (pass/warn proceed; gate holds for a human; block stops)."""
+    result = gate.gate(
+        repo_snapshot, review_findings, patch_plan, _journal(casm, repo_snapshot), casm.approvals(context.instance)
+    )
+    metadata: dict = {
+        "casm_run_id": repo_snapshot.spec.run_id,
+        "status": result.status,
+        "risk_score": result.score,
+        "reason_codes": ", ".join(result.reason_codes) or "none",
+        "ruleset": f"{result.ruleset_id} {result.ruleset_sha256[:12]}",
+    }
+    if result.status == "gate":
+        metadata |= {
+            "hitl": "pending approval",
+            "hitl_request_id": result.request_id,
+            "expires_at": result.expires_at,
+            "approve_with": dg.MetadataValue.md(f"`{gate.approve_command(repo_snapshot.spec.run_id)}`"),
+            "suggested_scope": result.scope_notes,
+        }
+        context.instance.add_run_tags(
+            context.run_id, {"casm/hitl": "pending", "casm/hitl_request": result.request_id or ""}
+        )
+    elif result.status == "block":
+        context.instance.add_run_tags(context.run_id, {"casm/policy": "blocked"})
+    if result.document:
+        metadata["policy_decisions"] = dg.MetadataValue.path(result.document)
+    return dg.MaterializeResult(value=result, metadata=metadata)
+
+
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"git"}, output_required=False)
+def applied_patches(casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan, policy_decision: GateResult):
+    """Apply: one commit per patch group on a detached checkout (the user's tree untouched).
+
+    Nothing is materialized when the policy gated or blocked the plan, so validation and
+    the report are skipped; the HITL continuation applies the plan after approval."""
+    if not policy_decision.proceeds:
+        return
     applied = pipeline.apply(repo_snapshot, patch_plan, _journal(casm, repo_snapshot))
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         value=applied,
         metadata={
             "casm_run_id": repo_snapshot.spec.run_id,
@@ -131,11 +174,12 @@ def audit_report(
     repo_snapshot: Snapshot,
     review_findings: Review,
     patch_plan: PatchPlan,
+    policy_decision: GateResult,
     validation_result: Validation,
 ) -> dg.MaterializeResult:
     """Report: report.md, cost_report.md, issues.json, and the delivered branch."""
     delivery: Delivery = pipeline.deliver(
-        repo_snapshot, review_findings, patch_plan, validation_result, _journal(casm, repo_snapshot)
+        repo_snapshot, review_findings, patch_plan, validation_result, _journal(casm, repo_snapshot), policy_decision
     )
     return dg.MaterializeResult(
         value=delivery,
@@ -154,6 +198,7 @@ STAGE_ASSETS = [
     repo_snapshot,
     review_findings,
     patch_plan,
+    policy_decision,
     applied_patches,
     validation_result,
     audit_report,

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-Stage = Literal["ingest", "analyze", "plan", "apply", "validate", "report", "telemetry"]
-STAGES: tuple[Stage, ...] = ("ingest", "analyze", "plan", "apply", "validate", "report")
+Stage = Literal["ingest", "analyze", "plan", "policy", "apply", "validate", "report", "telemetry"]
+STAGES: tuple[Stage, ...] = ("ingest", "analyze", "plan", "policy", "apply", "validate", "report")
 
 EventType = Literal[
     "run_started",
@@ -18,9 +18,14 @@ EventType = Literal[
     "decision",
     "run_completed",
     "run_failed",
+    "security_alert",  # the policy blocked the change (a secret, or a score over block)
+    "run_held",  # gated: waiting for a human decision (HITL)
+    "run_blocked",
+    "hitl_decision",  # approved / denied / expired / refused / void, with who and why
+    "run_resumed",  # the approved continuation picked the run up
 ]
 
-_NEEDS_STAGE = {"stage_started", "stage_completed", "stage_skipped", "stage_failed", "decision"}
+_NEEDS_STAGE = {"stage_started", "stage_completed", "stage_skipped", "stage_failed", "decision", "security_alert"}
 
 
 class RunEvent(BaseModel):

@@ -6,11 +6,12 @@ that names the key path, the file and the expected form. Nothing is coerced sile
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from casm_dagster.errors import TemplateError
 from casm_dagster.yaml12 import load_yaml
@@ -62,14 +63,51 @@ class Runtime(_Strict):
     sandbox: Sandbox = Sandbox()
 
 
+_APPROVER = re.compile(r"^(USER|ORG):[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DEFAULT_APPROVAL_COMMENT = r"^/casm approve\s+(?P<reason>\S.*)$"
+
+
+def _check_approvers(approvers: list[str]) -> list[str]:
+    for entry in approvers:
+        if not _APPROVER.match(entry):
+            raise ValueError(f"approver {entry!r} must be USER:<login> or ORG:<org>")
+    return approvers
+
+
+class HitlLocal(_Strict):
+    approvers: list[str] = []  # USER:<name>; empty: anyone who can run casm on this instance
+
+    _approvers = field_validator("approvers")(classmethod(lambda cls, v: _check_approvers(v)))
+
+
 class HitlGithub(_Strict):
     required_label: str = "casm-approved"
     approvers: list[str] = []
+    approval_comment_regex: str = DEFAULT_APPROVAL_COMMENT
+
+    _approvers = field_validator("approvers")(classmethod(lambda cls, v: _check_approvers(v)))
+
+    @field_validator("approval_comment_regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
 
 
 class Hitl(_Strict):
     mode: Literal["local", "github_label", "github_comment"] = "local"
+    expires_after_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 72.0
+    local: HitlLocal = HitlLocal()
     github: HitlGithub | None = None
+
+    @model_validator(mode="after")
+    def _github_needs_approvers(self) -> Hitl:
+        if self.mode.startswith("github_") and not (self.github and self.github.approvers):
+            raise ValueError(f"mode {self.mode} needs github.approvers (USER:<login> or ORG:<org> entries)")
+        return self
 
 
 class Policy(_Strict):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-RunStatus = Literal["running", "succeeded", "failed"]
+RunStatus = Literal["running", "succeeded", "failed", "awaiting_approval", "blocked", "denied", "expired"]
 StageStatus = Literal["pending", "running", "completed", "skipped", "failed"]
 
 
@@ -50,6 +50,8 @@ class RunState(BaseModel):
     head_commit: str | None = None
     branch: str | None = None
     dagster_run_id: str | None = None
+    policy_status: str | None = None  # pass | warn | gate | block
+    hitl_request_id: str | None = None
     counts: dict[str, int] = {}
     error: str | None = None
     effective_config: dict[str, Any]

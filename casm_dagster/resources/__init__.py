@@ -9,6 +9,7 @@ import dagster as dg
 from casm_dagster.contracts.run import RunSpec
 from casm_dagster.instance import instance_db_url
 from casm_dagster.journal import Journal, print_progress
+from casm_dagster.stores.approvals import ApprovalStore
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRegistry
 
@@ -27,3 +28,6 @@ class CasmResource(dg.ConfigurableResource):
 
     def registry(self, instance: dg.DagsterInstance) -> RepoRegistry:
         return RepoRegistry(engine_for(instance_db_url(instance)))
+
+    def approvals(self, instance: dg.DagsterInstance) -> ApprovalStore:
+        return ApprovalStore(engine_for(instance_db_url(instance)))

@@ -16,6 +16,49 @@ repos_table = sa.Table(
 )
 
 
+# HITL approval requests: one row per gated run. ``id`` orders them; ``status`` moves
+# pending → approved | denied | expired exactly once (guarded UPDATEs, see stores/approvals.py).
+approvals_table = sa.Table(
+    "casm_hitl_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("run_id", sa.String(32), nullable=False, index=True),
+    sa.Column("repo", sa.Text, nullable=False),
+    sa.Column("partition_key", sa.String(255), nullable=False),
+    sa.Column("template_id", sa.String(64), nullable=False),
+    sa.Column("state_dir", sa.Text, nullable=False),  # where runs/<run_id>/ lives
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("approvers", sa.Text, nullable=False),  # JSON list, the allowlist when requested
+    sa.Column("plan_sha256", sa.String(64), nullable=False),
+    sa.Column("ruleset_id", sa.String(64), nullable=False),
+    sa.Column("ruleset_sha256", sa.String(64), nullable=False),
+    sa.Column("packet", sa.Text, nullable=False),  # JSON: status, score, reason codes, scope (hashed evidence only)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("scope", sa.String(16)),  # "packet" | "full", chosen by the approver
+    sa.Column("approver", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("expires_at", sa.String(40), nullable=False),
+    sa.Column("decided_at", sa.String(40)),
+    sa.Column("consumed_at", sa.String(40)),
+    sa.Column("continuation_run_id", sa.String(64)),
+    sa.Column("outcome", sa.Text),  # how the story ended after approval (applied, void: why)
+)
+
+# Every HITL action, refusals included, in order. The sensor's cursor is this table's id.
+hitl_log_table = sa.Table(
+    "casm_hitl_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(32), nullable=False, index=True),
+    sa.Column("ts", sa.String(40), nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+
 def engine_for(url: str) -> sa.Engine:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     metadata.create_all(engine)

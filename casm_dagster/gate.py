@@ -1,0 +1,201 @@
+"""The policy stage: score the planned patch before anything is applied.
+
+pass/warn → the run proceeds (warn is reported); gate → an approval request is stored,
+the run ends held (``casm approve`` / the PR label or comment decides); block → a
+security alert, the run ends blocked, nothing applied and no way to approve it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from casm_dagster import gitops, report
+from casm_dagster.contracts.findings import Review
+from casm_dagster.contracts.plan import PatchPlan
+from casm_dagster.contracts.policy import GateResult
+from casm_dagster.contracts.run import Snapshot
+from casm_dagster.hitl import expiry
+from casm_dagster.ids import new_ulid
+from casm_dagster.journal import Journal, utc_now, write_json_atomic
+from casm_dagster.pipeline import manifest_of, scratch_checkout, skipped, stage
+from casm_dagster.policy.check import DIFF_ARGS, engine_for
+from casm_dagster.policy.diff import parse_diff
+from casm_dagster.policy.document import HitlInfo, RunContext, policy_document
+from casm_dagster.policy.engine import PolicyResult
+from casm_dagster.policy.ruleset import Ruleset, load_ruleset
+from casm_dagster.policy.sources import PatchOnly
+from casm_dagster.stores.approvals import ApprovalStore
+
+POLICY_FILE = "policy_decisions.json"
+MAX_SIGNALS_IN_EVENT = 100
+
+
+def ruleset_for(snap: Snapshot) -> Ruleset:
+    """The template's ruleset: a bundled id, or a file path relative to the manifest."""
+    ref = manifest_of(snap.spec).policy.ruleset
+    return load_ruleset(ref, source="template", base_dir=Path(snap.spec.manifest_path).parent)
+
+
+def plan_diff(snap: Snapshot, plan: PatchPlan) -> bytes:
+    """The whole plan as one diff against its base (groups applied in order), as scored."""
+    if not plan.groups:
+        return b""
+    with scratch_checkout(Path(snap.spec.repo_path), plan.base_commit) as tree:
+        for group in plan.groups:
+            gitops.apply_patch(tree, (snap.spec.run_dir / group.patch_file).read_bytes())
+        return gitops.git(tree, *DIFF_ARGS, "--cached", plan.base_commit).stdout
+
+
+def approve_command(run_id: str) -> str:
+    return f'casm approve --run-id {run_id} --reason "..."'
+
+
+def event_data(result: PolicyResult, document: dict[str, Any]) -> dict[str, Any]:
+    """What ``casm explain`` shows: components, reason codes, hashed signals, the packet."""
+    return {
+        "status": result.status,
+        "score": result.score,
+        "reason_codes": result.reason_codes,
+        "conditions": result.conditions,
+        "components": document["risk"]["components"],
+        "signals": document["signals"][:MAX_SIGNALS_IN_EVENT],
+        "signals_total": len(document["signals"]),
+        "scope": (
+            {
+                "allow_files": result.scope.allow_files,
+                "deny_files": result.scope.deny_files,
+                "notes": result.scope.notes,
+            }
+            if result.scope
+            else None
+        ),
+        "ruleset": document["ruleset"],
+        "semantic": {"score": result.semantic.score, "source": result.semantic.source},
+    }
+
+
+def gate(snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, approvals: ApprovalStore) -> GateResult:
+    if skipped(journal, "policy"):
+        return GateResult(
+            status="skipped",
+            score=0.0,
+            reason_codes=[],
+            ruleset_id="",
+            ruleset_sha256="",
+            plan_sha256=plan.plan_sha256,
+            summary="policy stage not part of this workflow",
+        )
+    spec = snap.spec
+    with stage(journal, "policy", f"scoring the planned patch ({len(plan.groups)} groups)"):
+        ruleset = ruleset_for(snap)
+        files = parse_diff(plan_diff(snap, plan))
+        result = engine_for(ruleset).evaluate(files, PatchOnly(Path(spec.repo_path), plan.base_commit))
+        hitl_cfg = manifest_of(spec).policy.hitl
+        ctx = RunContext(
+            run_id=spec.run_id,
+            template_id=spec.template_id,
+            repo_type="local",
+            repo_id=spec.repo_path,
+            started_at=journal.state.started_at,
+            base=plan.base_commit,
+            head=f"plan:{plan.plan_sha256}",
+        )
+        request = None
+        hitl = HitlInfo()
+        if result.status == "gate":
+            approvers = hitl_cfg.local.approvers if hitl_cfg.mode == "local" else hitl_cfg.github.approvers  # type: ignore[union-attr]
+            github = hitl_cfg.github
+            hitl = HitlInfo(
+                mode=hitl_cfg.mode,
+                status="pending",
+                approvers=tuple(approvers),
+                required_label=github.required_label if github and hitl_cfg.mode == "github_label" else None,
+                approval_comment_regex=(
+                    github.approval_comment_regex if github and hitl_cfg.mode == "github_comment" else None
+                ),
+            )
+        document = policy_document(result, ctx, hitl)
+        data = event_data(result, document)
+        journal.state.policy_status = result.status
+        journal.decision("policy", f"policy_{result.status}", result.human_summary, **data)
+        if result.status == "gate":
+            now = utc_now()
+            request = approvals.create(
+                request_id=new_ulid(),
+                run_id=spec.run_id,
+                repo=spec.repo,
+                partition_key=spec.partition_key,
+                template_id=spec.template_id,
+                state_dir=spec.state_dir,
+                mode=hitl_cfg.mode,
+                approvers=list(hitl.approvers),
+                plan_sha256=plan.plan_sha256,
+                ruleset_id=ruleset.id,
+                ruleset_sha256=ruleset.sha256,
+                packet={
+                    "status": result.status,
+                    "score": result.score,
+                    "reason_codes": result.reason_codes,
+                    "summary": result.human_summary,
+                    "scope": data["scope"],
+                },
+                created_at=now,
+                expires_at=expiry(now, hitl_cfg.expires_after_hours),
+            )
+            journal.state.hitl_request_id = request.request_id
+        write_json_atomic(journal.run_dir / POLICY_FILE, document)
+        outcome = GateResult(
+            status=result.status,
+            score=result.score,
+            reason_codes=result.reason_codes,
+            ruleset_id=ruleset.id,
+            ruleset_sha256=ruleset.sha256,
+            plan_sha256=plan.plan_sha256,
+            summary=result.human_summary,
+            allow_files=result.scope.allow_files if result.scope else sorted({f.path for f in files}),
+            deny_files=result.scope.deny_files if result.scope else [],
+            scope_notes=result.scope.notes if result.scope else "",
+            request_id=request.request_id if request else None,
+            expires_at=request.expires_at if request else None,
+            document=str(journal.run_dir / POLICY_FILE),
+        )
+        journal.emit(
+            "stage_completed",
+            f"{result.status} (risk {result.score:.2f})",
+            stage="policy",
+            **{"status": result.status, "score": result.score, "request_id": outcome.request_id},
+        )
+        if result.status == "block":
+            journal.emit(
+                "security_alert",
+                f"blocked: {', '.join(result.reason_codes)} in {', '.join(outcome.deny_files) or 'the patch'}",
+                stage="policy",
+                reason_codes=result.reason_codes,
+                files=outcome.deny_files,
+                signals=[s for s in data["signals"] if s["severity"] == "high"],
+            )
+        if not outcome.proceeds:
+            _end_held_or_blocked(snap, review, plan, outcome, journal)
+    return outcome
+
+
+def _end_held_or_blocked(
+    snap: Snapshot, review: Review, plan: PatchPlan, outcome: GateResult, journal: Journal
+) -> None:
+    held = outcome.status == "gate"
+    why = "held for approval" if held else "blocked by policy"
+    for name in ("apply", "validate", "report"):
+        if name in snap.spec.stages:
+            journal.emit("stage_skipped", why, stage=name)
+    report.write_held(snap, review, plan, outcome, journal)
+    if held:
+        journal.emit(
+            "run_held",
+            f"held for approval: request {outcome.request_id}, expires {outcome.expires_at}; "
+            f"approve with: {approve_command(snap.spec.run_id)}",
+            request_id=outcome.request_id,
+            expires_at=outcome.expires_at,
+        )
+    else:
+        journal.emit("run_blocked", f"blocked by policy: {', '.join(outcome.reason_codes)}; nothing applied")

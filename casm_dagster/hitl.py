@@ -1,0 +1,162 @@
+"""Human-in-the-loop decisions: who may approve, how, until when, and what gets logged.
+
+The store (``stores/approvals.py``) holds the records; this module holds the rules:
+a reason is always required; an approver outside the request's allowlist is refused
+(and the refusal is logged); a request decided once stays decided; a request past its
+expiry can only expire. Every outcome is also appended to the run's own journal, so
+``casm explain`` tells the whole story from the run's events.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from casm_dagster.contracts.run import RunSpec
+from casm_dagster.errors import CasmError, RunNotFoundError
+from casm_dagster.journal import Journal, utc_now
+from casm_dagster.pipeline import SPEC_FILE
+from casm_dagster.stores.approvals import APPROVED, DENIED, EXPIRED, PENDING, ApprovalRecord, ApprovalStore
+
+Scope = str  # "packet" (the packet's allow_files) | "full" (every file of the plan)
+SCOPES = ("packet", "full")
+
+
+class ApprovalError(CasmError):
+    """The decision cannot be recorded (no such request, already decided, expired, wrong mode)."""
+
+
+class ApproverRefused(CasmError):
+    """The approver is not on the request's allowlist (the refusal is logged)."""
+
+
+def expiry(now: str, hours: float) -> str:
+    moment = datetime.fromisoformat(now.replace("Z", "+00:00")) + timedelta(hours=hours)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def approver_allowed(approver: str, orgs: Iterable[str], patterns: list[str]) -> bool:
+    """``USER:<login>`` matches the approver, ``ORG:<org>`` any org they belong to (case-insensitive)."""
+    who = approver.lower()
+    member_of = {o.lower() for o in orgs}
+    for pattern in patterns:
+        kind, _, name = pattern.partition(":")
+        if (kind == "USER" and name.lower() == who) or (kind == "ORG" and name.lower() in member_of):
+            return True
+    return False
+
+
+def comment_reason(body: str, regex: str) -> str | None:
+    """The reason an approval comment gives (its ``reason`` group, else the whole match), or None."""
+    match = re.search(regex, body.strip(), flags=re.MULTILINE)
+    if not match:
+        return None
+    reason = match.groupdict().get("reason") or match.group(0)
+    return reason.strip() or None
+
+
+def run_journal(record: ApprovalRecord) -> Journal | None:
+    """The gated run's journal, to append the decision to (None if its run dir is gone)."""
+    path = Path(record.state_dir) / "runs" / record.run_id / SPEC_FILE
+    if not path.exists():
+        return None
+    return Journal(RunSpec.model_validate_json(path.read_text(encoding="utf-8")))
+
+
+def require_request(store: ApprovalStore, run_id: str) -> ApprovalRecord:
+    record = store.latest_for_run(run_id)
+    if record is None:
+        raise RunNotFoundError(f"run {run_id} has no approval request (only gated runs wait for a decision)")
+    return record
+
+
+def decide(
+    store: ApprovalStore,
+    record: ApprovalRecord,
+    outcome: str,
+    approver: str,
+    reason: str,
+    via: str,
+    orgs: Iterable[str] = (),
+    scope: Scope = "packet",
+    now: str | None = None,
+) -> ApprovalRecord:
+    """Record ``approved`` or ``denied`` for a pending request, or raise saying why not."""
+    now = now or utc_now()
+    reason = (reason or "").strip()
+    if outcome not in (APPROVED, DENIED):
+        raise ValueError(outcome)
+    if not reason:
+        raise ApprovalError('a reason is required (--reason "..."): it is logged with the decision')
+    if scope not in SCOPES:
+        raise ApprovalError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    if record.status != PENDING:
+        by = f" by {record.approver}" if record.approver else ""
+        raise ApprovalError(
+            f"request {record.request_id} (run {record.run_id}) is already {record.status}{by} at {record.decided_at}"
+        )
+    if record.expires_at <= now:
+        expire(store, record, now)
+        raise ApprovalError(f"request {record.request_id} (run {record.run_id}) expired at {record.expires_at}")
+    if via != record.mode:
+        raise ApprovalError(
+            f"request {record.request_id} is decided through {record.mode}"
+            f"{' (the casm-approved label or an approval comment on the PR)' if record.mode != 'local' else ''}, "
+            f"not {via}"
+        )
+    if record.approvers and not approver_allowed(approver, orgs, record.approvers):
+        detail = (
+            f"{approver} is not on the allowlist ({', '.join(record.approvers)}); tried to {outcome[:-1]}: {reason}"
+        )
+        store.log(record.request_id, now, approver, "refused", detail)
+        journal = run_journal(record)
+        if journal:
+            journal.emit(
+                "hitl_decision",
+                f"refused: {approver} is not an allowed approver",
+                outcome="refused",
+                approver=approver,
+                reason=reason,
+                request_id=record.request_id,
+            )
+        raise ApproverRefused(f"{approver} may not decide request {record.request_id}: not in {record.approvers}")
+    if not store.decide(record.request_id, outcome, approver, reason, scope if outcome == APPROVED else None, now):
+        fresh = store.require(record.request_id)
+        raise ApprovalError(f"request {record.request_id} was decided meanwhile: {fresh.status} by {fresh.approver}")
+    journal = run_journal(record)
+    if journal:
+        scope_text = f" (scope: {scope})" if outcome == APPROVED else ""
+        journal.emit(
+            "hitl_decision",
+            f"{outcome} by {approver}{scope_text}: {reason}",
+            outcome=outcome,
+            approver=approver,
+            reason=reason,
+            scope=scope if outcome == APPROVED else None,
+            via=via,
+            request_id=record.request_id,
+        )
+    return store.require(record.request_id)
+
+
+def expire(store: ApprovalStore, record: ApprovalRecord, now: str) -> bool:
+    if not store.decide(record.request_id, EXPIRED, "casm", f"no decision before {record.expires_at}", None, now):
+        return False
+    journal = run_journal(record)
+    if journal:
+        journal.emit(
+            "hitl_decision",
+            f"expired: no decision before {record.expires_at}; nothing was applied",
+            outcome="expired",
+            approver="casm",
+            reason="expired",
+            request_id=record.request_id,
+        )
+    return True
+
+
+def expire_due(store: ApprovalStore, now: str | None = None) -> list[ApprovalRecord]:
+    now = now or utc_now()
+    return [record for record in store.due_for_expiry(now) if expire(store, record, now)]
