@@ -11,6 +11,8 @@ import click
 from casm_dagster.errors import CasmError
 
 EXIT_RUN_FAILED = 1
+# Same codes as `casm policy check`: 3 held for a human, 4 blocked by policy.
+RUN_EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3, "blocked": 4}
 DEFAULT_STATE_DIR = ".casm"
 
 
@@ -97,7 +99,8 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
     status = state.status if state else "failed"
     branch = state.branch if state else None
     counts = state.counts if state else {}
-    report_path = artifacts_dir.resolve() / "report.md" if status == "succeeded" else None
+    written = ("succeeded", "awaiting_approval", "blocked")
+    report_path = artifacts_dir.resolve() / "report.md" if status in written else None
     click.echo("", err=True)
     click.echo(f"run {result.run_id}: {status} (Dagster run {result.dagster_run_id})")
     click.echo(f"  repo:      {info.root}")
@@ -107,6 +110,8 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
     if state and state.error:
         click.echo(f"  error:     {state.error}")
     click.echo(f"  explain:   casm explain --run-id {result.run_id}")
+    if status == "awaiting_approval":
+        click.echo(f'  approve:   casm approve --run-id {result.run_id} --reason "..."   (or: casm deny ...)')
     if as_json:
         click.echo(
             json.dumps(
@@ -126,8 +131,9 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
                 sort_keys=True,
             )
         )
-    if status != "succeeded":
-        sys.exit(EXIT_RUN_FAILED)
+    if status == "awaiting_approval" and state:
+        click.echo(f'  approve:   casm approve --run-id {result.run_id} --reason "..."   (or: casm deny ...)')
+    sys.exit(RUN_EXIT_CODES.get(status, EXIT_RUN_FAILED))
 
 
 @main.command()
@@ -147,7 +153,10 @@ def run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: 
 
     Audits the committed HEAD (uncommitted changes are reported and left alone) and, when
     fixes pass validation, creates the branch casm/<template>/<run_id> without touching
-    your working tree. Exit 0 on success, 1 if the run failed, 2 on bad input.
+    your working tree. The policy engine scores the planned patch before it is applied.
+
+    Exit 0 on success, 1 if the run failed, 2 on bad input, 3 if the policy held the
+    run for approval (see `casm approve`), 4 if the policy blocked it.
     """
     _run(template_ref, repo, artifacts_dir, as_json, seed)
 
@@ -219,6 +228,140 @@ def policy_check(
     else:
         click.echo(render(result), nl=False)
     sys.exit(EXIT_CODES[result.status])
+
+
+def _approvals(instance):
+    from casm_dagster.launcher import approvals
+
+    return approvals(instance)
+
+
+def _tag_gated_run(instance, run_id: str, value: str) -> None:
+    """Keep the gated Dagster run's ``casm/hitl`` tag in step with the decision."""
+    from casm_dagster.contracts.run import RunState
+
+    state_path = _state_dir() / "runs" / run_id / "state.json"
+    if state_path.exists():
+        dagster_run_id = RunState.model_validate_json(state_path.read_text()).dagster_run_id
+        if dagster_run_id and instance.get_run_by_id(dagster_run_id):
+            instance.add_run_tags(dagster_run_id, {"casm/hitl": value})
+
+
+def _decide(run_id: str, outcome: str, reason: str, approver: str | None, scope: str) -> None:
+    import getpass
+
+    from casm_dagster import hitl
+
+    instance = _instance()
+    store = _approvals(instance)
+    record = hitl.require_request(store, run_id)
+    who = approver or getpass.getuser()
+    decided = hitl.decide(store, record, outcome, who, reason, via="local", scope=scope)
+    _tag_gated_run(instance, run_id, outcome)
+    click.echo(f"request {decided.request_id} for run {run_id}: {decided.status} by {decided.approver}")
+    if outcome == "approved":
+        click.echo(
+            "  the hitl_approval_sensor launches the continuation on its next tick when the Dagster daemon "
+            f"runs (dagster dev); to continue now: casm resume --run-id {run_id}"
+        )
+    else:
+        click.echo("  the run ends here: nothing is applied")
+
+
+_reason_option = click.option("--reason", required=True, help="Why (required; logged with the decision).")
+_approver_option = click.option(
+    "--approver",
+    default=None,
+    metavar="NAME",
+    help="Who decides [default: the OS user]; checked against the allowlist.",
+)
+
+
+@main.command()
+@click.option("--run-id", required=True, help="The gated run's id.")
+@_reason_option
+@_approver_option
+@click.option(
+    "--scope",
+    type=click.Choice(["packet", "full"]),
+    default="packet",
+    show_default=True,
+    help="packet: apply only the decision packet's allowed files; full: every file of the plan.",
+)
+def approve(run_id: str, reason: str, approver: str | None, scope: str) -> None:
+    """Approve a run the policy held (local HITL mode).
+
+    The continuation applies exactly the plan that was approved: if the plan or the
+    ruleset changed since, the approval is void and nothing is applied.
+    """
+    _decide(run_id, "approved", reason, approver, scope)
+
+
+@main.command()
+@click.option("--run-id", required=True, help="The gated run's id.")
+@_reason_option
+@_approver_option
+def deny(run_id: str, reason: str, approver: str | None) -> None:
+    """Deny a run the policy held: it ends with status "denied" and nothing is applied."""
+    _decide(run_id, "denied", reason, approver, "packet")
+
+
+@main.command()
+@click.option("--run-id", required=True, help="The approved run's id.")
+@_json_option
+def resume(run_id: str, as_json: bool) -> None:
+    """Run the continuation of an approved run now, in this process (instead of waiting for the sensor).
+
+    Safe to race with the sensor: the approval is consumed exactly once.
+    """
+    from casm_dagster import hitl
+    from casm_dagster.launcher import launch_continuation
+
+    instance = _instance()
+    record = hitl.require_request(_approvals(instance), run_id)
+    if record.consumed_at:
+        raise CasmError(
+            f"run {run_id} was already continued (Dagster run {record.continuation_run_id}, "
+            f"{record.outcome or 'in progress'}): an approval is used once"
+        )
+    result = launch_continuation(instance, record.request_id, _state_dir(), progress=True)
+    state = result.state
+    status = state.status if state else "failed"
+    click.echo(f"run {run_id}: {status} (continuation Dagster run {result.dagster_run_id})")
+    click.echo(f"  branch:    {(state.branch if state else None) or 'none'}")
+    click.echo(f"  explain:   casm explain --run-id {run_id}")
+    if as_json:
+        payload = {
+            "run_id": run_id,
+            "status": status,
+            "branch": state.branch if state else None,
+            "dagster_run_id": result.dagster_run_id,
+            "request_id": record.request_id,
+        }
+        click.echo(json.dumps(payload, sort_keys=True))
+    sys.exit(RUN_EXIT_CODES.get(status, EXIT_RUN_FAILED))
+
+
+@main.group()
+def hitl() -> None:
+    """Inspect human-in-the-loop approval requests."""
+
+
+@hitl.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "approved", "denied", "expired", "all"]),
+    default="pending",
+    show_default=True,
+)
+def hitl_list(status: str) -> None:
+    """List approval requests: request id, run id, status, expiry, repo, reasons."""
+    records = _approvals(_instance()).list(None if status == "all" else status)
+    if not records:
+        click.echo(f"no {'' if status == 'all' else status + ' '}approval requests")
+    for r in records:
+        codes = ",".join(r.packet.get("reason_codes", []))
+        click.echo(f"{r.request_id}\t{r.run_id}\t{r.status}\t{r.expires_at}\t{r.repo}\t{codes}")
 
 
 @main.group()

@@ -1,19 +1,30 @@
 """The one ``Definitions`` object of the ``casm`` code location."""
 
+import warnings
+
 import dagster as dg
 
 from casm_dagster.assets.stages import GROUP, STAGE_ASSETS
+from casm_dagster.ops.hitl import hitl_continuation_job
 from casm_dagster.resources import CasmResource
+from casm_dagster.sensors.hitl import hitl_approval_sensor
+
+# Dagster 1.13 itself passes the beta ``owners`` parameter when it binds a sensor's job to
+# the resources below, and warns about its own call on every load; nothing here uses it.
+warnings.filterwarnings(
+    "ignore", message=r"Parameter `owners` of initializer `SensorDefinition", category=dg.BetaWarning
+)
 
 audit_job = dg.define_asset_job(
     "audit_job",
     selection=dg.AssetSelection.groups(GROUP),
     executor_def=dg.in_process_executor,
-    description="One audit of one repo partition: ingest → analyze → plan → apply → validate → report.",
+    description="One audit of one repo partition: ingest → analyze → plan → policy → apply → validate → report.",
 )
 
 defs = dg.Definitions(
     assets=STAGE_ASSETS,
-    jobs=[audit_job],
+    jobs=[audit_job, hitl_continuation_job],
+    sensors=[hitl_approval_sensor],
     resources={"casm": CasmResource(state_dir=dg.EnvVar("CASM_STATE_DIR").get_value(".casm") or ".casm")},
 )

@@ -31,3 +31,9 @@ class RunNotFoundError(CasmError):
 
 class SandboxError(CasmError):
     """A command was refused by the sandbox (not allowlisted, unsafe argv)."""
+
+
+class RunFailedError(CasmError):
+    """A run (or its continuation) started and failed: exit code 1, like ``casm run``."""
+
+    exit_code = 1

@@ -18,7 +18,7 @@ from casm_dagster.contracts.run import Snapshot
 from casm_dagster.hitl import expiry
 from casm_dagster.ids import new_ulid
 from casm_dagster.journal import Journal, utc_now, write_json_atomic
-from casm_dagster.pipeline import manifest_of, scratch_checkout, skipped, stage
+from casm_dagster.pipeline import manifest_of, save, scratch_checkout, skipped, stage
 from casm_dagster.policy.check import DIFF_ARGS, engine_for
 from casm_dagster.policy.diff import parse_diff
 from casm_dagster.policy.document import HitlInfo, RunContext, policy_document
@@ -28,6 +28,7 @@ from casm_dagster.policy.sources import PatchOnly
 from casm_dagster.stores.approvals import ApprovalStore
 
 POLICY_FILE = "policy_decisions.json"
+GATE_FILE = "gate.json"
 MAX_SIGNALS_IN_EVENT = 100
 
 
@@ -175,6 +176,7 @@ def gate(snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, appr
                 files=outcome.deny_files,
                 signals=[s for s in data["signals"] if s["severity"] == "high"],
             )
+        save(journal.run_dir, GATE_FILE, outcome)
         if not outcome.proceeds:
             _end_held_or_blocked(snap, review, plan, outcome, journal)
     return outcome
@@ -188,6 +190,7 @@ def _end_held_or_blocked(
     for name in ("apply", "validate", "report"):
         if name in snap.spec.stages:
             journal.emit("stage_skipped", why, stage=name)
+    journal.state.counts = {"findings": len(review.findings), "patches": 0, "checks": 0}
     report.write_held(snap, review, plan, outcome, journal)
     if held:
         journal.emit(

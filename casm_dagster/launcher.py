@@ -9,10 +9,12 @@ import dagster as dg
 
 from casm_dagster.contracts.run import RunState
 from casm_dagster.definitions import defs
-from casm_dagster.errors import CasmError
+from casm_dagster.errors import CasmError, RunFailedError
 from casm_dagster.ids import new_ulid
 from casm_dagster.instance import instance_db_url
 from casm_dagster.partitions import repos_partitions
+from casm_dagster.sensors.hitl import continuation_request
+from casm_dagster.stores.approvals import ApprovalStore
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRecord, RepoRegistry
 from casm_dagster.templates import Template
@@ -29,6 +31,10 @@ class LaunchResult:
 
 def registry(instance: dg.DagsterInstance) -> RepoRegistry:
     return RepoRegistry(engine_for(instance_db_url(instance)))
+
+
+def approvals(instance: dg.DagsterInstance) -> ApprovalStore:
+    return ApprovalStore(engine_for(instance_db_url(instance)))
 
 
 def register_local_repo(instance: dg.DagsterInstance, path: Path) -> RepoRecord:
@@ -95,3 +101,28 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
         if event.is_failure and event.step_failure_data:
             return event.step_failure_data.error.message.strip().splitlines()[-1]
     return "unknown error"
+
+
+def launch_continuation(instance: dg.DagsterInstance, request_id: str, state_dir: Path, progress: bool) -> LaunchResult:
+    """Run the HITL continuation now, in this process (the sensor does the same from the daemon)."""
+    record = approvals(instance).get(request_id)
+    if record is None:
+        raise CasmError(f"no approval request {request_id}")
+    request = continuation_request(record)
+    job = defs.resolve_job_def("hitl_continuation_job")
+    result = job.execute_in_process(
+        run_config={
+            **request.run_config,
+            "resources": {"casm": {"config": {"state_dir": str(state_dir), "progress": progress}}},
+            "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+        },
+        instance=instance,
+        tags={**request.tags, "dagster/run_key": request.run_key or ""},
+        raise_on_error=False,
+    )
+    run_dir = Path(record.state_dir) / "runs" / record.run_id
+    state_path = run_dir / "state.json"
+    state = RunState.model_validate_json(state_path.read_text()) if state_path.exists() else None
+    if not result.success:
+        raise RunFailedError(f"the continuation of run {record.run_id} failed: {_first_error(result)}")
+    return LaunchResult(record.run_id, result.run_id, result.success, state, run_dir)

@@ -17,7 +17,7 @@ from casm_dagster.contracts.findings import Finding
 from casm_dagster.contracts.plan import PatchGroup, PatchPlan
 
 
-def _count_lines(patch: bytes) -> tuple[int, int]:
+def count_lines(patch: bytes) -> tuple[int, int]:
     added = removed = 0
     for line in patch.splitlines():
         if line.startswith(b"+") and not line.startswith(b"+++"):
@@ -89,7 +89,7 @@ def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_
         group_id = f"{len(groups) + 1:02d}-{name}"
         patch_file = patch_dir / f"{group_id}.patch"
         patch_file.write_bytes(patch)
-        added, removed = _count_lines(patch)
+        added, removed = count_lines(patch)
         groups.append(
             PatchGroup(
                 group_id=group_id,

@@ -1,1 +1,1 @@
-"""Dagster ops. Empty today: the gated continuation (HITL) lands here."""
+"""Dagster ops: the HITL continuation job (``ops/hitl.py``)."""

@@ -1,2 +1,2 @@
-"""Dagster sensors and schedules. Empty today: the HITL approval sensor, the PR sensor and
-the heartbeat schedule land here."""
+"""Dagster sensors and schedules: the HITL approval sensor (``sensors/hitl.py``). The PR
+sensor and the heartbeat schedule land here too."""

@@ -10,12 +10,18 @@ from helpers import GIT_ID
 from casm_dagster.policy.engine import PolicyResult
 
 KEY = b"k" * 32
+# Pin what a user's git config could change in `git diff` output.
+_DIFF_CONFIG = [
+    "-c", "core.quotepath=true", "-c", "color.ui=false", "-c", "diff.noprefix=false",
+    "-c", "diff.mnemonicPrefix=false", "-c", "diff.renames=true", "-c", "core.autocrlf=false",
+]  # fmt: skip
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "casm_dagster" / "schemas" / "policy_decisions.schema.json"
+
 
 def git_bytes(repo: Path, *args: str) -> bytes:
     """Raw stdout of a git command (diffs must keep every byte, trailing whitespace included)."""
     return subprocess.run(
-        ["git", *GIT_ID, "-c", "core.quotepath=true", "-C", str(repo), *args], capture_output=True, check=True
+        ["git", *GIT_ID, *_DIFF_CONFIG, "-C", str(repo), *args], capture_output=True, check=True
     ).stdout
 
 

@@ -1,0 +1,186 @@
+"""The gated run's second half: after approval, apply exactly the approved plan.
+
+Bound by hash: the plan on disk must be the plan that was approved (plan hash, and every
+patch file's own hash) and the ruleset must be the one that scored it; otherwise the
+approval is void and nothing is applied. The approver's scope decides which files may
+change: ``packet`` (default) keeps to the decision packet's allowed files, ``full`` allows
+every file of the plan. The approval is claimed atomically, so it is consumed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from casm_dagster import pipeline
+from casm_dagster.agents import fixer
+from casm_dagster.contracts.findings import Review
+from casm_dagster.contracts.plan import PatchGroup, PatchPlan
+from casm_dagster.contracts.policy import GateResult
+from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
+from casm_dagster.errors import CasmError, ConfigError
+from casm_dagster.gate import GATE_FILE, ruleset_for
+from casm_dagster.hitl import ApprovalError
+from casm_dagster.journal import Journal, Listener, utc_now
+from casm_dagster.policy.diff import parse_diff
+from casm_dagster.stores.approvals import APPROVED, ApprovalRecord, ApprovalStore
+
+SCOPED_DIR = "patches/scoped"
+# After a human approved a risky change, model agents (when the router runs any) use the
+# strongest profile: the approval buys care, not speed.
+ESCALATED_PROFILE = "reasoning_high"
+
+
+class ApprovalVoid(CasmError):
+    """The approved plan or ruleset changed after approval: nothing is applied."""
+
+
+@dataclass(frozen=True)
+class Resumed:
+    status: str  # "applied" | "already_consumed"
+    run_id: str
+    partition_key: str
+    delivery: Delivery | None = None
+    plan: PatchPlan | None = None
+
+
+def binding_problems(record: ApprovalRecord, snap: Snapshot, plan: PatchPlan) -> list[str]:
+    problems: list[str] = []
+    if plan.plan_sha256 != record.plan_sha256:
+        problems.append(
+            f"the plan changed since approval (approved {record.plan_sha256[:12]}, now {plan.plan_sha256[:12]})"
+        )
+    if fixer.plan_sha256(plan.base_commit, plan.groups) != plan.plan_sha256:
+        problems.append("plan.json was edited: its groups no longer hash to its plan hash")
+    for group in plan.groups:
+        path = snap.spec.run_dir / group.patch_file
+        actual = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+        if actual != group.patch_sha256:
+            problems.append(f"patch {group.patch_file} changed since approval")
+    try:
+        ruleset = ruleset_for(snap)
+    except ConfigError as exc:
+        problems.append(f"the ruleset cannot be loaded any more: {exc}")
+    else:
+        if ruleset.sha256 != record.ruleset_sha256:
+            problems.append(
+                f"the ruleset {ruleset.id} changed since approval "
+                f"(approved {record.ruleset_sha256[:12]}, now {ruleset.sha256[:12]})"
+            )
+    return problems
+
+
+def _sections(patch: bytes) -> list[tuple[set[str], bytes]]:
+    """A git patch split into per-file sections, each with the paths it touches."""
+    chunks: list[bytes] = []
+    for line in patch.splitlines(keepends=True):
+        if line.startswith(b"diff --git ") or not chunks:
+            chunks.append(b"")
+        chunks[-1] += line
+    out = []
+    for chunk in chunks:
+        files = parse_diff(chunk)
+        out.append(({p for f in files for p in (f.old_path, f.new_path) if p}, chunk))
+    return out
+
+
+def scoped_plan(spec: RunSpec, plan: PatchPlan, allowed: set[str]) -> tuple[PatchPlan, list[str]]:
+    """The plan cut down to ``allowed`` files: whole groups kept, trimmed or dropped."""
+    groups: list[PatchGroup] = []
+    notes: list[str] = []
+    for group in plan.groups:
+        if set(group.files) <= allowed:
+            groups.append(group)
+            continue
+        kept = [chunk for paths, chunk in _sections((spec.run_dir / group.patch_file).read_bytes()) if paths <= allowed]
+        if not kept:
+            notes.append(f"{group.group_id} dropped: it only touches files outside the approved scope")
+            continue
+        patch = b"".join(kept)
+        rel = f"{SCOPED_DIR}/{group.group_id}.patch"
+        (spec.run_dir / SCOPED_DIR).mkdir(parents=True, exist_ok=True)
+        (spec.run_dir / rel).write_bytes(patch)
+        added, removed = fixer.count_lines(patch)
+        files = sorted(f for f in group.files if f in allowed)
+        notes.append(f"{group.group_id} trimmed to the approved scope: {', '.join(files)}")
+        groups.append(
+            group.model_copy(
+                update={
+                    "files": files,
+                    "patch_file": rel,
+                    "patch_sha256": hashlib.sha256(patch).hexdigest(),
+                    "lines_added": added,
+                    "lines_removed": removed,
+                }
+            )
+        )
+    scoped = PatchPlan(
+        base_commit=plan.base_commit,
+        groups=groups,
+        plan_sha256=fixer.plan_sha256(plan.base_commit, groups),
+        notes=[*plan.notes, *notes],
+    )
+    return scoped, notes
+
+
+def resume(
+    store: ApprovalStore, request_id: str, continuation_run_id: str, listener: Listener | None = None
+) -> Resumed:
+    record = store.get(request_id)
+    if record is None:
+        raise ApprovalError(f"no approval request {request_id}")
+    if record.status != APPROVED:
+        raise ApprovalError(
+            f"request {request_id} (run {record.run_id}) is {record.status}; only approved runs continue"
+        )
+    if record.consumed_at:
+        return Resumed("already_consumed", record.run_id, record.partition_key)
+    run_dir = Path(record.state_dir) / "runs" / record.run_id
+    spec = pipeline.load(run_dir, pipeline.SPEC_FILE, RunSpec)
+    journal = Journal(spec, listener)
+    snap = pipeline.load(run_dir, pipeline.SNAPSHOT_FILE, Snapshot)
+    review = pipeline.load(run_dir, pipeline.REVIEW_FILE, Review)
+    plan = pipeline.load(run_dir, pipeline.PLAN_FILE, PatchPlan)
+    gate = pipeline.load(run_dir, GATE_FILE, GateResult)
+    problems = binding_problems(record, snap, plan)
+    if problems:
+        why = "approval void: " + "; ".join(problems)
+        if store.claim(request_id, continuation_run_id, utc_now()):
+            store.finish(request_id, why, utc_now())
+            journal.emit("hitl_decision", why, outcome="void", request_id=request_id, approver=record.approver)
+            journal.emit("run_failed", f"{why}; nothing applied")
+        raise ApprovalVoid(f"{why}; nothing applied")
+    if not store.claim(request_id, continuation_run_id, utc_now()):
+        return Resumed("already_consumed", record.run_id, record.partition_key)
+    scope = record.scope or "packet"
+    plan_files = {f for g in plan.groups for f in g.files}
+    allowed = plan_files if scope == "full" else set((record.packet.get("scope") or {}).get("allow_files", []))
+    journal.emit(
+        "run_resumed",
+        f"continuing after approval by {record.approver} ({scope} scope: {len(allowed & plan_files)} of "
+        f"{len(plan_files)} files)",
+        request_id=request_id,
+        approver=record.approver,
+        scope=scope,
+        continuation_run_id=continuation_run_id,
+    )
+    scoped, notes = scoped_plan(spec, plan, allowed)
+    for note in notes:
+        journal.decision("apply", "scope_reduced", note)
+    journal.decision(
+        "apply",
+        "model_profile_escalated",
+        f"approved continuation: model agents use profile {ESCALATED_PROFILE} (this run's agents are deterministic)",
+        profile=ESCALATED_PROFILE,
+    )
+    try:
+        applied = pipeline.apply(snap, scoped, journal)
+        validation = pipeline.validate(snap, scoped, applied, journal)
+        approved_gate = gate.model_copy(update={"allow_files": sorted(allowed & plan_files)})
+        delivery = pipeline.deliver(snap, review, scoped, validation, journal, approved_gate)
+    except BaseException as exc:
+        store.finish(request_id, f"continuation failed: {type(exc).__name__}: {exc}", utc_now())
+        raise
+    store.finish(request_id, f"applied: {delivery.status}, branch {delivery.branch or 'none'}", utc_now())
+    return Resumed("applied", record.run_id, record.partition_key, delivery, scoped)

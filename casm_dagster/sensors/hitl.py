@@ -1,0 +1,62 @@
+"""``hitl_approval_sensor``: launches the continuation of each approved gated run, once.
+
+The cursor is the last approval's id in ``casm_hitl_log``; the run key
+``approval:<request_id>`` makes a re-evaluated tick (or a reset cursor) launch nothing
+twice, and the continuation claims the approval atomically before it applies anything.
+Each tick also expires pending requests past their deadline (their runs end "expired").
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from casm_dagster import hitl
+from casm_dagster.ops.hitl import hitl_continuation_job
+from casm_dagster.resources import CasmResource
+from casm_dagster.stores.approvals import ApprovalRecord
+
+# An approval older than this with no continuation run was missed (e.g. a cursor reset,
+# or a commit that landed behind the cursor): it is requested again; the run key dedupes.
+RESWEEP_AFTER = timedelta(minutes=10)
+MAX_PER_TICK = 50
+
+
+def continuation_request(record: ApprovalRecord) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"approval:{record.request_id}",
+        run_config={"ops": {"continue_approved_run": {"config": {"request_id": record.request_id}}}},
+        tags={
+            "casm/run_id": record.run_id,
+            "casm/hitl_request": record.request_id,
+            "casm/template": record.template_id,
+            "casm/repo": record.repo,
+            "casm/partition": record.partition_key,
+        },
+    )
+
+
+@dg.sensor(
+    job=hitl_continuation_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches the continuation of a gated audit once its approval is recorded.",
+)
+def hitl_approval_sensor(context: dg.SensorEvaluationContext, casm: CasmResource) -> dg.SensorResult:
+    store = casm.approvals(context.instance)
+    expired = hitl.expire_due(store)
+    for record in expired:
+        context.log.info(f"request {record.request_id} (run {record.run_id}) expired")
+    cursor = int(context.cursor or 0)
+    found = store.approvals_after(cursor, limit=MAX_PER_TICK)
+    requests = {r.request_id: continuation_request(r) for _, r in found if r.consumed_at is None}
+    cutoff = (datetime.now(UTC) - RESWEEP_AFTER).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    for record in store.unconsumed_approvals(decided_before=cutoff, limit=MAX_PER_TICK):
+        if record.request_id in requests:
+            continue
+        runs = context.instance.get_run_records(
+            filters=dg.RunsFilter(tags={"casm/hitl_request": record.request_id}), limit=1
+        )
+        if not runs:
+            requests[record.request_id] = continuation_request(record)
+    new_cursor = max([cursor, *(log_id for log_id, _ in found)])
+    return dg.SensorResult(run_requests=list(requests.values()), cursor=str(new_cursor))
