@@ -11,6 +11,12 @@ import pytest
 from helpers import isolated_env
 
 
+@pytest.fixture(autouse=True)
+def _policy_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process code gets a throwaway HMAC key too, never ~/.config/casm/policy.key."""
+    monkeypatch.setenv("CASM_POLICY_KEY_FILE", str(tmp_path_factory.getbasetemp() / "policy.key"))
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """The directory ``casm`` runs in (its ./.casm lands here)."""

@@ -47,4 +47,5 @@ def isolated_env(home: Path) -> dict[str, str]:
     (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "CASM_"))}
     env["DAGSTER_HOME"] = str(home)
+    env["CASM_POLICY_KEY_FILE"] = str(home / "policy.key")  # never the user's own key
     return env

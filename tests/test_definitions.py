@@ -11,7 +11,15 @@ import dagster as dg
 from casm_dagster.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["repo_snapshot", "review_findings", "patch_plan", "applied_patches", "validation_result", "audit_report"]
+STAGES = [
+    "repo_snapshot",
+    "review_findings",
+    "patch_plan",
+    "policy_decision",
+    "applied_patches",
+    "validation_result",
+    "audit_report",
+]
 
 
 def test_definitions_validate_with_the_dagster_cli() -> None:
@@ -26,7 +34,7 @@ def test_stage_assets_form_a_lineage_over_repo_partitions() -> None:
     assert set(STAGES) <= keys
     for upstream, downstream in zip(STAGES, STAGES[1:], strict=False):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
-        assert upstream in parents or downstream == "applied_patches" and "repo_snapshot" in parents, downstream
+        assert upstream in parents, downstream
     for name in STAGES:
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
@@ -37,6 +45,13 @@ def test_stage_assets_form_a_lineage_over_repo_partitions() -> None:
 def test_audit_job_selects_every_stage() -> None:
     job = defs.resolve_job_def("audit_job")
     assert {n.name for n in job.graph.nodes} == set(STAGES)
+
+
+def test_hitl_sensor_drives_the_continuation_job() -> None:
+    sensor = defs.resolve_sensor_def("hitl_approval_sensor")
+    assert sensor.job_name == "hitl_continuation_job"
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_job_def("hitl_continuation_job").executor_def is dg.in_process_executor
 
 
 def test_bundled_instance_config_parses() -> None:

@@ -81,7 +81,7 @@ def test_spec_is_built_from_template_and_repo(repo: Path, tmp_path: Path) -> Non
     assert spec.run_id == RUN_ID
     assert spec.template_id == "repo-auditor"
     assert spec.workflow == "repo_auditor_v1"
-    assert spec.stages == ["ingest", "analyze", "plan", "apply", "validate", "report"]
+    assert spec.stages == ["ingest", "analyze", "plan", "policy", "apply", "validate", "report"]
     assert spec.repo_path == str(repo.resolve())
     assert spec.run_dir == (tmp_path / "state").resolve() / "runs" / RUN_ID
     assert spec.partition_key.startswith("local__target__")
@@ -137,6 +137,7 @@ def test_state_json_reflects_a_successful_run(repo: Path, tmp_path: Path) -> Non
         "ingest": "completed",
         "analyze": "completed",
         "plan": "completed",
+        "policy": "pending",
         "apply": "completed",
         "validate": "completed",
         "report": "skipped",

@@ -1,14 +1,16 @@
 """Diff heuristics: patterns on added lines, risky deletions, suppressions, file modes.
 
-Patterns are compiled once per ruleset. Each added line is first tested against one
-combined regex for its language; only lines that hit anything are re-tested pattern by
-pattern, so the cost stays linear in the diff with a small constant.
+Patterns are compiled once per ruleset. A pattern's keywords are searched in a hunk's
+text with ``str.find``; its regex runs only on the lines that hold one, so the cost stays
+linear in the diff with a small constant (see benchmarks/policy_scan.py).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -90,33 +92,27 @@ class Hit:
     hunk: Hunk | None
 
 
-def _strip_names(regex: str) -> str:
-    return re.sub(r"\(\?P<\w+>", "(?:", regex)
-
-
-class _LanguageSet:
-    """The patterns that apply to one language, plus one combined prefilter regex."""
-
-    def __init__(self, patterns: list[tuple[str, Pattern]]) -> None:
-        self.patterns = [(component, p.id, re.compile(p.regex)) for component, p in patterns]
-        self.prefilter = re.compile("|".join(f"(?:{_strip_names(p.regex)})" for _, p in patterns)) if patterns else None
+class _Compiled:
+    def __init__(self, component: str, pattern: Pattern) -> None:
+        self.component = component
+        self.id = pattern.id
+        self.regex = re.compile(pattern.regex)
+        self.keywords = tuple(k.lower() for k in pattern.keywords)
 
 
 class Scanner:
     def __init__(self, ruleset: Ruleset) -> None:
         heuristics = ruleset.model.diff_heuristics
         self._allow = [re.compile(r) for r in ruleset.model.secret_allowlist]
-        added: dict[str, list[tuple[str, Pattern]]] = {lang: [] for lang in LANGUAGES}
-        removed: dict[str, list[tuple[str, Pattern]]] = {lang: [] for lang in LANGUAGES}
+        self._added: dict[str, list[_Compiled]] = {lang: [] for lang in LANGUAGES}
+        self._removed: dict[str, list[_Compiled]] = {lang: [] for lang in LANGUAGES}
         for component in COMPONENTS:
             for pattern in getattr(heuristics, component).patterns:
                 for lang in _targets(pattern):
-                    added[lang].append((component, pattern))
+                    self._added[lang].append(_Compiled(component, pattern))
         for pattern in heuristics.risky_deletions.patterns:
             for lang in _targets(pattern):
-                removed[lang].append(("risky_deletions", pattern))
-        self._added = {lang: _LanguageSet(items) for lang, items in added.items()}
-        self._removed = {lang: _LanguageSet(items) for lang, items in removed.items()}
+                self._removed[lang].append(_Compiled("risky_deletions", pattern))
 
     def _not_secret(self, match: re.Match[str]) -> bool:
         value = match.groupdict().get("secret") or match.group(0)
@@ -131,20 +127,33 @@ class Scanner:
         hits += _structure(file)
         return hits
 
-    def _scan_lines(self, patterns: _LanguageSet, path: str, hunk: Hunk, kind: str) -> list[Hit]:
-        if patterns.prefilter is None:
+    def _scan_lines(self, patterns: list[_Compiled], path: str, hunk: Hunk, kind: str) -> list[Hit]:
+        """Keywords are found with ``str.find`` over the hunk's text at once (C speed);
+        only the lines holding one are matched against the pattern's regex."""
+        lines = hunk.added if kind == "+" else hunk.removed
+        if not patterns or not lines:
             return []
-        hits: list[Hit] = []
-        for line in hunk.added if kind == "+" else hunk.removed:
-            if not patterns.prefilter.search(line.text):
-                continue
-            for component, pattern_id, regex in patterns.patterns:
-                for match in regex.finditer(line.text):
-                    if component == "secret_like" and self._not_secret(match):
+        lowered = "\n".join(line.text for line in lines).lower()
+        starts: list[int] | None = None
+        found: list[tuple[int, int]] = []  # (line index, pattern order)
+        for order, pattern in enumerate(patterns):
+            if not pattern.keywords:
+                candidates: Iterable[int] = range(len(lines))
+            else:
+                positions = [p for k in pattern.keywords for p in _all_positions(lowered, k)]
+                if not positions:
+                    continue
+                if starts is None:
+                    starts = _line_starts(lines)
+                candidates = sorted({bisect.bisect_right(starts, p) - 1 for p in positions})
+            for index in candidates:
+                for match in pattern.regex.finditer(lines[index].text):
+                    if pattern.component == "secret_like" and self._not_secret(match):
                         continue
-                    hits.append(Hit(component, pattern_id, path, line.number, hunk))
+                    found.append((index, order))
                     break
-        return hits
+        found.sort()
+        return [Hit(patterns[o].component, patterns[o].id, path, lines[i].number, hunk) for i, o in found]
 
     def _deletions(self, file: FileDiff, lang: str) -> list[Hit]:
         """A removed check counts only if the file does not re-add it (moved code is not removed)."""
@@ -162,6 +171,21 @@ class Scanner:
             else:
                 kept.append(hit)
         return kept
+
+
+def _all_positions(text: str, needle: str) -> Iterator[int]:
+    at = text.find(needle)
+    while at != -1:
+        yield at
+        at = text.find(needle, at + 1)
+
+
+def _line_starts(lines: list) -> list[int]:
+    starts, offset = [], 0
+    for line in lines:
+        starts.append(offset)
+        offset += len(line.text) + 1
+    return starts
 
 
 def _targets(pattern: Pattern) -> list[str]:

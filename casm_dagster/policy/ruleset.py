@@ -36,6 +36,7 @@ BlockCondition = Literal["risk_score_at_least_block", "secret_like_detected"]
 Weight = Annotated[float, Field(ge=0, le=1)]
 RulesetSource = Literal["bundled", "template", "override"]
 
+MAX_REPORTED = 8  # errors listed in one message; a wholly wrong file would print pages
 BUNDLED_RULESETS = {"default.devtools": "default.devtools.yaml"}
 
 
@@ -76,6 +77,9 @@ class Pattern(_Strict):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     regex: str
     languages: list[Language] = ["any"]
+    # Literal, case-insensitive strings one of which a line must contain before the regex
+    # runs on it (the fast path); empty: the regex runs on every line.
+    keywords: list[Annotated[str, Field(min_length=1)]] = []
 
     @field_validator("regex")
     @classmethod
@@ -208,8 +212,10 @@ def parse_ruleset(text: str, where: str, source: RulesetSource, path: Path) -> R
     try:
         model = RulesetModel.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(err) for err in exc.errors())
-        raise ConfigError(f"{where}: invalid ruleset: {problems}") from None
+        errors = exc.errors()
+        problems = "; ".join(_describe(err) for err in errors[:MAX_REPORTED])
+        more = f" (and {len(errors) - MAX_REPORTED} more)" if len(errors) > MAX_REPORTED else ""
+        raise ConfigError(f"{where}: invalid ruleset: {problems}{more}") from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Ruleset(model=model, sha256=digest, source=source, path=path)
 

@@ -59,7 +59,8 @@ def document(ctx: RunContext) -> Callable[[PolicyResult], dict]:
 @pytest.fixture
 def two_commits(tmp_path: Path) -> Callable[..., tuple[Path, bytes]]:
     """``(before, after)`` → a repo whose HEAD~1 holds ``before`` and HEAD holds ``after``
-    (a ``None`` value deletes the file), and ``git diff HEAD~1 HEAD`` as bytes."""
+    (a ``None`` value deletes the file), and ``git diff HEAD~1 HEAD`` as bytes. An empty
+    ``after`` makes an empty commit, for tests that go on with git commands of their own."""
     counter = iter(range(1000))
 
     def build(before: dict[str, str | bytes], after: dict[str, str | bytes | None]) -> tuple[Path, bytes]:
@@ -75,7 +76,7 @@ def two_commits(tmp_path: Path) -> Callable[..., tuple[Path, bytes]]:
             else:
                 path.write_text(content, encoding="utf-8", newline="")
         git(repo, "add", "--all")
-        git(repo, "commit", "--quiet", "-m", "change")
+        git(repo, "commit", "--quiet", "--allow-empty", "-m", "change")
         return repo, git_bytes(repo, "diff", "HEAD~1", "HEAD")
 
     return build
