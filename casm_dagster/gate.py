@@ -140,6 +140,10 @@ def gate(snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, appr
                     "reason_codes": result.reason_codes,
                     "summary": result.human_summary,
                     "scope": data["scope"],
+                    "hitl": {
+                        "required_label": hitl.required_label,
+                        "approval_comment_regex": hitl.approval_comment_regex,
+                    },
                 },
                 created_at=now,
                 expires_at=expiry(now, hitl_cfg.expires_after_hours),

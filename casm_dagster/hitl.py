@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -139,6 +140,37 @@ def decide(
             request_id=record.request_id,
         )
     return store.require(record.request_id)
+
+
+@dataclass(frozen=True)
+class GithubEvent:
+    """A PR label or comment, as the GitHub connector (sensor or webhook) reads it."""
+
+    kind: str  # "label" | "comment"
+    actor: str  # the GitHub login that added the label or wrote the comment
+    orgs: tuple[str, ...] = ()  # the actor's organisations (for ORG: patterns)
+    label: str | None = None
+    body: str | None = None
+
+
+def decide_from_github(store: ApprovalStore, record: ApprovalRecord, event: GithubEvent) -> ApprovalRecord | None:
+    """Approve from a PR event when it is the approval the request's mode asks for.
+
+    Returns None for events that are not approvals (another label, a comment that does not
+    match the regex or gives no reason); raises like ``decide`` for refused approvers.
+    """
+    channel = record.packet.get("hitl") or {}
+    if record.mode == "github_label" and event.kind == "label":
+        if event.label != channel.get("required_label"):
+            return None
+        reason = f"label {event.label} added by {event.actor}"
+    elif record.mode == "github_comment" and event.kind == "comment":
+        reason = comment_reason(event.body or "", channel.get("approval_comment_regex") or "(?!)")
+        if reason is None:
+            return None
+    else:
+        return None
+    return decide(store, record, APPROVED, event.actor, reason, via=record.mode, orgs=event.orgs)
 
 
 def expire(store: ApprovalStore, record: ApprovalRecord, now: str) -> bool:
