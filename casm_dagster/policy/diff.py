@@ -39,6 +39,15 @@ class Hunk:
     new_len: int
     raw: bytes = b""  # the hunk as it appears in the diff (hashed, never stored)
     body: list[tuple[str, str]] = field(default_factory=list)  # (" "|"+"|"-", text) in order
+    old_no_newline: bool = False  # the old side's last line has no newline
+    new_no_newline: bool = False
+
+    def mark_no_newline(self) -> None:
+        kind = self.body[-1][0] if self.body else " "
+        if kind in ("-", " "):
+            self.old_no_newline = True
+        if kind in ("+", " "):
+            self.new_no_newline = True
 
     @property
     def added(self) -> list[Line]:
@@ -52,6 +61,7 @@ class Hunk:
         out: list[Line] = []
         old, new = self.old_start, self.new_start
         for kind, text in self.body:
+            text = text.removesuffix("\r")  # CRLF content or a CRLF-saved diff: scan the line itself
             if kind == "+":
                 if want == "+":
                     out.append(Line("+", text, new))
@@ -136,6 +146,9 @@ def _split_git_header(rest: str) -> tuple[str, str] | None:
     if rest.startswith('"'):
         match = re.match(r'^("(?:[^"\\]|\\.)*") (.*)$', rest)
         return (match.group(1), match.group(2)) if match else None
+    if rest.endswith('"'):  # only the new path is quoted: a/plain.py "b/na\303\257ve.py"
+        index = rest.rfind(' "')
+        return (rest[:index], rest[index + 1 :]) if index != -1 else None
     half = len(rest) // 2
     if rest[half] == " " and rest[:half].removeprefix("a/") == rest[half + 1 :].removeprefix("b/"):
         return rest[:half], rest[half + 1 :]
@@ -164,7 +177,7 @@ def parse_diff(data: bytes) -> list[FileDiff]:
     for number, raw in enumerate(raw_lines, start=1):
         if hunk is not None and (remaining_old > 0 or remaining_new > 0):
             tag = raw[:1]
-            text = raw[1:].decode("utf-8", "replace").rstrip("\r")
+            text = raw[1:].decode("utf-8", "replace")
             if tag == b"+":
                 hunk.body.append(("+", text))
                 remaining_new -= 1
@@ -176,12 +189,13 @@ def parse_diff(data: bytes) -> list[FileDiff]:
                 remaining_old -= 1
                 remaining_new -= 1
             elif tag == b"\\":
-                pass  # "\ No newline at end of file"
+                hunk.mark_no_newline()
             else:
                 raise DiffError(f"diff line {number}: hunk ends early (expected more lines)")
             hunk_chunks.append(raw)
             continue
         if raw.startswith(b"\\") and hunk is not None:
+            hunk.mark_no_newline()  # "\ No newline at end of file" after the hunk's last line
             hunk_chunks.append(raw)
             continue
         close_hunk()
@@ -223,21 +237,28 @@ def parse_diff(data: bytes) -> list[FileDiff]:
             hunk_chunks.append(raw)
             current.hunks.append(hunk)
             remaining_old, remaining_new = old_len, new_len
-    close_hunk()
     if hunk is not None and (remaining_old > 0 or remaining_new > 0):
         raise DiffError("the diff ends in the middle of a hunk (truncated?)")
+    close_hunk()
     if not files and data.strip():
         raise DiffError("not a unified diff: no 'diff --git' or '---'/'+++' file headers found")
     return files
 
 
 def apply_hunks(old_text: str, hunks: list[Hunk]) -> str:
-    """The new text of a file from its old text and hunks; raises ``DiffError`` on mismatch."""
-    old_lines = old_text.splitlines()
+    """The new text of a file from its old text and hunks; raises ``DiffError`` on mismatch.
+
+    Lines are split at ``\n`` only, as git does; line endings (CRLF too) and the final
+    newline, or its absence ("\\ No newline at end of file"), come out as the diff says.
+    """
+    old_lines = old_text.split("\n")
+    final_newline = old_text.endswith("\n") or old_text == ""
+    if final_newline:
+        old_lines.pop()
     out: list[str] = []
     cursor = 0  # index into old_lines
     for hunk in hunks:
-        start = max(hunk.old_start - 1, 0) if hunk.old_len else hunk.old_start
+        start = hunk.old_start if hunk.old_len == 0 else max(hunk.old_start - 1, 0)
         if start < cursor or start > len(old_lines):
             raise DiffError("the diff does not apply to the base version of the file")
         out.extend(old_lines[cursor:start])
@@ -246,10 +267,15 @@ def apply_hunks(old_text: str, hunks: list[Hunk]) -> str:
             if kind == "+":
                 out.append(text)
                 continue
-            if cursor >= len(old_lines) or old_lines[cursor] != text:
+            # A diff saved with CRLF endings still applies to an LF file (and the reverse).
+            if cursor >= len(old_lines) or old_lines[cursor].removesuffix("\r") != text.removesuffix("\r"):
                 raise DiffError("the diff does not apply to the base version of the file")
             if kind == " ":
-                out.append(text)
+                out.append(old_lines[cursor])
             cursor += 1
+        if hunk.new_no_newline:
+            final_newline = False
+        elif hunk.old_no_newline:
+            final_newline = True  # the diff added the missing final newline
     out.extend(old_lines[cursor:])
-    return "\n".join(out) + ("\n" if out else "")
+    return "\n".join(out) + ("\n" if final_newline and out else "")

@@ -33,9 +33,12 @@ def _segment_regex(segment: str) -> str:
             body = segment[i + 1 : end]
             if not body:
                 raise GlobError("empty character class '[]'")
-            if body[0] == "!":
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            if "/" in body:
+                raise GlobError("a character class cannot match '/' (classes stay within one segment)")
+            negated = body[0] == "!"
+            body = body[1:] if negated else body
+            # A negated class must not match '/' either: every wildcard stays in its segment.
+            out.append(("[^/" if negated else "[") + body.replace("\\", "\\\\") + "]")
             i = end
         else:
             out.append(re.escape(ch))

@@ -50,7 +50,7 @@ _EXTENSIONS = {
 # Placeholders are documentation, not credentials: "ghp_...", "xxxx", "<token>", "${VAR}",
 # AWS's documented EXAMPLE keys, and values made of one or two repeated characters.
 _PLACEHOLDER = re.compile(
-    r"\.\.\.|…|x{4,}|X{4,}|\*{3,}|<[^>]*>|\$\{|\$\(|\{\{|%\(|\bEXAMPLE|example|dummy|DUMMY|placeholder|PLACEHOLDER"
+    r"\.\.\.|…|x{4,}|X{4,}|\*{3,}|<[^>]*>|\$\{|\$\(|\{\{|%\(|EXAMPLE|example|dummy|DUMMY|placeholder|PLACEHOLDER"
     r"|changeme|CHANGEME|your[_-]|YOUR[_-]|redacted|REDACTED|fake|FAKE|sample|SAMPLE"
     r"|0123456789|123456789|abcdefghij|ABCDEFGHIJ"
 )
@@ -133,7 +133,10 @@ class Scanner:
         lines = hunk.added if kind == "+" else hunk.removed
         if not patterns or not lines:
             return []
-        lowered = "\n".join(line.text for line in lines).lower()
+        # Lower each line on its own: lowering can change a string's length ("İ" → "i̇"),
+        # and line offsets must be those of the lowered text the keywords are found in.
+        lowered_lines = [line.text.lower() for line in lines]
+        lowered = "\n".join(lowered_lines)
         starts: list[int] | None = None
         found: list[tuple[int, int]] = []  # (line index, pattern order)
         for order, pattern in enumerate(patterns):
@@ -144,7 +147,7 @@ class Scanner:
                 if not positions:
                     continue
                 if starts is None:
-                    starts = _line_starts(lines)
+                    starts = _line_starts(lowered_lines)
                 candidates = sorted({bisect.bisect_right(starts, p) - 1 for p in positions})
             for index in candidates:
                 for match in pattern.regex.finditer(lines[index].text):
@@ -180,11 +183,11 @@ def _all_positions(text: str, needle: str) -> Iterator[int]:
         at = text.find(needle, at + 1)
 
 
-def _line_starts(lines: list) -> list[int]:
+def _line_starts(lines: list[str]) -> list[int]:
     starts, offset = [], 0
     for line in lines:
         starts.append(offset)
-        offset += len(line.text) + 1
+        offset += len(line) + 1
     return starts
 
 

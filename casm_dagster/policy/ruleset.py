@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from casm_dagster.errors import ConfigError
 from casm_dagster.policy.globs import GlobError, GlobSet, glob_to_regex
@@ -73,6 +73,14 @@ class PathSensitivity(_Strict):
     _globs = field_validator("high", "medium")(classmethod(lambda cls, v: _check_globs(v)))
 
 
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
 class Pattern(_Strict):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     regex: str
@@ -81,14 +89,7 @@ class Pattern(_Strict):
     # runs on it (the fast path); empty: the regex runs on every line.
     keywords: list[Annotated[str, Field(min_length=1)]] = []
 
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-        return value
+    _regex = field_validator("regex")(classmethod(lambda cls, v: _compiles(v)))
 
 
 class Heuristic(_Strict):
@@ -140,15 +141,9 @@ class RulesetModel(_Strict):
     dependencies: Dependencies
     diff_heuristics: DiffHeuristics
     semantic: Semantic
-    secret_allowlist: list[str] = []  # regexes: a secret-like match that also matches one is not a secret
+    # Regexes: a secret-like match that also matches one of them is not a secret.
+    secret_allowlist: list[Annotated[str, AfterValidator(_compiles)]] = []
     gating: Gating
-
-    @field_validator("secret_allowlist")
-    @classmethod
-    def _allowlist_compiles(cls, values: list[str]) -> list[str]:
-        for value in values:
-            Pattern(id="allowlist", regex=value)
-        return values
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,9 @@ def test_pyproject_project_and_poetry_tables(run_range):
 
 
 def test_pipfile(run_range):
-    before = '[[source]]\nurl = "https://pypi.org/simple"\n\n[packages]\nflask = "==2.3.0"\n\n[dev-packages]\npytest = "*"\n'
+    before = (
+        '[[source]]\nurl = "https://pypi.org/simple"\n\n[packages]\nflask = "==2.3.0"\n\n[dev-packages]\npytest = "*"\n'
+    )
     after = before.replace('flask = "==2.3.0"', 'flask = "==3.0.0"\ngunicorn = {version = "==21.2.0"}')
     result = run_range({"Pipfile": before}, {"Pipfile": after})
     assert sorted((c, m) for c, _, m in dep_signals(result)) == [
@@ -186,7 +188,9 @@ require github.com/stretchr/testify v1.8.4
 
 
 def test_go_mod_require_block(run_range):
-    after = GO_MOD_BEFORE.replace("github.com/google/uuid v1.5.0", "github.com/google/uuid v1.6.0\n\tgithub.com/pkg/errors v0.9.1")
+    after = GO_MOD_BEFORE.replace(
+        "github.com/google/uuid v1.5.0", "github.com/google/uuid v1.6.0\n\tgithub.com/pkg/errors v0.9.1"
+    )
     after = after.replace("golang.org/x/net v0.17.0", "golang.org/x/net v0.20.0")
     after = after.replace("testify v1.8.4", "testify v2.0.0")
     result = run_range({"go.mod": GO_MOD_BEFORE}, {"go.mod": after})
@@ -199,10 +203,13 @@ def test_go_mod_require_block(run_range):
 
 
 def test_cargo_toml(run_range):
-    before = '[package]\nname = "svc"\nversion = "0.1.0"\n\n[dependencies]\nserde = "1.0"\ntokio = { version = "1.35", features = ["full"] }\n'
+    before = (
+        '[package]\nname = "svc"\nversion = "0.1.0"\n\n'
+        '[dependencies]\nserde = "1.0"\ntokio = { version = "1.35", features = ["full"] }\n'
+    )
     after = before.replace('serde = "1.0"', 'serde = "2.0"\nanyhow = "1"')
     after = after.replace('version = "1.35"', 'version = "1.36"')
-    after += '\n[target.\'cfg(unix)\'.dependencies]\nnix = "0.27"\n'
+    after += "\n[target.'cfg(unix)'.dependencies]\nnix = \"0.27\"\n"
     result = run_range({"Cargo.toml": before}, {"Cargo.toml": after})
     assert sorted((c, m) for c, _, m in dep_signals(result)) == [
         ("DEP_CHANGE", "cargo dependency tokio: version change 1.35 → 1.36"),
@@ -216,7 +223,9 @@ def toml_lock(packages: dict[str, str], extra: str = "") -> str:
     return "".join(f'[[package]]\nname = "{n}"\nversion = "{v}"\n{extra}\n' for n, v in packages.items())
 
 
-@pytest.mark.parametrize(("lockfile", "ecosystem"), [("poetry.lock", "python"), ("uv.lock", "python"), ("Cargo.lock", "cargo")])
+@pytest.mark.parametrize(
+    ("lockfile", "ecosystem"), [("poetry.lock", "python"), ("uv.lock", "python"), ("Cargo.lock", "cargo")]
+)
 def test_toml_lockfiles(run_range, lockfile, ecosystem):
     before = toml_lock({"alpha": "1.2.0", "beta": "0.3.1", "gamma": "0.3.1"})
     after = toml_lock({"alpha": "2.0.0", "beta": "0.4.0", "gamma": "0.3.2", "delta": "1.0.0"})
@@ -240,8 +249,8 @@ def test_zero_x_semver_in_package_json(run_range):
 
 
 def test_unversioned_lockfile_is_recorded_without_details(run_range):
-    before = {"yarn.lock": "# yarn lockfile v1\n\nlodash@^4.17.0:\n  version \"4.17.20\"\n"}
-    after = {"yarn.lock": "# yarn lockfile v1\n\nlodash@^4.17.0:\n  version \"4.17.21\"\n"}
+    before = {"yarn.lock": '# yarn lockfile v1\n\nlodash@^4.17.0:\n  version "4.17.20"\n'}
+    after = {"yarn.lock": '# yarn lockfile v1\n\nlodash@^4.17.0:\n  version "4.17.21"\n'}
     result = run_range(before, after)
     (code, _, message) = dep_signals(result)[0]
     assert code == "DEP_FILE_CHANGED" and "lockfile format not versioned" in message
@@ -259,9 +268,11 @@ def test_patch_only_needs_a_base_for_a_modified_manifest(two_commits, evaluate):
 
     with_base = evaluate(diff, PatchOnly(repo, "HEAD~1"))
     from_git = evaluate(diff, GitRange(repo, "HEAD~1", "HEAD"))
-    assert dep_signals(with_base) == dep_signals(from_git) == [
-        ("DEP_NEW", "package.json", "new npm dependency left-pad (^1.3.0)")
-    ]
+    assert (
+        dep_signals(with_base)
+        == dep_signals(from_git)
+        == [("DEP_NEW", "package.json", "new npm dependency left-pad (^1.3.0)")]
+    )
 
 
 def test_new_manifest_file_lists_every_dependency_as_new(two_commits, evaluate):
@@ -340,3 +351,19 @@ def test_compare_malformed_and_unknown_files():
     assert deps.parser_for("src/app.py") == ("unknown", None)
     assert deps.parser_for("requirements/dev.txt")[1] is deps.parse_requirements
     assert deps.parser_for("requirements-dev.txt")[1] is deps.parse_requirements
+
+
+def test_patch_only_rebuilds_a_manifest_holding_a_unicode_line_separator(two_commits, evaluate):
+    """U+2028 is legal inside a JSON string and is not a line break for git; rebuilding the
+    head side from base + hunks must not treat it as one."""
+    data = {"name": "web", "description": "first line\u2028second line", "dependencies": {"express": "^4.18.2"}}
+    before = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    data["dependencies"]["left-pad"] = "^1.3.0"
+    after = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    repo, diff = two_commits({"package.json": before}, {"package.json": after})
+
+    from_git = evaluate(diff, GitRange(repo, "HEAD~1", "HEAD"))
+    assert [c for c, _, _ in dep_signals(from_git)] == ["DEP_NEW"]
+    rebuilt = evaluate(diff, PatchOnly(repo, "HEAD~1"))
+    assert rebuilt.notes == []
+    assert dep_signals(rebuilt) == dep_signals(from_git)

@@ -14,7 +14,8 @@ from casm_dagster.policy.diff import DiffError, apply_hunks, parse_diff
 
 
 def lines_of(file) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    return [(l.text, l.number) for l in file.added_lines()], [(l.text, l.number) for l in file.removed_lines()]
+    added = [(line.text, line.number) for line in file.added_lines()]
+    return added, [(line.text, line.number) for line in file.removed_lines()]
 
 
 def by_path(files) -> dict:
@@ -52,12 +53,18 @@ def test_unquoted_path_with_a_space_and_git_trailing_tab(two_commits):
 def test_rename_with_changes(two_commits, tmp_path):
     body = "".join(f"line {i}\n" for i in range(20))
     repo, _ = two_commits({"src/old_name.py": body}, {})
+    (repo / "lib").mkdir()
     git(repo, "mv", "src/old_name.py", "lib/new name.py")
     (repo / "lib/new name.py").write_text(body.replace("line 10\n", "line ten\n"))
     git(repo, "commit", "--quiet", "-am", "rename")
     (f,) = parse_diff(git_bytes(repo, "diff", "HEAD~1", "HEAD"))
 
-    assert (f.old_path, f.new_path, f.status, f.path) == ("src/old_name.py", "lib/new name.py", "renamed", "lib/new name.py")
+    assert (f.old_path, f.new_path, f.status, f.path) == (
+        "src/old_name.py",
+        "lib/new name.py",
+        "renamed",
+        "lib/new name.py",
+    )
     assert lines_of(f) == ([("line ten", 11)], [("line 10", 11)])
 
 
@@ -108,6 +115,7 @@ def test_mode_changes(two_commits):
     git(repo, "update-index", "--chmod=+x", "tool.sh")
     (repo / "tool.sh").write_text("echo t\necho u\n")
     git(repo, "add", "tool.sh")
+    git(repo, "update-index", "--chmod=+x", "tool.sh")  # `add` took the mode from the disk again
     git(repo, "commit", "--quiet", "-m", "chmod")
     files = by_path(parse_diff(git_bytes(repo, "diff", "HEAD~1", "HEAD")))
 
@@ -119,7 +127,9 @@ def test_mode_changes(two_commits):
 
 def test_binary_files(two_commits, evaluate):
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
-    _, diff = two_commits({"img/logo.png": png, "a.txt": "a\n"}, {"img/logo.png": png[::-1], "img/new.bin": b"\x00\x01\x02"})
+    _, diff = two_commits(
+        {"img/logo.png": png, "a.txt": "a\n"}, {"img/logo.png": png[::-1], "img/new.bin": b"\x00\x01\x02"}
+    )
     assert b"Binary files a/img/logo.png and b/img/logo.png differ" in diff
     files = by_path(parse_diff(diff))
 

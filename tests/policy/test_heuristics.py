@@ -3,6 +3,10 @@ suppression comments, risky deletions; language scoping; line numbers and eviden
 
 from __future__ import annotations
 
+import random
+import re
+import string
+
 import pytest
 from policy_support import codes, deleted_file_diff, new_file_diff
 
@@ -19,16 +23,47 @@ ADDED_LINE_CASES = [
         "py-subprocess-shell",
     ),
     ("py-eval", "src/calc.py", "result = eval(expression)", "COMMAND_EXEC", "py-eval-exec"),
-    ("js-child-process", "src/build.js", 'const { exec } = require("child_process");', "COMMAND_EXEC", "js-child-process"),
-    ("js-execsync", "src/build.ts", 'const out = execSync("git rev-parse HEAD").toString();', "COMMAND_EXEC", "js-child-process"),
+    (
+        "js-child-process",
+        "src/build.js",
+        'const { exec } = require("child_process");',
+        "COMMAND_EXEC",
+        "js-child-process",
+    ),
+    (
+        "js-execsync",
+        "src/build.ts",
+        'const out = execSync("git rev-parse HEAD").toString();',
+        "COMMAND_EXEC",
+        "js-child-process",
+    ),
     ("js-eval", "src/calc.js", "const value = eval(userInput);", "COMMAND_EXEC", "js-eval"),
-    ("sh-curl-pipe-sh", "tools/install.sh", "curl -fsSL https://get.example.org/install.sh | sh", "COMMAND_EXEC", "sh-pipe-to-shell"),
+    (
+        "sh-curl-pipe-sh",
+        "tools/install.sh",
+        "curl -fsSL https://get.example.org/install.sh | sh",
+        "COMMAND_EXEC",
+        "sh-pipe-to-shell",
+    ),
     ("py-yaml-load", "src/config.py", "config = yaml.load(handle)", "UNSAFE_DESERIALIZATION", "py-yaml-load"),
     ("py-pickle-loads", "src/cache.py", "obj = pickle.loads(blob)", "UNSAFE_DESERIALIZATION", "py-pickle"),
-    ("js-json-parse-body", "src/api.js", "const data = JSON.parse(req.body);", "UNSAFE_DESERIALIZATION", "js-json-parse-request"),
+    (
+        "js-json-parse-body",
+        "src/api.js",
+        "const data = JSON.parse(req.body);",
+        "UNSAFE_DESERIALIZATION",
+        "js-json-parse-request",
+    ),
     ("sh-chmod-x", "tools/setup.sh", "chmod +x ./bin/run", "PERMISSION_ESCALATION", "chmod-executable-or-world"),
     ("dockerfile-sudo", "Dockerfile", "RUN sudo apt-get install -y curl", "PERMISSION_ESCALATION", "sudo"),
     ("k8s-run-as-root", "deploy/pod.yaml", "        runAsUser: 0", "PERMISSION_ESCALATION", "k8s-root-or-privileged"),
+    (
+        "k8s-privilege-escalation",
+        "deploy/pod.yaml",
+        "        allowPrivilegeEscalation: true",
+        "PERMISSION_ESCALATION",
+        "k8s-root-or-privileged",
+    ),
     ("dockerfile-user-root", "svc/Dockerfile", "USER root", "PERMISSION_ESCALATION", "docker-user-root"),
 ]
 
@@ -122,7 +157,12 @@ def test_language_of(path, ext_language):
 SUPPRESSIONS = [
     ("noqa", "src/app.py", "import os  # noqa: F401", "noqa"),
     ("nosec", "src/app.py", "assert user.is_staff  # nosec B101", "nosec"),
-    ("pragma-allowlist", "src/app.py", 'API_URL = "https://api.internal"  # pragma: allowlist secret', "pragma-allowlist-secret"),
+    (
+        "pragma-allowlist",
+        "src/app.py",
+        'API_URL = "https://api.internal"  # pragma: allowlist secret',
+        "pragma-allowlist-secret",
+    ),
     ("gitleaks-allow", "src/app.py", "SALT = load_salt()  # gitleaks:allow", "gitleaks-allow"),
     ("eslint-disable", "web/app.js", "// eslint-disable-next-line no-console", "eslint-disable"),
 ]
@@ -154,6 +194,14 @@ def health(request):
 @login_required
 def dashboard(request):
     return JsonResponse({"user": request.user.username})
+
+
+def status(request):
+    return JsonResponse({"status": "green"})
+
+
+def version(request):
+    return JsonResponse({"version": "1.0"})
 
 
 def about(request):
@@ -278,3 +326,154 @@ def test_line_numbers_new_for_added_and_old_for_removed(evaluate, two_commits):
         assert signal.line_start is not None and signal.line_end == signal.line_start
         assert signal.evidence.pattern_id
         assert signal.evidence.diff_hunk_sha256  # every pattern signal points at its hunk
+
+
+# ---------------------------------------------------------------- every alternative of every pattern
+
+
+def _rand(seed: str, alphabet: str, n: int) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+_AN = string.ascii_letters + string.digits
+_UD = string.ascii_uppercase + string.digits
+
+# (pattern id, a line holding one alternative of its regex); secrets are built at run time
+ALTERNATIVES = [
+    ("private-key-pem", "-----BEGIN PGP PRIVATE KEY BLOCK-----"),
+    ("aws-access-key-id", f"key = ASIA{_rand('asia', _UD, 16)}"),
+    ("aws-access-key-id", f"key = ABIA{_rand('abia', _UD, 16)}"),
+    ("aws-access-key-id", f"key = ACCA{_rand('acca', _UD, 16)}"),
+    ("aws-secret-access-key", f"AWS_SECRET_ACCESS_KEY: {_rand('awss', _AN + '/+', 40)}"),
+    ("aws-secret-access-key", f'awsSecretAccessKey="{_rand("awss2", _AN + "/+", 40)}"'),
+    ("github-token-classic", f"t = gho_{_rand('gho', _AN, 36)}"),
+    ("github-token-classic", f"t = ghu_{_rand('ghu', _AN, 36)}"),
+    ("github-token-classic", f"t = ghs_{_rand('ghs', _AN, 36)}"),
+    ("github-token-classic", f"t = ghr_{_rand('ghr', _AN, 36)}"),
+    (
+        "slack-token",
+        f"t = xoxp-{_rand('xp1', string.digits, 11)}-{_rand('xp2', string.digits, 12)}-{_rand('xp3', _AN, 32)}",
+    ),
+    ("slack-token", f"t = xoxe-{_rand('xe1', string.digits, 1)}-{_rand('xe2', _AN + '-', 40)}"),
+    (
+        "slack-webhook",
+        f"u = https://hooks.slack.com/workflows/T{_rand('w1', _UD, 9)}/A{_rand('w2', _UD, 9)}/{_rand('w3', _AN, 24)}",
+    ),
+    (
+        "slack-webhook",
+        f"u = https://hooks.slack.com/triggers/T{_rand('t1', _UD, 9)}/{_rand('t2', _UD, 10)}/{_rand('t3', _AN, 32)}",
+    ),
+    ("stripe-live-key", f"k = rk_live_{_rand('rk', _AN, 30)}"),
+    ("openai-api-key", f"k = sk-svcacct-{_rand('svc', _AN + '_-', 60)}"),
+    ("openai-api-key", f"k = sk-admin-{_rand('adm', _AN + '_-', 60)}"),
+    ("anthropic-api-key", f"k = sk-ant-admin01-{_rand('antadm', _AN + '_-', 90)}"),
+    ("py-os-system", "pipe = os.popen(cmd)"),
+    ("py-os-system", "os.execvp(prog, args)"),
+    ("py-eval-exec", "exec(code, namespace)"),
+    ("js-child-process", "spawnSync('ls', ['-l'])"),
+    ("js-child-process", "execFileSync(bin)"),
+    ("js-eval", "const f = new Function('a', body);"),
+    ("sh-pipe-to-shell", "wget -qO- https://get.example.org/i.sh | sudo bash"),
+    ("sh-eval", 'cd /tmp; eval "$cmd"'),
+    ("gha-untrusted-input-in-run", "        run: echo ${{ github.event.pull_request.title }}"),
+    ("py-yaml-load", "docs = list(yaml.load_all(stream))"),
+    ("py-yaml-unsafe", "data = yaml.unsafe_load(stream)"),
+    ("py-yaml-unsafe", "data = yaml.full_load(stream)"),
+    ("py-pickle", "obj = pickle.load(handle)"),
+    ("py-pickle", "obj = dill.loads(blob)"),
+    ("py-pickle", "model = joblib.load(path)"),
+    ("py-marshal", "code = marshal.loads(blob)"),
+    ("py-marshal", "obj = jsonpickle.decode(text)"),
+    ("py-marshal", "db = shelve.open(path)"),
+    ("py-torch-load", "state = torch.load(path)"),
+    ("js-json-parse-request", "const q = JSON.parse(req.query.filter);"),
+    ("js-unserialize", "const obj = unserialize(cookie);"),
+    ("js-unserialize", "const obj = deserialize(payload);"),
+    ("js-unserialize", "const s = require('node-serialize');"),
+    ("chmod-executable-or-world", "chmod 777 /srv/data"),
+    ("chmod-executable-or-world", "chmod -R a+w /srv/data"),
+    ("chmod-executable-or-world", "chmod u+s /usr/local/bin/tool"),
+    ("chmod-executable-or-world", "chmod g+s /srv/shared"),
+    ("chmod-executable-or-world", "chmod o+w /srv/out"),
+    ("sudo", "sudo make install"),
+    ("setcap-capabilities", "setcap cap_net_raw+ep /usr/bin/tool"),
+    ("setcap-capabilities", "      add: [CAP_SYS_ADMIN]"),
+    ("k8s-root-or-privileged", "        runAsUser: 0"),
+    ("k8s-root-or-privileged", "        privileged: true"),
+    ("k8s-root-or-privileged", "        allowPrivilegeEscalation: true"),
+    ("k8s-root-or-privileged", "        runAsNonRoot: false"),
+    ("gha-write-permissions", "permissions: write-all"),
+    ("gha-write-permissions", "  contents: write"),
+    ("gha-write-permissions", "  id-token: write"),
+    ("gha-pull-request-target", "on: pull_request_target"),
+    ("docker-user-root", "USER 0"),
+    ("docker-privileged", "docker run --privileged img"),
+    ("py-setuid", "os.setuid(0)"),
+    ("py-setuid", "os.chmod(path, 0o777)"),
+    ("nosec", "// nosec G204"),
+    ("pragma-allowlist-secret", "x = 1  # pragma: allowlist-secret"),
+    ("eslint-disable", "/* eslint-disable */"),
+    ("eslint-disable", "foo(); // eslint-disable-line no-undef"),
+    ("type-ignore-or-ts-ignore", "x = f()  # type: ignore[attr-defined]"),
+    ("type-ignore-or-ts-ignore", "// @ts-ignore"),
+    ("type-ignore-or-ts-ignore", "// @ts-nocheck"),
+    ("type-ignore-or-ts-ignore", "// @ts-expect-error"),
+    ("shellcheck-disable", "# shellcheck disable=SC2086"),
+]
+REMOVED_ALTERNATIVES = [
+    ("auth-decorator-removed", "@permission_required('app.change_item')"),
+    ("auth-decorator-removed", "@app.jwt_required"),
+    ("auth-decorator-removed", "@user_passes_test(lambda u: u.is_staff)"),
+    ("auth-decorator-removed", "@Depends(get_current_user)"),
+    *(
+        ("auth-check-removed", f"if not {name}(request): return deny()")
+        for name in (
+            "has_perm", "has_permission", "check_permission_level", "require_permission", "verify_token",
+            "verify_signature", "verify_password", "verify_jwt", "authenticate", "authorize", "csrf_protect",
+            "isAuthenticated", "hasPermission", "checkPermission", "requireAuth", "verifyToken",
+            "ensureAuthenticated", "isAdmin",
+        )
+    ),
+    ("auth-check-removed", "if not request.user.is_superuser: return deny()"),
+    ("auth-check-removed", "if user.is_admin: allow()"),
+    ("js-auth-middleware-removed", "router.use(passport.authenticate('jwt'));"),
+    ("js-auth-middleware-removed", "app.use(authMiddleware);"),
+    ("js-auth-middleware-removed", "app.get('/a', ensureLoggedIn(), handler);"),
+]  # fmt: skip
+_FILE_FOR = {"python": "src/mod.py", "javascript": "src/mod.js", "shell": "tools/run.sh", "yaml": "deploy/app.yaml",
+             "dockerfile": "svc/Dockerfile", "any": "src/mod.py"}  # fmt: skip
+
+
+def _pattern(ruleset, pattern_id: str):
+    heuristics = ruleset.model.diff_heuristics
+    for component in ("secret_like", "command_execution", "unsafe_deserialization", "permission_escalation",
+                      "suppression_comments", "risky_deletions"):  # fmt: skip
+        for pattern in getattr(heuristics, component).patterns:
+            if pattern.id == pattern_id:
+                return pattern
+    raise AssertionError(pattern_id)
+
+
+@pytest.mark.parametrize(("pattern_id", "line"), ALTERNATIVES + REMOVED_ALTERNATIVES, ids=lambda v: str(v)[:40])
+def test_every_regex_alternative_is_detected(ruleset, evaluate, pattern_id, line):
+    """The scan's fast path runs a regex only on lines holding one of its keywords: a keyword
+    list that misses one alternative of the regex silently disables that alternative."""
+    pattern = _pattern(ruleset, pattern_id)
+    assert re.search(pattern.regex, line), "the sample must match the regex itself"
+    removed = (pattern_id, line) in REMOVED_ALTERNATIVES
+    path = _FILE_FOR[pattern.languages[0]]
+    diff = (deleted_file_diff if removed else new_file_diff)(path, ["# context", line])
+    result = evaluate(diff)
+    assert (pattern_id, 2) in [(s.evidence.pattern_id, s.line_start) for s in result.signals]
+
+
+def test_text_whose_lowercase_is_longer_does_not_hide_a_pattern(evaluate):
+    # 'İ' (U+0130) lower-cases to 'i̇' (two code points): a comment full of it must not shift
+    # the keyword search onto the wrong line
+    lines = ["# İSTANBUL İZMİR İÇİN İŞLEM: " + "İ" * 20, "os.system(cmd)", "x = 1", "y = 2", "z = 3"]
+    result = evaluate(new_file_diff("src/tasks.py", lines))
+    assert [(s.evidence.pattern_id, s.line_start) for s in result.signals if s.reason_code == "COMMAND_EXEC"] == [
+        ("py-os-system", 2)
+    ]
+    assert result.status == "gate"

@@ -245,7 +245,7 @@ def test_duplicate_yaml_key(tmp_path):
 
 def test_non_utf8_ruleset(tmp_path):
     path = tmp_path / "latin1.yaml"
-    path.write_bytes(BUNDLED.read_bytes().replace(b"description: \"", b"description: \"caf\xe9 "))
+    path.write_bytes(BUNDLED.read_bytes().replace(b'description: "', b'description: "caf\xe9 '))
     with pytest.raises(ConfigError, match="a ruleset must be UTF-8 text"):
         load_ruleset(str(path))
 

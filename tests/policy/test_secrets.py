@@ -37,7 +37,9 @@ def live_tokens() -> list[tuple[str, str, str, str]]:
     aws_secret = rand("aws-secret", ALNUM + "/+", 40)
     ghp = "ghp_" + rand("ghp", ALNUM, 36)
     pat = "github_pat_" + rand("pat1", ALNUM, 22) + "_" + rand("pat2", ALNUM, 59)
-    slack = "xoxb-" + rand("sl1", string.digits, 12) + "-" + rand("sl2", string.digits, 13) + "-" + rand("sl3", ALNUM, 24)
+    slack = (
+        "xoxb-" + rand("sl1", string.digits, 12) + "-" + rand("sl2", string.digits, 13) + "-" + rand("sl3", ALNUM, 24)
+    )
     hook_path = "T" + rand("h1", UPPER_DIGITS, 10) + "/B" + rand("h2", UPPER_DIGITS, 10) + "/" + rand("h3", ALNUM, 24)
     hook = "https://hooks.slack.com/services/" + hook_path
     stripe = "sk_live_" + rand("stripe", ALNUM, 24)
@@ -146,7 +148,7 @@ def _yarn_lock_lines() -> list[str]:
     for i in range(100):
         sha = rand(f"yarn{i}", HEX, 40)
         lines += [
-            f'pkg-{i}@^1.0.0:',
+            f"pkg-{i}@^1.0.0:",
             f'  version "1.{i}.0"',
             f'  resolved "https://registry.yarnpkg.com/pkg-{i}/-/pkg-{i}-1.{i}.0.tgz#{sha}"',
             f"  integrity {_sha512_integrity(1000 + i)}",
@@ -171,7 +173,12 @@ def _poetry_lock_lines() -> list[str]:
             "]",
             "",
         ]
-    lines += ["[metadata]", 'lock-version = "2.0"', 'python-versions = "^3.11"', f'content-hash = "{rand("ch", HEX, 64)}"']
+    lines += [
+        "[metadata]",
+        'lock-version = "2.0"',
+        'python-versions = "^3.11"',
+        f'content-hash = "{rand("ch", HEX, 64)}"',
+    ]
     return lines
 
 
@@ -179,13 +186,13 @@ def _uv_lock_lines() -> list[str]:
     lines = ["version = 1", 'requires-python = ">=3.11"', ""]
     for i in range(60):
         digest = rand(f"uv{i}", HEX, 64)
+        url = f"https://files.pythonhosted.org/packages/{digest[:2]}/{digest[2:4]}/{digest[4:]}/pkg{i}-3.{i}.1.tar.gz"
         lines += [
             "[[package]]",
             f'name = "pkg{i}"',
             f'version = "3.{i}.1"',
             'source = { registry = "https://pypi.org/simple" }',
-            f'sdist = {{ url = "https://files.pythonhosted.org/packages/{digest[:2]}/{digest[2:4]}/{digest[4:]}/pkg{i}-3.{i}.1.tar.gz", '
-            f'hash = "sha256:{rand(f"uvs{i}", HEX, 64)}", size = {1000 + i} }}',
+            f'sdist = {{ url = "{url}", hash = "sha256:{rand(f"uvs{i}", HEX, 64)}", size = {1000 + i} }}',
             "",
         ]
     return lines
@@ -265,7 +272,7 @@ def test_secret_on_removed_line_does_not_block(evaluate, two_commits):
     before = f'import os\nGITHUB_TOKEN = "{ghp}"\nDEBUG = False\n'
     after = 'import os\nGITHUB_TOKEN = os.environ["GITHUB_TOKEN"]\nDEBUG = False\n'
     _, diff = two_commits({"app/settings.py": before}, {"app/settings.py": after})
-    assert f"-GITHUB_TOKEN = \"{ghp}\"".encode() in diff
+    assert f'-GITHUB_TOKEN = "{ghp}"'.encode() in diff
     modified = evaluate(diff)
     assert "SECRET_LIKE" not in codes(modified)
     assert modified.status != "block"
@@ -349,3 +356,17 @@ def test_secret_evidence_is_hmac_of_the_hunk_and_depends_on_the_key(engine, rule
         assert (twin.file, twin.line_start) == (signal.file, signal.line_start)
         assert twin.evidence.diff_hunk_sha256 == hmac.new(b"j" * 32, raw, hashlib.sha256).hexdigest()
         assert twin.evidence.diff_hunk_sha256 != signal.evidence.diff_hunk_sha256
+
+
+def test_text_whose_lowercase_is_longer_does_not_hide_a_secret(evaluate):
+    """'İ' (U+0130) lower-cases to two code points; the keyword fast path must not lose its
+    place in the hunk because earlier lines changed length when lower-cased."""
+    ghp = next(t[3] for t in TOKENS if t[0] == "github-classic")
+    banner = "İ" * 60  # each of the 60 shifts the lower-cased text by one more character
+    lines = [f'BANNER = "{banner}"', f'GITHUB_TOKEN = "{ghp}"', *(f"V{i} = {i}" for i in range(10))]
+    result = evaluate(new_file_diff("app/settings.py", lines))
+
+    assert result.status == "block"
+    assert [(s.evidence.pattern_id, s.line_start) for s in result.signals if s.reason_code == "SECRET_LIKE"] == [
+        ("github-token-classic", 2)
+    ]
