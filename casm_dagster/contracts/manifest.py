@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from casm_dagster.contracts.checks import regex_compiles
 from casm_dagster.errors import TemplateError
 from casm_dagster.yaml12 import load_yaml
 
@@ -87,14 +88,7 @@ class HitlGithub(_Strict):
 
     _approvers = field_validator("approvers")(classmethod(lambda cls, v: _check_approvers(v)))
 
-    @field_validator("approval_comment_regex")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
+    _regex = field_validator("approval_comment_regex")(classmethod(lambda cls, v: regex_compiles(v)))
 
 
 class Hitl(_Strict):

@@ -10,7 +10,6 @@ that says what to change.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from casm_dagster.contracts.checks import regex_compiles
 from casm_dagster.errors import ConfigError
 from casm_dagster.policy.globs import GlobError, GlobSet, glob_to_regex
 from casm_dagster.yaml12 import load_yaml
@@ -73,14 +73,6 @@ class PathSensitivity(_Strict):
     _globs = field_validator("high", "medium")(classmethod(lambda cls, v: _check_globs(v)))
 
 
-def _compiles(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-    return value
-
-
 class Pattern(_Strict):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     regex: str
@@ -89,7 +81,7 @@ class Pattern(_Strict):
     # runs on it (the fast path); empty: the regex runs on every line.
     keywords: list[Annotated[str, Field(min_length=1)]] = []
 
-    _regex = field_validator("regex")(classmethod(lambda cls, v: _compiles(v)))
+    _regex = field_validator("regex")(classmethod(lambda cls, v: regex_compiles(v)))
 
 
 class Heuristic(_Strict):
@@ -142,7 +134,7 @@ class RulesetModel(_Strict):
     diff_heuristics: DiffHeuristics
     semantic: Semantic
     # Regexes: a secret-like match that also matches one of them is not a secret.
-    secret_allowlist: list[Annotated[str, AfterValidator(_compiles)]] = []
+    secret_allowlist: list[Annotated[str, AfterValidator(regex_compiles)]] = []
     gating: Gating
 
 
