@@ -131,8 +131,6 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
                 sort_keys=True,
             )
         )
-    if status == "awaiting_approval" and state:
-        click.echo(f'  approve:   casm approve --run-id {result.run_id} --reason "..."   (or: casm deny ...)')
     sys.exit(RUN_EXIT_CODES.get(status, EXIT_RUN_FAILED))
 
 
@@ -319,6 +317,11 @@ def resume(run_id: str, as_json: bool) -> None:
 
     instance = _instance()
     record = hitl.require_request(_approvals(instance), run_id)
+    if record.status != "approved":
+        raise CasmError(
+            f"run {run_id} cannot continue: its request {record.request_id} is {record.status}"
+            + (f" (casm approve --run-id {run_id} --reason ...)" if record.status == "pending" else "")
+        )
     if record.consumed_at:
         raise CasmError(
             f"run {run_id} was already continued (Dagster run {record.continuation_run_id}, "

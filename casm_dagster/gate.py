@@ -7,6 +7,7 @@ security alert, the run ends blocked, nothing applied and no way to approve it.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,10 @@ def gate(snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, appr
             **{"status": result.status, "score": result.score, "request_id": outcome.request_id},
         )
         if result.status == "block":
+            # The patches hold what blocked them (e.g. a secret): a blocked plan can never be
+            # applied, so its patch files are deleted rather than kept or published.
+            shutil.rmtree(journal.run_dir / "patches", ignore_errors=True)
+            journal.decision("policy", "patches_withheld", "the blocked plan's patch files were deleted")
             journal.emit(
                 "security_alert",
                 f"blocked: {', '.join(result.reason_codes)} in {', '.join(outcome.deny_files) or 'the patch'}",

@@ -97,9 +97,14 @@ def launch_audit(
 
 
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
+    """The user-facing reason: the innermost cause of the first step failure, one line."""
     for event in result.all_events:
-        if event.is_failure and event.step_failure_data:
-            return event.step_failure_data.error.message.strip().splitlines()[-1]
+        if event.is_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None:  # Dagster wraps the op's exception
+                error = error.cause
+            lines = error.message.strip().splitlines()
+            return lines[-1].split(": ", 1)[-1] if lines else error.cls_name or "unknown error"
     return "unknown error"
 
 

@@ -265,7 +265,19 @@ def _copy_artifacts(spec: RunSpec, names: list[str]) -> None:
     if (artifacts / "patches").exists():
         shutil.rmtree(artifacts / "patches")
     if (spec.run_dir / "patches").exists():
-        shutil.copytree(spec.run_dir / "patches", artifacts / "patches")
+        shutil.copytree(spec.run_dir / "patches", artifacts / "patches", copy_function=_copy_redacted)
+
+
+def _copy_redacted(source: str, target: str) -> None:
+    """Published patches carry no token-shaped values (context lines may hold the repo's own
+    secrets); the run dir keeps the exact patches the continuation applies."""
+    data = Path(source).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        shutil.copyfile(source, target)
+        return
+    Path(target).write_text(redact(text), encoding="utf-8")
 
 
 def write_held(snap: Snapshot, review: Review, plan: PatchPlan, gate: GateResult, journal: Journal) -> Path:
