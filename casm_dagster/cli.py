@@ -234,28 +234,23 @@ def _approvals(instance):
     return approvals(instance)
 
 
-def _tag_gated_run(instance, run_id: str, value: str) -> None:
+def _tag_gated_run(instance, record, value: str) -> None:
     """Keep the gated Dagster run's ``casm/hitl`` tag in step with the decision."""
-    from casm_dagster.contracts.run import RunState
+    from casm_dagster import hitl
 
-    state_path = _state_dir() / "runs" / run_id / "state.json"
-    if state_path.exists():
-        dagster_run_id = RunState.model_validate_json(state_path.read_text()).dagster_run_id
-        if dagster_run_id and instance.get_run_by_id(dagster_run_id):
-            instance.add_run_tags(dagster_run_id, {"casm/hitl": value})
+    dagster_run_id = hitl.gated_dagster_run_id(record)
+    if dagster_run_id and instance.get_run_by_id(dagster_run_id):
+        instance.add_run_tags(dagster_run_id, {"casm/hitl": value})
 
 
-def _decide(run_id: str, outcome: str, reason: str, approver: str | None, scope: str) -> None:
-    import getpass
-
+def _decide(run_id: str, outcome: str, reason: str, scope: str) -> None:
     from casm_dagster import hitl
 
     instance = _instance()
     store = _approvals(instance)
     record = hitl.require_request(store, run_id)
-    who = approver or getpass.getuser()
-    decided = hitl.decide(store, record, outcome, who, reason, via="local", scope=scope)
-    _tag_gated_run(instance, run_id, outcome)
+    decided = hitl.decide(store, record, outcome, hitl.local_user(), reason, via="local", scope=scope)
+    _tag_gated_run(instance, record, outcome)
     click.echo(f"request {decided.request_id} for run {run_id}: {decided.status} by {decided.approver}")
     if outcome == "approved":
         click.echo(
@@ -267,18 +262,11 @@ def _decide(run_id: str, outcome: str, reason: str, approver: str | None, scope:
 
 
 _reason_option = click.option("--reason", required=True, help="Why (required; logged with the decision).")
-_approver_option = click.option(
-    "--approver",
-    default=None,
-    metavar="NAME",
-    help="Who decides [default: the OS user]; checked against the allowlist.",
-)
 
 
 @main.command()
 @click.option("--run-id", required=True, help="The gated run's id.")
 @_reason_option
-@_approver_option
 @click.option(
     "--scope",
     type=click.Choice(["packet", "full"]),
@@ -286,22 +274,21 @@ _approver_option = click.option(
     show_default=True,
     help="packet: apply only the decision packet's allowed files; full: every file of the plan.",
 )
-def approve(run_id: str, reason: str, approver: str | None, scope: str) -> None:
-    """Approve a run the policy held (local HITL mode).
+def approve(run_id: str, reason: str, scope: str) -> None:
+    """Approve a run the policy held (local HITL mode), as your OS account.
 
     The continuation applies exactly the plan that was approved: if the plan or the
     ruleset changed since, the approval is void and nothing is applied.
     """
-    _decide(run_id, "approved", reason, approver, scope)
+    _decide(run_id, "approved", reason, scope)
 
 
 @main.command()
 @click.option("--run-id", required=True, help="The gated run's id.")
 @_reason_option
-@_approver_option
-def deny(run_id: str, reason: str, approver: str | None) -> None:
+def deny(run_id: str, reason: str) -> None:
     """Deny a run the policy held: it ends with status "denied" and nothing is applied."""
-    _decide(run_id, "denied", reason, approver, "packet")
+    _decide(run_id, "denied", reason, "packet")
 
 
 @main.command()

@@ -47,6 +47,10 @@ class Resumed:
 
 def binding_problems(record: ApprovalRecord, snap: Snapshot, plan: PatchPlan) -> list[str]:
     problems: list[str] = []
+    if snap.spec.run_id != record.run_id or snap.spec.partition_key != record.partition_key:
+        problems.append("the run's spec no longer names the approved run and repository")
+    if snap.head_commit != plan.base_commit:
+        problems.append("the snapshot's commit is not the plan's base commit")
     if plan.plan_sha256 != record.plan_sha256:
         problems.append(
             f"the plan changed since approval (approved {record.plan_sha256[:12]}, now {plan.plan_sha256[:12]})"
@@ -72,14 +76,16 @@ def binding_problems(record: ApprovalRecord, snap: Snapshot, plan: PatchPlan) ->
 
 
 def _sections(patch: bytes) -> list[tuple[set[str], bytes]]:
-    """A git patch split into per-file sections, each with the paths it touches."""
-    chunks: list[bytes] = []
+    """A git patch split into per-file sections, each with the paths it touches (read from
+    the patch bytes themselves, never from the plan's own file list)."""
+    chunks: list[list[bytes]] = []
     for line in patch.splitlines(keepends=True):
         if line.startswith(b"diff --git ") or not chunks:
-            chunks.append(b"")
-        chunks[-1] += line
+            chunks.append([])
+        chunks[-1].append(line)
     out = []
-    for chunk in chunks:
+    for lines in chunks:
+        chunk = b"".join(lines)
         files = parse_diff(chunk)
         out.append(({p for f in files for p in (f.old_path, f.new_path) if p}, chunk))
     return out
@@ -90,10 +96,11 @@ def scoped_plan(spec: RunSpec, plan: PatchPlan, allowed: set[str]) -> tuple[Patc
     groups: list[PatchGroup] = []
     notes: list[str] = []
     for group in plan.groups:
-        if set(group.files) <= allowed:
+        sections = _sections((spec.run_dir / group.patch_file).read_bytes())
+        if all(paths <= allowed for paths, _ in sections):
             groups.append(group)
             continue
-        kept = [chunk for paths, chunk in _sections((spec.run_dir / group.patch_file).read_bytes()) if paths <= allowed]
+        kept = [chunk for paths, chunk in sections if paths <= allowed]
         if not kept:
             notes.append(f"{group.group_id} dropped: it only touches files outside the approved scope")
             continue
@@ -102,7 +109,7 @@ def scoped_plan(spec: RunSpec, plan: PatchPlan, allowed: set[str]) -> tuple[Patc
         (spec.run_dir / SCOPED_DIR).mkdir(parents=True, exist_ok=True)
         (spec.run_dir / rel).write_bytes(patch)
         added, removed = fixer.count_lines(patch)
-        files = sorted(f for f in group.files if f in allowed)
+        files = sorted({p for paths, _ in sections if paths <= allowed for p in paths})
         notes.append(f"{group.group_id} trimmed to the approved scope: {', '.join(files)}")
         groups.append(
             group.model_copy(

@@ -9,6 +9,8 @@ expiry can only expire. Every outcome is also appended to the run's own journal,
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +33,16 @@ class ApprovalError(CasmError):
 
 class ApproverRefused(CasmError):
     """The approver is not on the request's allowlist (the refusal is logged)."""
+
+
+def _utc(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def local_user() -> str:
+    """The approver in local mode: this process's OS account, not a name from the
+    environment (``USER`` is whatever the caller sets)."""
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def expiry(now: str, hours: float) -> str:
@@ -64,6 +76,12 @@ def run_journal(record: ApprovalRecord) -> Journal | None:
     if not path.exists():
         return None
     return Journal(RunSpec.model_validate_json(path.read_text(encoding="utf-8")))
+
+
+def gated_dagster_run_id(record: ApprovalRecord) -> str | None:
+    """The Dagster run that stopped at the gate (to keep its ``casm/hitl`` tag current)."""
+    journal = run_journal(record)
+    return journal.state.dagster_run_id if journal else None
 
 
 def require_request(store: ApprovalStore, run_id: str) -> ApprovalRecord:
@@ -148,6 +166,7 @@ class GithubEvent:
 
     kind: str  # "label" | "comment"
     actor: str  # the GitHub login that added the label or wrote the comment
+    at: str  # when (ISO 8601 UTC): events from before the request never count
     orgs: tuple[str, ...] = ()  # the actor's organisations (for ORG: patterns)
     label: str | None = None
     body: str | None = None
@@ -159,6 +178,8 @@ def decide_from_github(store: ApprovalStore, record: ApprovalRecord, event: Gith
     Returns None for events that are not approvals (another label, a comment that does not
     match the regex or gives no reason); raises like ``decide`` for refused approvers.
     """
+    if _utc(event.at) <= _utc(record.created_at):
+        return None  # e.g. the label was already on the PR for an earlier plan
     channel = record.packet.get("hitl") or {}
     if record.mode == "github_label" and event.kind == "label":
         if event.label != channel.get("required_label"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from casm_dagster import gitops
 from casm_dagster.contracts.run import RunSpec
-from casm_dagster.errors import RepoError
+from casm_dagster.errors import RepoError, TemplateError
 from casm_dagster.ids import new_ulid
 from casm_dagster.stores.repos import is_github_name, partition_key_for
 from casm_dagster.templates import Template
@@ -38,6 +38,11 @@ def build_spec(
 ) -> RunSpec:
     location = str(repo_info.root)
     manifest = template.manifest
+    if manifest.policy.hitl.mode != "local":
+        raise TemplateError(
+            f"{template.path}: policy.hitl.mode {manifest.policy.hitl.mode} approves on a GitHub pull request; "
+            "this run audits a local repository, where nobody could approve it — use mode: local"
+        )
     effective = {
         "template": manifest.model_dump(mode="json"),
         "artifact_names": manifest.artifact_names(),

@@ -19,7 +19,11 @@ from casm_dagster.policy.ruleset import Ruleset, load_ruleset
 from casm_dagster.policy.sources import FileSource, GitRange, PatchOnly
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-DIFF_ARGS = ("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "-M")
+# --text: a repo's .gitattributes (`-diff`, `binary`) must not hide a file's content from
+# the scan; every change is diffed as text.
+DIFF_ARGS = (
+    "diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "-M"
+)  # fmt: skip
 EXIT_CODES = {"pass": 0, "warn": 0, "gate": 3, "block": 4}
 
 

@@ -46,7 +46,7 @@ class DepReport:
 
 
 _PEP508_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$")
-_VERSION = re.compile(r"(\d+)(?:\.(\d+))?")
+_VERSION = re.compile(r"(\d{1,9})(?:\.(\d{1,9}))?")
 
 
 def _canonical_py(name: str) -> str:
@@ -61,18 +61,25 @@ def _pep508(requirement: str) -> tuple[str, str] | None:
     return _canonical_py(match.group(1)), match.group(3).strip()
 
 
+# Parse errors are reported by position only: a parser's message may quote the offending
+# line, and that line may hold a credential.
 def _toml(text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"not valid TOML: {exc}") from None
+        where = re.search(r"\(at line \d+, column \d+\)|\(at end of document\)", str(exc))
+        raise ManifestError(f"not valid TOML {where.group(0) if where else ''}".rstrip()) from None
+    except ValueError:  # e.g. an integer beyond Python's digit limit
+        raise ManifestError("not valid TOML (a value is out of range)") from None
 
 
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        raise ManifestError(f"not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except ValueError:
+        raise ManifestError("not valid JSON (a value is out of range)") from None
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -156,7 +163,8 @@ def parse_setup_cfg(text: str) -> Parsed:
     try:
         parser.read_string(text)
     except configparser.Error as exc:
-        raise ManifestError(f"not a valid setup.cfg: {exc}") from None
+        line = getattr(exc, "lineno", None)
+        raise ManifestError(f"not a valid setup.cfg{f' (line {line})' if line else ''}") from None
     out: Parsed = {}
     if parser.has_option("options", "install_requires"):
         out.update(parse_requirements(parser.get("options", "install_requires")))
@@ -186,7 +194,8 @@ def parse_pipfile_lock(text: str) -> Parsed:
 def parse_toml_lock(text: str) -> Parsed:
     """poetry.lock, uv.lock, Cargo.lock: ``[[package]]`` tables with name and version."""
     out: Parsed = {}
-    for package in _toml(text).get("package", []) or []:
+    packages = _toml(text).get("package", [])
+    for package in packages if isinstance(packages, list) else []:
         if isinstance(package, dict) and isinstance(package.get("name"), str):
             out[package["name"]] = str(package.get("version", ""))
     return out
@@ -282,6 +291,8 @@ def compare(file: str, old_text: str | None, new_text: str | None) -> DepReport:
         after = parser(new_text) if new_text is not None else {}
     except (ManifestError, RecursionError) as exc:
         return DepReport(file, ecosystem, [], note=f"could not parse: {exc}")
+    except (ValueError, TypeError, AttributeError):  # a well-formed file of an unexpected shape
+        return DepReport(file, ecosystem, [], note="could not parse: unexpected structure")
     changes: list[DepChange] = []
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name), after.get(name)

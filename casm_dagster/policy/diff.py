@@ -14,7 +14,7 @@ from typing import Literal
 
 from casm_dagster.errors import ConfigError
 
-_HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_HUNK = re.compile(rb"^@@ -(\d{1,9})(?:,(\d{1,9}))? \+(\d{1,9})(?:,(\d{1,9}))? @@")
 _ESCAPES = {"a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r", '"': '"', "\\": "\\"}
 
 FileStatus = Literal["added", "deleted", "modified", "renamed"]
@@ -118,7 +118,10 @@ def _unquote(raw: str) -> str:
         if ch == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
             if nxt in "01234567":
-                out.append(int(body[i + 1 : i + 4], 8))
+                value = int(body[i + 1 : i + 4], 8)
+                if value > 255:
+                    raise DiffError(f"malformed quoted path {raw!r}")
+                out.append(value)
                 i += 4
                 continue
             out += _ESCAPES.get(nxt, nxt).encode()
@@ -150,6 +153,8 @@ def _split_git_header(rest: str) -> tuple[str, str] | None:
         index = rest.rfind(' "')
         return (rest[:index], rest[index + 1 :]) if index != -1 else None
     half = len(rest) // 2
+    if not rest:
+        return None
     if rest[half] == " " and rest[:half].removeprefix("a/") == rest[half + 1 :].removeprefix("b/"):
         return rest[:half], rest[half + 1 :]
     index = rest.find(" b/")
@@ -227,6 +232,10 @@ def parse_diff(data: bytes) -> list[FileDiff]:
             current.new_path = _clean_path(line.split(" ", 2)[2], False)
         elif line.startswith(("Binary files ", "GIT binary patch")) and current is not None:
             current.binary = True
+        elif line == "-- ":
+            current = None  # git format-patch's signature separator: what follows is not a diff
+        elif current is not None and line[:1] in ("+", "-", " ") and line.strip():
+            raise DiffError(f"diff line {number}: a change line outside any hunk (hunk line counts are wrong)")
         elif line.startswith("@@"):
             match = _HUNK.match(raw)
             if match is None or current is None:

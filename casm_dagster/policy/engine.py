@@ -89,7 +89,7 @@ _STRUCTURE_KINDS: dict[str, tuple[str, SignalType, Severity, str]] = {
     ),
     "git-mode-executable": ("PERMISSION_ESCALATION", "permission_escalation", "low", "permission_escalation"),
     "symlink-added": ("SYMLINK_ADDED", "other", "medium", ""),
-    "binary-unscanned": ("BINARY_UNSCANNED", "other", "low", ""),
+    "binary-unscanned": ("BINARY_UNSCANNED", "other", "medium", ""),
 }
 _MESSAGES = {
     "secret_like": "added line matches secret pattern {id}",
@@ -212,6 +212,11 @@ class PolicyEngine:
         self._medium = ruleset.medium_paths()
         self._dep_files = ruleset.dependency_files()
 
+    def _scrub(self, text: str) -> str:
+        """Messages never carry a value: known token shapes, URL credentials and anything
+        this ruleset's own secret patterns match are replaced."""
+        return self.scanner.scrub(redact(text))
+
     def _hash(self, hunk: Hunk | None) -> str | None:
         return self.hasher.hexdigest(hunk.raw) if hunk is not None else None
 
@@ -242,7 +247,7 @@ class PolicyEngine:
                 signals += dep_signals
                 dep_level = max(dep_level, level)
                 if note:
-                    notes.append(note)
+                    notes.append(self._scrub(note))
             for hit in self.scanner.scan_file(file):
                 signal, component = self._hit_signal(hit)
                 signals.append(signal)
@@ -386,7 +391,7 @@ class PolicyEngine:
                 type="dependency_change",
                 severity="medium" if report.note else "low",
                 file=file.path,
-                message=redact(f"dependency file changed ({report.ecosystem}): {why}"),
+                message=self._scrub(f"dependency file changed ({report.ecosystem}): {why}"),
                 reason_code="DEP_FILE_CHANGED",
                 component="dependency_change",
                 evidence=Evidence(kind="metadata", diff_hunk_sha256=hunk),
@@ -409,7 +414,7 @@ class PolicyEngine:
                         type="dependency_change",
                         severity=severity,  # type: ignore[arg-type]
                         file=file.path,
-                        message=redact(_dep_message(change)),
+                        message=self._scrub(_dep_message(change)),
                         reason_code=code,
                         component="dependency_change",
                         evidence=Evidence(kind="metadata", diff_hunk_sha256=hunk),

@@ -61,15 +61,42 @@ _TEST_PATH = re.compile(
 _TEST_DEF = re.compile(
     r"^\s*(?:async\s+)?def\s+test\w*\s*\(|^\s*(?:it|test|describe)(?:\.\w+)?\s*\(|^\s*func\s+Test\w*\s*\("
 )
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_BASE64_LINE = re.compile(r"^[A-Za-z0-9+/]{40,76}={0,2}$")
+_KEY_FILE = re.compile(r"(?:^|/)(?:id_(?:rsa|dsa|ecdsa|ed25519)|[^/]*\.(?:key|p8))$")  # not .pem: certificates
 _WORKFLOW = re.compile(r"^\.github/workflows/[^/]+\.ya?ml$")
 _PERMISSIONS_KEY = re.compile(r"^\s*permissions\s*:")
 
 
-def language_of(path: str) -> str:
+_SHEBANG = re.compile(r"^#!\s*(?:/usr/bin/env\s+(?:-S\s+)?)?(?:\S*/)?(\w+)")
+_INTERPRETERS = {
+    "sh": "shell", "bash": "shell", "zsh": "shell", "ksh": "shell", "dash": "shell",
+    "python": "python", "python3": "python", "node": "javascript", "deno": "javascript", "bun": "javascript",
+}  # fmt: skip
+
+
+def language_of(path: str, first_line: str | None = None) -> str:
+    """From the file name; an extensionless script by its shebang; Makefiles run shell."""
     name = PurePosixPath(path).name
     if name in ("Dockerfile", "Containerfile") or name.startswith(("Dockerfile.", "Containerfile.")):
         return "dockerfile"
-    return _EXTENSIONS.get(PurePosixPath(name).suffix.lower(), "other")
+    if name in ("Makefile", "makefile", "GNUmakefile") or name.endswith(".mk"):
+        return "shell"
+    language = _EXTENSIONS.get(PurePosixPath(name).suffix.lower(), "other")
+    if language == "other" and first_line and (match := _SHEBANG.match(first_line)):
+        return _INTERPRETERS.get(match.group(1).rstrip("0123456789.") or match.group(1), "other")
+    return language
+
+
+def _first_line(file: FileDiff) -> str | None:
+    """Line 1 of the new file, when the diff shows it (a new file, or a hunk at the top)."""
+    for hunk in file.hunks:
+        if hunk.new_start <= 1:
+            for kind, text in hunk.body:
+                if kind != "-":
+                    return text
+    return None
 
 
 def is_placeholder(value: str) -> bool:
@@ -77,10 +104,12 @@ def is_placeholder(value: str) -> bool:
         return True
     if value.lower() in _PLACEHOLDER_WORDS:
         return True
-    # Random tokens use most of their alphabet: 16 random base-36 characters are almost
-    # never fewer than 8 distinct ones; "aaaa…" or "0000…" bodies are filler.
-    tail = value[-16:]
-    return len(set(tail)) < min(8, len(tail) // 2 + 1)
+    if len(set(value)) <= 2:  # "aaaa", "abab", "0000"
+        return True
+    # Long random tokens use most of their alphabet: 16 random base-36 characters are
+    # almost never fewer than 8 distinct ones. Short values (passwords) get no such pass:
+    # "rootroot" is weak, not a placeholder.
+    return len(value) >= 16 and len(set(value[-16:])) < 8
 
 
 @dataclass(frozen=True)
@@ -114,16 +143,23 @@ class Scanner:
             for lang in _targets(pattern):
                 self._removed[lang].append(_Compiled("risky_deletions", pattern))
 
+    def scrub(self, text: str) -> str:
+        for pattern in self._added["other"]:
+            if pattern.component == "secret_like":
+                text = pattern.regex.sub("[REDACTED]", text)
+        return text
+
     def _not_secret(self, match: re.Match[str]) -> bool:
         value = match.groupdict().get("secret") or match.group(0)
         return is_placeholder(value) or any(a.search(match.group(0)) for a in self._allow)
 
     def scan_file(self, file: FileDiff) -> list[Hit]:
-        lang = language_of(file.path)
+        lang = language_of(file.path, _first_line(file))
         hits: list[Hit] = []
         for hunk in file.hunks:
             hits += self._scan_lines(self._added[lang], file.path, hunk, "+")
         hits += self._deletions(file, lang)
+        hits += _private_key_bodies(file)
         hits += _structure(file)
         return hits
 
@@ -193,6 +229,30 @@ def _line_starts(lines: list[str]) -> list[int]:
 
 def _targets(pattern: Pattern) -> list[str]:
     return list(LANGUAGES) if "any" in pattern.languages else list(pattern.languages)
+
+
+def _private_key_bodies(file: FileDiff) -> list[Hit]:
+    """Key material added inside a private key whose header is only context (a rotated key
+    keeps its BEGIN/END lines), or base64 lines added to a key file."""
+    if any(kind == "+" and _PEM_BEGIN.search(text) for hunk in file.hunks for kind, text in hunk.body):
+        return []  # an added header is already a secret_like hit; one signal per key
+    key_file = bool(_KEY_FILE.search(file.path))
+    hits: list[Hit] = []
+    for hunk in file.hunks:
+        inside = False
+        number = hunk.new_start
+        for kind, text in hunk.body:
+            if kind == "-":
+                continue
+            if _PEM_BEGIN.search(text):
+                inside = True
+            elif _PEM_END.search(text):
+                inside = False
+            elif kind == "+" and (inside or (key_file and _BASE64_LINE.match(text.strip()))):
+                hits.append(Hit("secret_like", "private-key-material", file.path, number, hunk))
+                break  # one signal per hunk: the key, not each of its lines
+            number += 1
+    return hits
 
 
 def _structure(file: FileDiff) -> list[Hit]:

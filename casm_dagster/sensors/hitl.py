@@ -46,6 +46,9 @@ def hitl_approval_sensor(context: dg.SensorEvaluationContext, casm: CasmResource
     expired = hitl.expire_due(store)
     for record in expired:
         context.log.info(f"request {record.request_id} (run {record.run_id}) expired")
+        gated = hitl.gated_dagster_run_id(record)
+        if gated and context.instance.get_run_by_id(gated):
+            context.instance.add_run_tags(gated, {"casm/hitl": "expired"})
     cursor = int(context.cursor or 0)
     found = store.approvals_after(cursor, limit=MAX_PER_TICK)
     requests = {r.request_id: continuation_request(r) for _, r in found if r.consumed_at is None}
