@@ -305,8 +305,8 @@ def test_approve_then_resume_delivers_exactly_the_packet_scope(scenarios: dict[s
     text = first.stdout
     assert "\npolicy:\n" in text and "reason codes: PATH_SENSITIVE_HIGH" in text
     assert "decision packet:\n    allow: app.py\n    deny:  auth/login.py\n" in text
-    assert f"approved by carol (scope: packet): {reason}" in text
-    assert "resumed: continuing after approval by carol (packet scope: 1 of 2 files)" in text
+    assert f"approved by {ME} (scope: packet): {reason}" in text
+    assert f"resumed: continuing after approval by {ME} (packet scope: 1 of 2 files)" in text
     assert "scope_reduced: 01-ruff-F401 trimmed to the approved scope: app.py" in text
     assert "outcome: succeeded" in text
 
