@@ -52,7 +52,7 @@ def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: 
         run_id=config.run_id or None,
     )
     journal = casm.journal(spec)
-    journal.state.dagster_run_id = context.run_id
+    journal.state.dagster_run_id = context.run.run_id
     snap = pipeline.ingest(spec, journal)
     return dg.MaterializeResult(
         value=snap,
@@ -123,10 +123,10 @@ def policy_decision(
             "suggested_scope": result.scope_notes,
         }
         context.instance.add_run_tags(
-            context.run_id, {"casm/hitl": "pending", "casm/hitl_request": result.request_id or ""}
+            context.run.run_id, {"casm/hitl": "pending", "casm/hitl_request": result.request_id or ""}
         )
     elif result.status == "block":
-        context.instance.add_run_tags(context.run_id, {"casm/policy": "blocked"})
+        context.instance.add_run_tags(context.run.run_id, {"casm/policy": "blocked"})
     if result.document:
         metadata["policy_decisions"] = dg.MetadataValue.path(result.document)
     return dg.MaterializeResult(value=result, metadata=metadata)
