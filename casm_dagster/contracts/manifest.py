@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from casm_dagster.contracts.checks import regex_compiles
 from casm_dagster.errors import TemplateError
-from casm_dagster.yaml12 import load_yaml
+from casm_dagster.yaml12 import load_yaml, yaml_problem
 
 AgentName = Literal["reviewer", "fixer", "validator", "benchmarker", "docgen", "redteam", "cost_auditor"]
 ModelProfile = Literal["cheap", "code_mid", "reasoning_low", "reasoning_high"]
@@ -235,8 +235,5 @@ def load_manifest(path: Path) -> TemplateManifest:
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TemplateError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise TemplateError(f"{path}: {yaml_problem(exc)}") from None
     return parse_manifest(data, str(path))

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from casm_dagster.contracts.checks import regex_compiles
 from casm_dagster.errors import ConfigError
 from casm_dagster.policy.globs import GlobError, GlobSet, glob_to_regex
-from casm_dagster.yaml12 import load_yaml
+from casm_dagster.yaml12 import load_yaml, yaml_problem
 
 Language = Literal["python", "javascript", "shell", "yaml", "dockerfile", "any"]
 GateCondition = Literal[
@@ -188,10 +188,7 @@ def parse_ruleset(text: str, where: str, source: RulesetSource, path: Path) -> R
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+        raise ConfigError(f"{where}: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     if data.get("version") == "0.1":
