@@ -5,15 +5,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from casm_dagster.errors import CasmError
 
+if TYPE_CHECKING:
+    from casm_dagster.runspec import RunOptions
+
 EXIT_RUN_FAILED = 1
 # Same codes as `casm policy check`: 3 held for a human, 4 blocked by policy.
-RUN_EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3, "blocked": 4}
+# 5: the budget stopped the run before any model call.
+RUN_EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3, "blocked": 4, "stopped": 5}
 DEFAULT_STATE_DIR = ".casm"
+STATE_DIR_ENV = "CASM_STATE_DIR"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -32,7 +38,9 @@ class CasmGroup(click.Group):
 
 
 def _state_dir() -> Path:
-    return Path(DEFAULT_STATE_DIR).resolve()
+    import os
+
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
 
 
 def _instance():
@@ -75,7 +83,45 @@ _seed_option = click.option(
 )
 
 
-def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int) -> None:
+def _bool(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise CasmError(f"--proof-mode expects true or false, got {value!r}")
+
+
+def _run_options(kw: dict) -> RunOptions:
+    from casm_dagster.runspec import RunOptions
+
+    ruleset = kw.get("ruleset")
+    if ruleset and Path(ruleset).suffix in (".yaml", ".yml"):
+        if not Path(ruleset).is_file():
+            raise CasmError(f"--ruleset {ruleset}: no such file")
+        ruleset = str(Path(ruleset).resolve())
+    prices = kw.get("prices")
+    if prices:
+        if not Path(prices).is_file():
+            raise CasmError(f"--prices {prices}: no such file")
+        prices = str(Path(prices).resolve())
+    return RunOptions(
+        budget_usd=kw.get("budget_usd"),
+        proof_mode=_bool(kw.get("proof_mode")),
+        routing=kw.get("routing"),
+        prices=prices,
+        replay_of=kw.get("replay_of"),
+        base=kw.get("base"),
+        head=kw.get("head"),
+        ruleset=ruleset,
+        ruleset_hash=kw.get("ruleset_hash"),
+    )
+
+
+def _run(
+    template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, options: RunOptions | None = None
+) -> None:
     from casm_dagster.launcher import launch_audit
     from casm_dagster.runspec import resolve_local_repo
     from casm_dagster.templates import load_template
@@ -92,14 +138,19 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
     instance = _instance()
     ref = str(template.path) if Path(template_ref).suffix in (".yaml", ".yml") else template.id
     click.echo(f"casm: {template.id} on {info.root} (stages: {', '.join(template.stages)})", err=True)
+    options = options or _run_options({})
+    # Fail on a bad flag before Dagster starts (the asset would fail the same way, later).
+    from casm_dagster.runspec import build_spec
+
+    build_spec(template, repo, info, _state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options)
     result = launch_audit(
-        instance, template, ref, repo, info.root, _state_dir(), artifacts_dir.resolve(), seed, progress=True
+        instance, template, ref, repo, info.root, _state_dir(), artifacts_dir.resolve(), seed, True, options
     )
     state = result.state
     status = state.status if state else "failed"
     branch = state.branch if state else None
     counts = state.counts if state else {}
-    written = ("succeeded", "awaiting_approval", "blocked")
+    written = ("succeeded", "awaiting_approval", "blocked", "stopped")
     report_path = artifacts_dir.resolve() / "report.md" if status in written else None
     click.echo("", err=True)
     click.echo(f"run {result.run_id}: {status} (Dagster run {result.dagster_run_id})")
@@ -109,6 +160,17 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
     click.echo(f"  artifacts: {artifacts_dir.resolve()} (all files also in {result.run_dir})")
     if state and state.error:
         click.echo(f"  error:     {state.error}")
+    summary = _summary(result.run_dir)
+    if summary:
+        totals = summary["totals"]
+        click.echo(
+            f"  cost:      ${float(totals['run_cost_usd']):.6f} (model ${float(totals['llm_usd']):.6f}, "
+            f"{summary['calls']['count']} calls, {summary['model_mode']}); forecast P50 "
+            f"${float(summary['forecast']['p50_usd'] or 0):.6f}"
+        )
+        counterfactual = _counterfactual(summary)
+        if counterfactual:
+            click.echo(f"  replay:    {counterfactual}")
     click.echo(f"  explain:   casm explain --run-id {result.run_id}")
     if status == "awaiting_approval":
         click.echo(f'  approve:   casm approve --run-id {result.run_id} --reason "..."   (or: casm deny ...)')
@@ -127,11 +189,92 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
                     "findings": counts.get("findings", 0),
                     "patches": counts.get("patches", 0),
                     "checks": counts.get("checks", 0),
+                    "cost_usd": summary["totals"]["run_cost_usd"] if summary else None,
+                    "model_cost_usd": summary["totals"]["llm_usd"] if summary else None,
                 },
                 sort_keys=True,
             )
         )
     sys.exit(RUN_EXIT_CODES.get(status, EXIT_RUN_FAILED))
+
+
+def _summary(run_dir: Path) -> dict | None:
+    path = run_dir / "run_summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _counterfactual(summary: dict) -> str | None:
+    """For a replay: what the same run cost originally, and what it costs under this replay's
+    routing and prices."""
+    from casm_dagster.journal import read_events  # noqa: F401  (keeps imports lazy)
+
+    state = json.loads((_state_dir() / "runs" / summary["run_id"] / "state.json").read_text(encoding="utf-8"))
+    original_id = state["effective_config"]["run"]["models"].get("replay_of")
+    if not original_id:
+        return None
+    original = _summary(_state_dir() / "runs" / original_id)
+    if original is None:
+        return f"replay of {original_id} (the original run has no cost summary)"
+    before, after = original["totals"]["llm_usd"], summary["totals"]["llm_usd"]
+    same = (
+        original["routing_strategy"] == summary["routing_strategy"]
+        and original["price_registry"]["sha256"] == summary["price_registry"]["sha256"]
+    )
+    what = (
+        "same routing and prices"
+        if same
+        else (f"counterfactual: routing {summary['routing_strategy']}, prices {summary['price_registry']['version']}")
+    )
+    return f"replay of {original_id}: model cost ${float(before):.6f} originally, ${float(after):.6f} here ({what})"
+
+
+def _replay_flags(func):
+    flags = [
+        click.option(
+            "--budget-usd",
+            type=float,
+            default=None,
+            help="Budget for this run in USD (default: the template's routing.budget.max_usd_per_run).",
+        ),
+        click.option(
+            "--proof-mode",
+            type=click.Choice(["true", "false"]),
+            default=None,
+            help="Write policy_decisions.json, routing_decisions.json, cost_forecast.json and run_replay.sh (default: the template's telemetry.proof_mode).",
+        ),
+        click.option(
+            "--routing",
+            type=click.Choice(["cost_aware_quality_floor", "quality_first", "budget_first", "latency_first"]),
+            default=None,
+            help="Routing strategy (default: the template's routing.strategy).",
+        ),
+        click.option(
+            "--prices",
+            metavar="FILE",
+            default=None,
+            help="Price registry YAML (default: $CASM_PRICES, else the bundled one).",
+        ),
+        click.option(
+            "--replay-of",
+            metavar="RUN_ID",
+            default=None,
+            help="Replay a run: serve its recorded model answers (no model is called).",
+        ),
+        click.option("--base", metavar="COMMIT", default=None, help="Base commit (repo-auditor: must equal --head)."),
+        click.option("--head", metavar="COMMIT", default=None, help="Audit this commit instead of HEAD."),
+        click.option(
+            "--ruleset",
+            metavar="ID|PATH",
+            default=None,
+            help="Policy ruleset (default: the template's policy.ruleset).",
+        ),
+        click.option(
+            "--ruleset-hash", metavar="SHA256", default=None, help="Refuse to run unless the ruleset has this sha256."
+        ),
+    ]
+    for flag in reversed(flags):
+        func = flag(func)
+    return func
 
 
 @main.command()
@@ -146,17 +289,24 @@ def _run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed:
 @_artifacts_option
 @_json_option
 @_seed_option
-def run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int) -> None:
+@_replay_flags
+def run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, **flags) -> None:
     """Run one audit of a repository through Dagster.
 
     Audits the committed HEAD (uncommitted changes are reported and left alone) and, when
     fixes pass validation, creates the branch casm/<template>/<run_id> without touching
     your working tree. The policy engine scores the planned patch before it is applied.
 
+    Models are reached through the cost-aware router when a provider key is set
+    (OPENAI_API_KEY, ANTHROPIC_API_KEY, MOONSHOT_API_KEY, HF_TOKEN); otherwise the
+    offline provider answers (no model called, $0). The forecast stage fits the run to
+    the budget: downgrade models, then reduce scope, then stop.
+
     Exit 0 on success, 1 if the run failed, 2 on bad input, 3 if the policy held the
-    run for approval (see `casm approve`), 4 if the policy blocked it.
+    run for approval (see `casm approve`), 4 if the policy blocked it, 5 if the budget
+    stopped it before any model call.
     """
-    _run(template_ref, repo, artifacts_dir, as_json, seed)
+    _run(template_ref, repo, artifacts_dir, as_json, seed, _run_options(flags))
 
 
 @main.command()
@@ -164,13 +314,14 @@ def run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: 
 @_artifacts_option
 @_json_option
 @_seed_option
-def demo(template_ref: str, artifacts_dir: Path, as_json: bool, seed: int) -> None:
+@_replay_flags
+def demo(template_ref: str, artifacts_dir: Path, as_json: bool, seed: int, **flags) -> None:
     """Audit a fresh copy of the bundled demo repo (a temp git repo) on the embedded defaults."""
     from casm_dagster.demo import make_demo_repo
 
     repo = make_demo_repo()
     click.echo(f"casm: demo repo created at {repo}", err=True)
-    _run(template_ref, str(repo), artifacts_dir, as_json, seed)
+    _run(template_ref, str(repo), artifacts_dir, as_json, seed, _run_options(flags))
 
 
 @main.command()

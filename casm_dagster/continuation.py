@@ -178,14 +178,15 @@ def resume(
     journal.decision(
         "apply",
         "model_profile_escalated",
-        f"approved continuation: model agents use profile {ESCALATED_PROFILE} (this run's agents are deterministic)",
+        f"approved continuation: applies the approved plan; any model task re-planned after approval uses "
+        f"profile {ESCALATED_PROFILE}",
         profile=ESCALATED_PROFILE,
     )
     try:
         applied = pipeline.apply(snap, scoped, journal)
         validation = pipeline.validate(snap, scoped, applied, journal)
         approved_gate = gate.model_copy(update={"allow_files": sorted(allowed & plan_files)})
-        delivery = pipeline.deliver(snap, review, scoped, validation, journal, approved_gate)
+        delivery = pipeline.deliver(snap, review, scoped, validation, journal, store.engine, approved_gate)
     except BaseException as exc:
         store.finish(request_id, f"continuation failed: {type(exc).__name__}: {exc}", utc_now())
         raise

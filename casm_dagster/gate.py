@@ -16,6 +16,8 @@ from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import GateResult
 from casm_dagster.contracts.run import Snapshot
+from casm_dagster.cost.run_cost import Counts
+from casm_dagster.errors import ConfigError
 from casm_dagster.hitl import expiry
 from casm_dagster.ids import new_ulid
 from casm_dagster.journal import Journal, utc_now, write_json_atomic
@@ -23,7 +25,7 @@ from casm_dagster.pipeline import manifest_of, save, scratch_checkout, skipped, 
 from casm_dagster.policy.check import DIFF_ARGS, engine_for
 from casm_dagster.policy.diff import parse_diff
 from casm_dagster.policy.document import HitlInfo, RunContext, policy_document
-from casm_dagster.policy.engine import PolicyResult
+from casm_dagster.policy.engine import PolicyResult, SemanticScore
 from casm_dagster.policy.ruleset import Ruleset, load_ruleset
 from casm_dagster.policy.sources import PatchOnly
 from casm_dagster.stores.approvals import ApprovalStore
@@ -35,8 +37,13 @@ MAX_SIGNALS_IN_EVENT = 100
 
 def ruleset_for(snap: Snapshot) -> Ruleset:
     """The template's ruleset: a bundled id, or a file path relative to the manifest."""
-    ref = manifest_of(snap.spec).policy.ruleset
-    return load_ruleset(ref, source="template", base_dir=Path(snap.spec.manifest_path).parent)
+    pinned = snap.spec.effective_config["run"].get("ruleset")
+    ref = pinned["ref"] if pinned else manifest_of(snap.spec).policy.ruleset
+    source = "override" if pinned and pinned["overridden"] else "template"
+    ruleset = load_ruleset(ref, source=source, base_dir=Path(snap.spec.manifest_path).parent)
+    if pinned and ruleset.sha256 != pinned["sha256"]:
+        raise ConfigError(f"ruleset {ref} changed during run {snap.spec.run_id} (sha256 {ruleset.sha256[:12]})")
+    return ruleset
 
 
 def plan_diff(snap: Snapshot, plan: PatchPlan) -> bytes:
@@ -77,7 +84,33 @@ def event_data(result: PolicyResult, document: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def gate(snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, approvals: ApprovalStore) -> GateResult:
+def _redteam(snap: Snapshot, journal: Journal, engine, diff: bytes) -> SemanticScore | None:
+    """redteam-lite's verdict on the planned patch, as the policy's semantic score."""
+    from casm_dagster import model_plan
+    from casm_dagster.agents import model_agents
+    from casm_dagster.llm.session import open_session
+
+    tasks = model_plan.planned(journal.run_dir, "redteam")
+    if not tasks or not diff.strip():
+        return None
+    session = open_session(snap.spec, journal, engine)
+    semantic, tally, concerns = model_agents.redteam(session.router, tasks, diff.decode("utf-8", "replace"))
+    for note in tally.notes:
+        journal.decision("policy", "model_task_dropped", note)
+    if semantic is not None:
+        journal.decision(
+            "policy",
+            "redteam_verdict",
+            f"redteam-lite ({semantic.source}): score {semantic.score:.2f}; {semantic.detail}",
+            score=semantic.score,
+            concerns=concerns,
+        )
+    return semantic
+
+
+def gate(
+    snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, approvals: ApprovalStore, engine=None
+) -> GateResult:
     if skipped(journal, "policy"):
         return GateResult(
             status="skipped",
@@ -91,8 +124,10 @@ def gate(snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, appr
     spec = snap.spec
     with stage(journal, "policy", f"scoring the planned patch ({len(plan.groups)} groups)"):
         ruleset = ruleset_for(snap)
-        files = parse_diff(plan_diff(snap, plan))
-        result = engine_for(ruleset).evaluate(files, PatchOnly(Path(spec.repo_path), plan.base_commit))
+        diff = plan_diff(snap, plan)
+        files = parse_diff(diff)
+        semantic = _redteam(snap, journal, engine or approvals.engine, diff)
+        result = engine_for(ruleset).evaluate(files, PatchOnly(Path(spec.repo_path), plan.base_commit), semantic)
         hitl_cfg = manifest_of(spec).policy.hitl
         ctx = RunContext(
             run_id=spec.run_id,
@@ -187,20 +222,26 @@ def gate(snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, appr
             )
         save(journal.run_dir, GATE_FILE, outcome)
         if not outcome.proceeds:
-            _end_held_or_blocked(snap, review, plan, outcome, journal)
+            _end_held_or_blocked(snap, review, plan, outcome, journal, engine or approvals.engine)
     return outcome
 
 
 def _end_held_or_blocked(
-    snap: Snapshot, review: Review, plan: PatchPlan, outcome: GateResult, journal: Journal
+    snap: Snapshot, review: Review, plan: PatchPlan, outcome: GateResult, journal: Journal, engine
 ) -> None:
+    from casm_dagster import proof
+    from casm_dagster.pipeline import ReviewChecks
+
     held = outcome.status == "gate"
     why = "held for approval" if held else "blocked by policy"
-    for name in ("apply", "validate", "report"):
+    for name in ("apply", "validate", "report", "telemetry"):
         if name in snap.spec.stages:
             journal.emit("stage_skipped", why, stage=name)
     journal.state.counts = {"findings": len(review.findings), "patches": 0, "checks": 0}
-    report.write_held(snap, review, plan, outcome, journal)
+    counts = Counts(findings=len(review.findings), loc_audited=review.loc_audited)
+    checks = ReviewChecks.load(snap.spec)
+    cost = proof.finalize(snap.spec, journal, engine, checks, counts, status="awaiting_approval" if held else "blocked")
+    report.write_held(snap, review, plan, outcome, journal, cost)
     if held:
         journal.emit(
             "run_held",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,7 @@ class Journal:
         self.events_path = self.run_dir / "events.jsonl"
         self.state_path = self.run_dir / "state.json"
         self._listener = listener
+        self._lock = threading.RLock()  # model tasks run concurrently and all report here
         self.state = self._load_or_init()
         self._seq = sum(1 for _ in read_events(self.run_dir)) if self.events_path.exists() else 0
 
@@ -72,6 +74,10 @@ class Journal:
         stage: Stage | None = None,
         **data: Any,
     ) -> RunEvent:
+        with self._lock:
+            return self._emit(type_, message, stage, data)
+
+    def _emit(self, type_: EventType, message: str, stage: Stage | None, data: dict[str, Any]) -> RunEvent:
         self._seq += 1
         event = RunEvent(
             seq=self._seq,
@@ -116,6 +122,10 @@ class Journal:
         elif event.type == "run_held":
             state.status = "awaiting_approval"
             state.finished_at = event.ts
+        elif event.type == "run_stopped":
+            state.status = "stopped"
+            state.finished_at = event.ts
+            state.error = event.message
         elif event.type == "run_blocked":
             state.status = "blocked"
             state.finished_at = event.ts
@@ -158,5 +168,7 @@ def print_progress(event: RunEvent) -> None:
             "stage_failed": "✗",
         }[event.type]
         print(f"  {verb} {event.stage:<9} {event.message}", file=sys.stderr, flush=True)
+    elif event.type == "decision" and event.data.get("decision") == "model_routed":
+        return  # one per model task: the cost report lists them; progress stays readable
     elif event.type in ("decision", "security_alert", "run_held", "run_blocked", "hitl_decision", "run_resumed"):
         print(f"    ! {event.message}", file=sys.stderr, flush=True)

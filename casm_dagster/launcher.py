@@ -13,6 +13,7 @@ from casm_dagster.errors import CasmError, RunFailedError
 from casm_dagster.ids import new_ulid
 from casm_dagster.instance import instance_db_url
 from casm_dagster.partitions import repos_partitions
+from casm_dagster.runspec import RunOptions
 from casm_dagster.sensors.hitl import continuation_request
 from casm_dagster.stores.approvals import ApprovalStore
 from casm_dagster.stores.db import engine_for
@@ -55,6 +56,7 @@ def launch_audit(
     artifacts_dir: Path,
     seed: int,
     progress: bool,
+    options: RunOptions | None = None,
 ) -> LaunchResult:
     record = register_local_repo(instance, repo_root)
     run_id = new_ulid()
@@ -67,6 +69,7 @@ def launch_audit(
                     "repo": repo,
                     "artifacts_dir": str(artifacts_dir),
                     "seed": seed,
+                    **(options.as_config() if options else {}),
                 }
             }
         },

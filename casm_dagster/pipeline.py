@@ -11,24 +11,26 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 
-from casm_dagster import gitops, report
-from casm_dagster.agents import benchmarker, fixer, reviewer, validator
+from casm_dagster import gitops, model_plan, report
+from casm_dagster.agents import benchmarker, fixer, model_agents, reviewer, validator
 from casm_dagster.contracts.events import Stage
-from casm_dagster.contracts.findings import Review
+from casm_dagster.contracts.findings import AnalyserRun, Review
 from casm_dagster.contracts.manifest import TemplateManifest
 from casm_dagster.contracts.plan import PatchGroup, PatchPlan
 from casm_dagster.contracts.policy import GateResult
 from casm_dagster.contracts.run import Applied, Delivery, RunSpec, Snapshot
 from casm_dagster.contracts.validation import CheckRun, Validation
+from casm_dagster.cost.run_cost import Counts
 from casm_dagster.errors import RunNotFoundError
 from casm_dagster.journal import Journal, write_json_atomic
+from casm_dagster.llm.session import offline
 from casm_dagster.repo_scan import scan
 from casm_dagster.sandbox import Sandbox
 
@@ -104,6 +106,9 @@ def ingest(spec: RunSpec, journal: Journal) -> Snapshot:
     )
     with stage(journal, "ingest", "reading the repository"):
         info = gitops.inspect_repo(Path(spec.repo_path))
+        pinned = spec.effective_config["run"].get("head")
+        if pinned:  # --head: audit that commit, whatever HEAD is now
+            info = gitops.RepoInfo(info.root, pinned, f"pinned {pinned[:12]}", False)
         journal.state.head_commit = info.head_commit
         if info.dirty:
             journal.decision(
@@ -125,7 +130,27 @@ def ingest(spec: RunSpec, journal: Journal) -> Snapshot:
     return snap
 
 
-def analyze(snap: Snapshot, journal: Journal) -> Review:
+def _model_session(snap: Snapshot, journal: Journal, engine: sa.Engine | None):
+    from casm_dagster.llm.session import open_session
+
+    return open_session(snap.spec, journal, engine) if engine is not None else None
+
+
+def _model_tally(journal: Journal, stage_name: Stage, what: str, tally) -> None:
+    for note in tally.notes:
+        journal.decision(stage_name, "model_task_dropped", note)
+    if tally.done or tally.dropped:
+        journal.decision(
+            stage_name,
+            "model_work",
+            f"{what}: {tally.done} model tasks done, {tally.dropped} dropped, {tally.failed_calls} failed calls",
+            done=tally.done,
+            dropped=tally.dropped,
+            failed_calls=tally.failed_calls,
+        )
+
+
+def analyze(snap: Snapshot, journal: Journal, engine: sa.Engine | None = None) -> Review:
     if skipped(journal, "analyze"):
         return Review(
             findings=[],
@@ -142,6 +167,34 @@ def analyze(snap: Snapshot, journal: Journal) -> Review:
             checks = validator.applicable_checks(sandbox, tree, inventory)
             baseline = validator.run_checks(sandbox, checks, tree, "before")
             findings, analysers = reviewer.review(tree, inventory, baseline)
+            tasks = model_plan.planned(journal.run_dir, "review")
+            session = _model_session(snap, journal, engine) if tasks else None
+            if session is not None:
+                files = {f.path: f for f in inventory.files}
+                found, tally = model_agents.review(
+                    session.router, tasks, files, manifest_of(snap.spec).routing.max_parallel
+                )
+                known = {f.id for f in findings}
+                extra = []
+                for item in found:  # the same model finding twice counts once
+                    if item.id not in known:
+                        known.add(item.id)
+                        extra.append(item)
+                findings = sorted([*findings, *extra], key=lambda f: (f.file, f.line, f.analyser, f.rule, f.message))
+                analysers.append(
+                    AnalyserRun(
+                        name="model-review",
+                        status="ran" if not offline(snap.spec) else "skipped",
+                        detail=(
+                            f"{tally.done} files reviewed by a model, {tally.dropped} dropped"
+                            if not offline(snap.spec)
+                            else "offline: no model provider key is set, no model was called"
+                        ),
+                        files=tally.done,
+                        findings=len(extra),
+                    )
+                )
+                _model_tally(journal, "analyze", "model review", tally)
         result = Review(
             findings=findings,
             analysers=analysers,
@@ -187,7 +240,7 @@ class ReviewChecks:
         return report.read_models(spec.run_dir / cls.FILE, CheckRun)
 
 
-def plan(snap: Snapshot, review: Review, journal: Journal) -> PatchPlan:
+def plan(snap: Snapshot, review: Review, journal: Journal, engine: sa.Engine | None = None) -> PatchPlan:
     empty = PatchPlan(base_commit=snap.head_commit, groups=[], plan_sha256=fixer.plan_sha256(snap.head_commit, []))
     if skipped(journal, "plan"):
         return empty
@@ -198,6 +251,7 @@ def plan(snap: Snapshot, review: Review, journal: Journal) -> PatchPlan:
         else:
             with scratch_checkout(Path(snap.spec.repo_path), snap.head_commit) as tree:
                 result = fixer.plan_fixes(tree, review.findings, snap.head_commit, journal.run_dir / "patches")
+                result = _model_fixes(snap, review, journal, engine, tree, result)
         for note in result.notes:
             journal.decision("plan", "group_empty", note)
         save(journal.run_dir, PLAN_FILE, result)
@@ -209,6 +263,28 @@ def plan(snap: Snapshot, review: Review, journal: Journal) -> PatchPlan:
             groups=[g.group_id for g in result.groups],
         )
     return result
+
+
+def _model_fixes(snap: Snapshot, review: Review, journal: Journal, engine, tree: Path, result: PatchPlan) -> PatchPlan:
+    """Model-written fixes, then docs for the touched files, on top of the deterministic groups."""
+    fix_tasks = model_plan.planned(journal.run_dir, "fix")
+    doc_tasks = model_plan.planned(journal.run_dir, "docgen")
+    session = _model_session(snap, journal, engine) if (fix_tasks or doc_tasks) else None
+    if session is None:
+        return result
+    groups = list(result.groups)
+    patch_dir = journal.run_dir / "patches"
+    tally = model_agents.fix(session.router, fix_tasks, tree, review.findings, patch_dir, groups)
+    _model_tally(journal, "plan", "model fixes", tally)
+    touched = {path for g in groups for path in g.files}
+    tally = model_agents.document(session.router, doc_tasks, tree, touched, patch_dir, groups)
+    _model_tally(journal, "plan", "docgen", tally)
+    return PatchPlan(
+        base_commit=result.base_commit,
+        groups=groups,
+        plan_sha256=fixer.plan_sha256(result.base_commit, groups),
+        notes=result.notes,
+    )
 
 
 def apply(snap: Snapshot, patch_plan: PatchPlan, journal: Journal) -> Applied:
@@ -333,8 +409,11 @@ def deliver(
     patch_plan: PatchPlan,
     validation: Validation,
     journal: Journal,
+    engine: sa.Engine,
     gate: GateResult | None = None,
 ) -> Delivery:
+    from casm_dagster import proof
+
     with stage(journal, "report", "writing the report and delivering the branch"):
         spec = snap.spec
         branch = None
@@ -349,8 +428,15 @@ def deliver(
                 branch=branch,
                 commit=validation.final_commit,
             )
-        run_seconds = time.time() - report.parse_ts(journal.state.started_at)
-        delivery = report.write_all(snap, review, patch_plan, validation, branch, run_seconds, journal, gate)
+        accepted = set(validation.accepted_groups)
+        counts = Counts(
+            findings=len(review.findings),
+            fixed=len({f for g in patch_plan.groups if g.group_id in accepted for f in g.finding_ids}),
+            prs_created=1 if branch else 0,
+            loc_audited=review.loc_audited,
+        )
+        cost = proof.finalize(spec, journal, engine, validation.checks, counts, status="succeeded")
+        delivery = report.write_all(snap, review, patch_plan, validation, branch, cost, journal, gate)
         journal.state.counts = {
             "findings": delivery.findings,
             "patches": delivery.patches,

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +18,7 @@ from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import GateResult
 from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
 from casm_dagster.contracts.validation import Validation
+from casm_dagster.cost.run_cost import RunCost, mode_label, summary_table
 from casm_dagster.journal import Journal, write_json_atomic, write_text_atomic
 from casm_dagster.redact import redact
 
@@ -30,6 +30,8 @@ DEFAULT_ARTIFACT_NAMES = {
 }
 MAX_FINDINGS_IN_REPORT = 200
 POLICY_FILE = "policy_decisions.json"
+# Written by casm_dagster.proof (the last four only in proof mode).
+COST_FILES = ("run_summary.json", "routing_decisions.json", "cost_forecast.json", "run_replay.sh")
 
 
 def write_models(path: Path, models: list[M]) -> None:
@@ -99,7 +101,7 @@ def render_report(
     plan: PatchPlan,
     validation: Validation,
     branch: str | None,
-    run_seconds: float,
+    cost: RunCost,
     gate: GateResult | None = None,
 ) -> str:
     spec = snap.spec
@@ -110,7 +112,7 @@ def render_report(
         f"- Repository: `{spec.repo}` at `{snap.head_commit[:12]}` ({snap.head_ref})",
         f"- Workflow: `{spec.workflow}` — stages: {', '.join(spec.stages)}",
         f"- Branch: `{branch}`" if branch else "- Branch: none (no accepted patch)",
-        "- Model provider: offline (no model calls; deterministic analysers and fixers only)",
+        f"- Model provider: {mode_label(cost)}",
     ]
     if snap.dirty:
         lines.append("- Note: the working tree had uncommitted changes; the audit covers HEAD only.")
@@ -191,27 +193,8 @@ def render_report(
         for b in validation.benchmarks:
             change = f"{b.change_pct:+.2f}%" if b.change_pct is not None else b.detail
             lines.append(f"| `{_md_cell(b.command)}` | {b.before_median_s} | {b.after_median_s} | {change} |")
-    lines += ["", "## Cost", "", render_cost_table(run_seconds), ""]
+    lines += ["", "## Cost", "", summary_table(cost), "", "Details per stage, task and call: `cost_report.md`.", ""]
     return redact("\n".join(lines) + "\n")
-
-
-def render_cost_table(run_seconds: float) -> str:
-    return "\n".join(
-        [
-            "| item | quantity | cost (USD) |",
-            "|---|---|---|",
-            "| model calls (offline provider) | 0 calls, 0 tokens | 0.00 |",
-            f"| run time (measured) | {run_seconds:.1f} s | not priced |",
-        ]
-    )
-
-
-def render_cost_report(snap: Snapshot, run_seconds: float) -> str:
-    return (
-        f"# CASM cost report — run `{snap.spec.run_id}`\n\n"
-        "Provider: offline (deterministic, zero model cost).\n\n"
-        f"{render_cost_table(run_seconds)}\n"
-    )
 
 
 def write_all(
@@ -220,7 +203,7 @@ def write_all(
     plan: PatchPlan,
     validation: Validation,
     branch: str | None,
-    run_seconds: float,
+    cost: RunCost,
     journal: Journal,
     gate: GateResult | None = None,
 ) -> Delivery:
@@ -230,9 +213,8 @@ def write_all(
     names.update(journal.spec.effective_config.get("artifact_names", {}))
     write_text_atomic(
         run_dir / names["report_md"],
-        render_report(snap, review, plan, validation, branch, run_seconds, gate),
+        render_report(snap, review, plan, validation, branch, cost, gate),
     )
-    write_text_atomic(run_dir / names["cost_report_md"], render_cost_report(snap, run_seconds))
     write_json_atomic(run_dir / names["issues_json"], issues_document(snap, review))
     write_json_atomic(run_dir / "plan.json", plan.model_dump(mode="json"))
     write_json_atomic(run_dir / "validation.json", validation.model_dump(mode="json"))
@@ -256,10 +238,12 @@ def _copy_artifacts(spec: RunSpec, names: list[str]) -> None:
     """Copy this run's files to the artifacts dir; drop a previous run's files this run lacks."""
     artifacts = Path(spec.artifacts_dir)
     artifacts.mkdir(parents=True, exist_ok=True)
-    for name in [*names, "plan.json", "validation.json", POLICY_FILE]:
+    for name in [*names, "plan.json", "validation.json", POLICY_FILE, *COST_FILES]:
         source, target = spec.run_dir / name, artifacts / name
         if source.exists():
             shutil.copyfile(source, target)
+            if name.endswith(".sh"):
+                target.chmod(0o755)
         elif target.exists():
             target.unlink()  # a previous run's file must not pass for this run's
     if (artifacts / "patches").exists():
@@ -280,21 +264,49 @@ def _copy_redacted(source: str, target: str) -> None:
     Path(target).write_text(redact(text), encoding="utf-8")
 
 
-def write_held(snap: Snapshot, review: Review, plan: PatchPlan, gate: GateResult, journal: Journal) -> Path:
+def write_held(
+    snap: Snapshot, review: Review, plan: PatchPlan, gate: GateResult, journal: Journal, cost: RunCost
+) -> Path:
     """The report of a run the policy stopped before apply (held for approval, or blocked)."""
     spec = snap.spec
     names = dict(DEFAULT_ARTIFACT_NAMES)
     names.update(journal.spec.effective_config.get("artifact_names", {}))
     nothing = Validation(checks=[], accepted_groups=[], rejected_groups={}, final_commit=None)
-    run_seconds = time.time() - parse_ts(journal.state.started_at)
-    text = render_report(snap, review, plan, nothing, None, run_seconds, gate)
+    text = render_report(snap, review, plan, nothing, None, cost, gate)
     verdict = "held for approval" if gate.status == "gate" else "blocked by policy"
     text = text.replace("## Patch set\n", f"## Patch set ({verdict}: nothing applied)\n", 1)
     write_text_atomic(spec.run_dir / names["report_md"], text)
-    write_text_atomic(spec.run_dir / names["cost_report_md"], render_cost_report(snap, run_seconds))
     write_json_atomic(spec.run_dir / names["issues_json"], issues_document(snap, review))
     write_json_atomic(spec.run_dir / "plan.json", plan.model_dump(mode="json"))
     (spec.run_dir / "validation.json").unlink(missing_ok=True)
+    _copy_artifacts(spec, list(names.values()))
+    write_json_atomic(Path(spec.artifacts_dir) / "run.json", {"run_id": spec.run_id, "run_dir": str(spec.run_dir)})
+    return Path(spec.artifacts_dir) / names["report_md"]
+
+
+def write_stopped(spec: RunSpec, reason: str, cost: RunCost, journal: Journal) -> Path:
+    """The report of a run the budget stopped before any model call."""
+    names = dict(DEFAULT_ARTIFACT_NAMES)
+    names.update(journal.spec.effective_config.get("artifact_names", {}))
+    text = "\n".join(
+        [
+            f"# CASM {spec.template_id} report",
+            "",
+            f"- Run: `{spec.run_id}`",
+            f"- Repository: `{spec.repo}`",
+            "- Status: **stopped by the budget** before any model call; nothing reviewed, fixed or applied.",
+            "",
+            _md_cell(reason),
+            "",
+            "## Cost",
+            "",
+            summary_table(cost),
+            "",
+        ]
+    )
+    write_text_atomic(spec.run_dir / names["report_md"], redact(text))
+    for stale in ("issues_json",):
+        (spec.run_dir / names[stale]).unlink(missing_ok=True)
     _copy_artifacts(spec, list(names.values()))
     write_json_atomic(Path(spec.artifacts_dir) / "run.json", {"run_id": spec.run_id, "run_dir": str(spec.run_dir)})
     return Path(spec.artifacts_dir) / names["report_md"]

@@ -6,16 +6,63 @@ directory, an unknown template or a malformed manifest fails with a ``CasmError`
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from casm_dagster import gitops
 from casm_dagster.contracts.run import RunSpec
-from casm_dagster.errors import RepoError, TemplateError
+from casm_dagster.errors import ConfigError, RepoError, RunNotFoundError, TemplateError
 from casm_dagster.ids import new_ulid
+from casm_dagster.llm.router import STRATEGIES
+from casm_dagster.llm.session import model_settings
 from casm_dagster.stores.repos import is_github_name, partition_key_for
 from casm_dagster.templates import Template
 
 DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user may pin or override for one run (the replay flags of SPEC §3)."""
+
+    budget_usd: float | None = None
+    proof_mode: bool | None = None
+    routing: str | None = None  # routing strategy
+    prices: str | None = None  # a price registry file
+    replay_of: str | None = None  # a run id: serve its recorded model answers
+    base: str | None = None
+    head: str | None = None  # the commit to audit (default: HEAD)
+    ruleset: str | None = None
+    ruleset_hash: str | None = None
+
+    def as_config(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _commit(repo: Path, ref: str, flag: str) -> str:
+    probe = gitops.git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    if probe.returncode != 0:
+        raise RepoError(f"{flag} {ref!r} is not a commit of {repo}")
+    return probe.stdout.decode().strip()
+
+
+def _replayed(state_dir: Path, run_id: str) -> dict[str, Any]:
+    run_dir = state_dir / "runs" / run_id
+    spec_file = run_dir / "spec.json"
+    if not spec_file.exists():
+        raise RunNotFoundError(f"--replay-of {run_id}: no such run in {state_dir / 'runs'} (set CASM_STATE_DIR?)")
+    original = json.loads(spec_file.read_text(encoding="utf-8"))
+    models = original["effective_config"]["run"].get("models")
+    if models is None or not (run_dir / "model_plan.json").exists():
+        raise RunNotFoundError(f"--replay-of {run_id}: that run recorded no model plan (it predates replays)")
+    return {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "available_providers": models["available_providers"],
+        "offline_reason": models["offline_reason"],
+    }
 
 
 def resolve_local_repo(repo: str) -> gitops.RepoInfo:
@@ -35,9 +82,48 @@ def build_spec(
     artifacts_dir: Path,
     seed: int = DEFAULT_SEED,
     run_id: str | None = None,
+    options: RunOptions | None = None,
 ) -> RunSpec:
     location = str(repo_info.root)
     manifest = template.manifest
+    options = options or RunOptions()
+    if options.routing is not None and options.routing not in STRATEGIES:
+        raise ConfigError(f"--routing {options.routing!r}: unknown strategy (one of: {', '.join(STRATEGIES)})")
+    if options.budget_usd is not None and options.budget_usd < 0:
+        raise ConfigError("--budget-usd must not be negative")
+    head = _commit(repo_info.root, options.head, "--head") if options.head else None
+    base = _commit(repo_info.root, options.base, "--base") if options.base else None
+    if base and base != (head or repo_info.head_commit):
+        raise ConfigError(
+            f"--base {options.base} differs from the audited commit: {template.id} audits one commit "
+            "(its patches are made against it), so --base must equal --head"
+        )
+    ruleset = None
+    if options.ruleset or options.ruleset_hash:
+        from casm_dagster.policy.ruleset import load_ruleset
+
+        ref = options.ruleset or manifest.policy.ruleset
+        loaded = load_ruleset(
+            ref,
+            source="override" if options.ruleset and options.ruleset != manifest.policy.ruleset else "template",
+            base_dir=template.path.parent,
+        )
+        if options.ruleset_hash and loaded.sha256 != options.ruleset_hash:
+            raise ConfigError(
+                f"--ruleset-hash: ruleset {ref} has sha256 {loaded.sha256}, not {options.ruleset_hash} "
+                "(the ruleset changed since the run being replayed)"
+            )
+        overridden = bool(options.ruleset) and options.ruleset != manifest.policy.ruleset
+        ruleset = {"ref": str(ref), "sha256": loaded.sha256, "overridden": overridden}
+    replay = _replayed(state_dir.resolve(), options.replay_of) if options.replay_of else None
+    models = model_settings(
+        manifest,
+        strategy=options.routing,
+        budget_usd=options.budget_usd,
+        prices_path=options.prices,
+        proof_mode=options.proof_mode,
+        replay_of=replay,
+    )
     if manifest.policy.hitl.mode != "local":
         raise TemplateError(
             f"{template.path}: policy.hitl.mode {manifest.policy.hitl.mode} approves on a GitHub pull request; "
@@ -50,7 +136,13 @@ def build_spec(
             "artifacts_dir": str(artifacts_dir.resolve()),
             "seed": seed,
             "audited": "HEAD (uncommitted changes are never audited)",
-            "model_provider": "offline",
+            "model_provider": "offline"
+            if not models["available_providers"]
+            else ", ".join(models["available_providers"]),
+            "head": head,
+            "base": base or head,
+            "ruleset": ruleset,
+            "models": models,
         },
     }
     return RunSpec(

@@ -13,12 +13,14 @@ from casm_dagster.definitions import defs
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = [
     "repo_snapshot",
+    "cost_forecast",
     "review_findings",
     "patch_plan",
     "policy_decision",
     "applied_patches",
     "validation_result",
     "audit_report",
+    "run_cost",
 ]
 
 

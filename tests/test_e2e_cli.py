@@ -149,8 +149,9 @@ def test_noop_template_runs_ingest_and_report_only(tmp_path: Path) -> None:
     out = last_json(proc.stdout)
     assert out["status"] == "succeeded" and out["branch"] is None and out["findings"] == 0
     state = json.loads((Path(out["run_dir"]) / "state.json").read_text())
-    assert state["stages"] == {"ingest": "completed", "analyze": "skipped", "plan": "skipped", "policy": "skipped",
-                               "apply": "skipped", "validate": "skipped", "report": "completed"}  # fmt: skip
+    assert state["stages"] == {"ingest": "completed", "forecast": "skipped", "analyze": "skipped", "plan": "skipped",
+                               "policy": "skipped", "apply": "skipped", "validate": "skipped", "report": "completed",
+                               "telemetry": "skipped"}  # fmt: skip
     assert git(demo_repo, "branch", "--list", "casm/*") == ""
 
 

@@ -81,7 +81,17 @@ def test_spec_is_built_from_template_and_repo(repo: Path, tmp_path: Path) -> Non
     assert spec.run_id == RUN_ID
     assert spec.template_id == "repo-auditor"
     assert spec.workflow == "repo_auditor_v1"
-    assert spec.stages == ["ingest", "analyze", "plan", "policy", "apply", "validate", "report"]
+    assert spec.stages == [
+        "ingest",
+        "forecast",
+        "analyze",
+        "plan",
+        "policy",
+        "apply",
+        "validate",
+        "report",
+        "telemetry",
+    ]
     assert spec.repo_path == str(repo.resolve())
     assert spec.run_dir == (tmp_path / "state").resolve() / "runs" / RUN_ID
     assert spec.partition_key.startswith("local__target__")
@@ -135,12 +145,14 @@ def test_state_json_reflects_a_successful_run(repo: Path, tmp_path: Path) -> Non
     assert state.status == "succeeded"
     assert state.stages == {
         "ingest": "completed",
+        "forecast": "pending",
         "analyze": "completed",
         "plan": "completed",
         "policy": "pending",
         "apply": "completed",
         "validate": "completed",
         "report": "skipped",
+        "telemetry": "pending",
     }
     assert state.error is None
     assert state.finished_at is not None and state.finished_at.endswith("Z")

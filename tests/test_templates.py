@@ -41,7 +41,11 @@ def test_template_ids_in_custom_root_sorted_and_ignores_dirs_without_manifest(tm
     ("template_id", "workflow", "stages"),
     [
         ("noop", "noop_v1", ("ingest", "report")),
-        ("repo-auditor", "repo_auditor_v1", ("ingest", "analyze", "plan", "policy", "apply", "validate", "report")),
+        (
+            "repo-auditor",
+            "repo_auditor_v1",
+            ("ingest", "forecast", "analyze", "plan", "policy", "apply", "validate", "report", "telemetry"),
+        ),
     ],
 )
 def test_load_by_id(template_id: str, workflow: str, stages: tuple[str, ...]) -> None:
@@ -114,7 +118,17 @@ def test_malformed_manifest_by_id_is_a_template_error(tmp_path: Path) -> None:
 
 def test_stages_per_workflow() -> None:
     assert WORKFLOWS == {
-        "repo_auditor_v1": ("ingest", "analyze", "plan", "policy", "apply", "validate", "report"),
+        "repo_auditor_v1": (
+            "ingest",
+            "forecast",
+            "analyze",
+            "plan",
+            "policy",
+            "apply",
+            "validate",
+            "report",
+            "telemetry",
+        ),
         "noop_v1": ("ingest", "report"),
     }
 
@@ -122,4 +136,4 @@ def test_stages_per_workflow() -> None:
 def test_list_templates_loads_every_bundled_template() -> None:
     templates = list_templates()
     assert [t.id for t in templates] == ["noop", "repo-auditor"]
-    assert [len(t.stages) for t in templates] == [2, 7]
+    assert [len(t.stages) for t in templates] == [2, 9]

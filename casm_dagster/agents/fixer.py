@@ -49,6 +49,40 @@ def _rule_priority(group: str) -> tuple[int, str]:
     return (0 if rule.startswith("UP") else 2 if rule.startswith("I") else 1, rule)
 
 
+def record_group(
+    worktree: Path,
+    patch: bytes,
+    ordinal: int,
+    name: str,
+    title: str,
+    tool: str,
+    rules: list[str],
+    members: list[Finding],
+    patch_dir: Path,
+) -> PatchGroup:
+    """Keep the worktree's staged change as the next patch group and commit it there, so
+    the next group is made on top of it."""
+    group_id = f"{ordinal:02d}-{name}"
+    patch_file = patch_dir / f"{group_id}.patch"
+    patch_dir.mkdir(parents=True, exist_ok=True)
+    patch_file.write_bytes(patch)
+    added, removed = count_lines(patch)
+    group = PatchGroup(
+        group_id=group_id,
+        title=title,
+        tool=tool,
+        rules=rules,
+        files=_changed_files(worktree),
+        finding_ids=sorted(f.id for f in members),
+        patch_file=f"patches/{patch_file.name}",
+        patch_sha256=hashlib.sha256(patch).hexdigest(),
+        lines_added=added,
+        lines_removed=removed,
+    )
+    gitops.commit_staged(worktree, group_id)
+    return group
+
+
 def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_dir: Path) -> PatchPlan:
     """Make the patches in ``worktree`` (a scratch checkout of ``base_commit``)."""
     by_group: dict[str, list[Finding]] = defaultdict(list)
@@ -86,23 +120,5 @@ def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_
             if name != FOLLOWUP_GROUP:
                 notes.append(f"{name}: the tool changed nothing (fixed by an earlier group)")
             continue
-        group_id = f"{len(groups) + 1:02d}-{name}"
-        patch_file = patch_dir / f"{group_id}.patch"
-        patch_file.write_bytes(patch)
-        added, removed = count_lines(patch)
-        groups.append(
-            PatchGroup(
-                group_id=group_id,
-                title=title,
-                tool="ruff",
-                rules=[rule],
-                files=_changed_files(worktree),
-                finding_ids=sorted(f.id for f in members),
-                patch_file=f"patches/{patch_file.name}",
-                patch_sha256=hashlib.sha256(patch).hexdigest(),
-                lines_added=added,
-                lines_removed=removed,
-            )
-        )
-        gitops.commit_staged(worktree, group_id)
+        groups.append(record_group(worktree, patch, len(groups) + 1, name, title, "ruff", [rule], members, patch_dir))
     return PatchPlan(base_commit=base_commit, groups=groups, plan_sha256=plan_sha256(base_commit, groups), notes=notes)

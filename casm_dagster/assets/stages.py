@@ -1,12 +1,12 @@
 """The audit stages as partitioned assets (one partition per repo), in lineage order:
-repo_snapshot → review_findings → patch_plan → policy_decision → applied_patches →
-validation_result → audit_report. Each body calls the matching function in ``casm_dagster.pipeline``."""
+repo_snapshot → cost_forecast → review_findings → patch_plan → policy_decision →
+applied_patches → validation_result → audit_report → run_cost. Each body calls the matching function in ``casm_dagster.pipeline``."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from casm_dagster import gate, pipeline
+from casm_dagster import gate, pipeline, planning
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import GateResult
@@ -14,7 +14,7 @@ from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.partitions import repos_partitions
 from casm_dagster.resources import CasmResource
-from casm_dagster.runspec import build_spec, resolve_local_repo
+from casm_dagster.runspec import RunOptions, build_spec, resolve_local_repo
 from casm_dagster.templates import load_template
 
 GROUP = "audit"
@@ -28,6 +28,29 @@ class AuditConfig(dg.Config):
     repo: str = ""  # empty: the location registered for the partition
     artifacts_dir: str = ""  # empty: <state_dir>/artifacts
     seed: int = 0
+    # The replay flags (SPEC §3); None: the template's setting.
+    budget_usd: float | None = None
+    proof_mode: bool | None = None
+    routing: str | None = None
+    prices: str | None = None
+    replay_of: str | None = None
+    base: str | None = None
+    head: str | None = None
+    ruleset: str | None = None
+    ruleset_hash: str | None = None
+
+    def options(self) -> RunOptions:
+        return RunOptions(
+            budget_usd=self.budget_usd,
+            proof_mode=self.proof_mode,
+            routing=self.routing,
+            prices=self.prices,
+            replay_of=self.replay_of,
+            base=self.base,
+            head=self.head,
+            ruleset=self.ruleset,
+            ruleset_hash=self.ruleset_hash,
+        )
 
 
 def _journal(casm: CasmResource, snap: Snapshot):
@@ -50,6 +73,7 @@ def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: 
         artifacts,
         seed=config.seed,
         run_id=config.run_id or None,
+        options=config.options(),
     )
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id
@@ -66,10 +90,36 @@ def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: 
     )
 
 
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"}, output_required=False)
+def cost_forecast(context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot):
+    """Forecast: the run's model tasks, their routed models and cost (P50/P90), fitted to the
+    budget (downgrade, reduce scope, stop). A stopped run materializes nothing further."""
+    result = planning.forecast(repo_snapshot, _journal(casm, repo_snapshot), casm.engine(context.instance))
+    if not result.proceeds:
+        context.instance.add_run_tags(context.run.run_id, {"casm/budget": "stopped"})
+        return
+    yield dg.MaterializeResult(
+        value=result,
+        metadata={
+            "casm_run_id": repo_snapshot.spec.run_id,
+            "model_tasks": result.tasks,
+            "forecast_p50_usd": result.total_p50_usd,
+            "forecast_p90_usd": result.total_p90_usd,
+            "budget_status": result.status,
+            "budget_action": result.action,
+        },
+    )
+
+
 @dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
-def review_findings(casm: CasmResource, repo_snapshot: Snapshot) -> dg.MaterializeResult:
+def review_findings(
+    context: dg.AssetExecutionContext,
+    casm: CasmResource,
+    repo_snapshot: Snapshot,
+    cost_forecast: planning.ForecastResult,
+) -> dg.MaterializeResult:
     """Analyze: the reviewer's findings (issues.json) and the baseline checks."""
-    review = pipeline.analyze(repo_snapshot, _journal(casm, repo_snapshot))
+    review = pipeline.analyze(repo_snapshot, _journal(casm, repo_snapshot), casm.engine(context.instance))
     return dg.MaterializeResult(
         value=review,
         metadata={
@@ -82,9 +132,12 @@ def review_findings(casm: CasmResource, repo_snapshot: Snapshot) -> dg.Materiali
 
 
 @dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
-def patch_plan(casm: CasmResource, repo_snapshot: Snapshot, review_findings: Review) -> dg.MaterializeResult:
-    """Plan: the fixer's patch groups, one patch file each, bound by the plan hash."""
-    plan = pipeline.plan(repo_snapshot, review_findings, _journal(casm, repo_snapshot))
+def patch_plan(
+    context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, review_findings: Review
+) -> dg.MaterializeResult:
+    """Plan: the fixer's patch groups (deterministic, then model-written fixes and docs), one
+    patch file each, bound by the plan hash."""
+    plan = pipeline.plan(repo_snapshot, review_findings, _journal(casm, repo_snapshot), casm.engine(context.instance))
     return dg.MaterializeResult(
         value=plan,
         metadata={
@@ -105,7 +158,12 @@ def policy_decision(
 ) -> dg.MaterializeResult:
     """Policy: the planned patch scored before apply (pass/warn proceed; gate holds for a human; block stops)."""
     result = gate.gate(
-        repo_snapshot, review_findings, patch_plan, _journal(casm, repo_snapshot), casm.approvals(context.instance)
+        repo_snapshot,
+        review_findings,
+        patch_plan,
+        _journal(casm, repo_snapshot),
+        casm.approvals(context.instance),
+        casm.engine(context.instance),
     )
     metadata: dict = {
         "casm_run_id": repo_snapshot.spec.run_id,
@@ -170,6 +228,7 @@ def validation_result(
 
 @dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"markdown"})
 def audit_report(
+    context: dg.AssetExecutionContext,
     casm: CasmResource,
     repo_snapshot: Snapshot,
     review_findings: Review,
@@ -179,7 +238,13 @@ def audit_report(
 ) -> dg.MaterializeResult:
     """Report: report.md, cost_report.md, issues.json, and the delivered branch."""
     delivery: Delivery = pipeline.deliver(
-        repo_snapshot, review_findings, patch_plan, validation_result, _journal(casm, repo_snapshot), policy_decision
+        repo_snapshot,
+        review_findings,
+        patch_plan,
+        validation_result,
+        _journal(casm, repo_snapshot),
+        casm.engine(context.instance),
+        policy_decision,
     )
     return dg.MaterializeResult(
         value=delivery,
@@ -194,12 +259,39 @@ def audit_report(
     )
 
 
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"sql"})
+def run_cost(context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, audit_report: Delivery):
+    """Telemetry: the run's model calls and costs, as recorded (run_summary.json, cost_report.md)."""
+    from casm_dagster import proof
+
+    summary = proof.telemetry(repo_snapshot.spec, _journal(casm, repo_snapshot), casm.engine(context.instance))
+    if not summary:
+        return dg.MaterializeResult(value=summary, metadata={"casm_run_id": repo_snapshot.spec.run_id})
+    totals = summary["totals"]
+    return dg.MaterializeResult(
+        value=summary,
+        metadata={
+            "casm_run_id": repo_snapshot.spec.run_id,
+            "model_mode": summary["model_mode"],
+            "calls": summary["calls"]["count"],
+            "llm_usd": float(totals["llm_usd"]),
+            "run_cost_usd": float(totals["run_cost_usd"]),
+            "forecast_p50_usd": float(summary["forecast"]["p50_usd"] or 0),
+            "forecast_error_pct": summary["forecast"]["error_pct"],
+            "price_registry": summary["price_registry"]["version"],
+            "by_model": dg.MetadataValue.json(summary["by_model"]),
+        },
+    )
+
+
 STAGE_ASSETS = [
     repo_snapshot,
+    cost_forecast,
     review_findings,
     patch_plan,
     policy_decision,
     applied_patches,
     validation_result,
     audit_report,
+    run_cost,
 ]

@@ -6,8 +6,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-Stage = Literal["ingest", "analyze", "plan", "policy", "apply", "validate", "report", "telemetry"]
-STAGES: tuple[Stage, ...] = ("ingest", "analyze", "plan", "policy", "apply", "validate", "report")
+Stage = Literal["ingest", "forecast", "analyze", "plan", "policy", "apply", "validate", "report", "telemetry"]
+STAGES: tuple[Stage, ...] = (
+    "ingest",
+    "forecast",
+    "analyze",
+    "plan",
+    "policy",
+    "apply",
+    "validate",
+    "report",
+    "telemetry",
+)
 
 EventType = Literal[
     "run_started",
@@ -23,9 +33,19 @@ EventType = Literal[
     "run_blocked",
     "hitl_decision",  # approved / denied / expired / refused / void, with who and why
     "run_resumed",  # the approved continuation picked the run up
+    "model_call",  # one request to a model: tokens, latency, cost, outcome (recorded before use)
+    "run_stopped",  # the budget stopped the run before any model call
 ]
 
-_NEEDS_STAGE = {"stage_started", "stage_completed", "stage_skipped", "stage_failed", "decision", "security_alert"}
+_NEEDS_STAGE = {
+    "model_call",
+    "stage_started",
+    "stage_completed",
+    "stage_skipped",
+    "stage_failed",
+    "decision",
+    "security_alert",
+}
 
 
 class RunEvent(BaseModel):

@@ -111,6 +111,7 @@ class Policy(_Strict):
 
 class Budget(_Strict):
     max_usd_per_run: Annotated[float, Field(ge=0)]
+    max_usd_per_task_default: Annotated[float, Field(ge=0)] | None = None  # None: the run's budget
 
 
 class QualityFloor(_Strict):
@@ -127,6 +128,26 @@ class Routing(_Strict):
     strategy: RoutingStrategy = "cost_aware_quality_floor"
     quality_floor: QualityFloor = QualityFloor(min_confidence=0.7)
     fallbacks: list[Fallback] = []
+    latency_slo_ms: Annotated[int, Field(ge=0)] = 120_000
+    max_parallel: Annotated[int, Field(ge=1, le=32)] = 4  # concurrent model tasks in a stage
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _one_action_per_trigger(cls, fallbacks: list[Fallback]) -> list[Fallback]:
+        seen = [f.on for f in fallbacks]
+        if dupes := sorted({on for on in seen if seen.count(on) > 1}):
+            raise ValueError(f"one action per trigger; listed twice: {', '.join(dupes)}")
+        return fallbacks
+
+
+class Economics(_Strict):
+    """Rates for the non-model costs and the price a run is sold at (for the margin)."""
+
+    ci_minute_usd: Annotated[float, Field(ge=0)] = 0.008
+    infra_second_usd: Annotated[float, Field(ge=0)] = 0.00005
+    human_minute_usd: Annotated[float, Field(ge=0)] = 1.50
+    price_per_run_usd: Annotated[float, Field(ge=0)] | None = None
+    hitl_minutes_per_decision: Annotated[float, Field(ge=0)] = 10.0  # a reviewer's time per approve/deny
 
 
 class Agent(_Strict):
@@ -179,6 +200,7 @@ class TemplateManifest(_Strict):
     agents: dict[AgentName, Agent]
     outputs: Outputs
     telemetry: Telemetry
+    economics: Economics = Economics()
 
     def agent_enabled(self, name: str) -> bool:
         agent = self.agents.get(name)  # type: ignore[call-overload]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-RunStatus = Literal["running", "succeeded", "failed", "awaiting_approval", "blocked", "denied", "expired"]
+RunStatus = Literal["running", "succeeded", "failed", "awaiting_approval", "blocked", "denied", "expired", "stopped"]
 StageStatus = Literal["pending", "running", "completed", "skipped", "failed"]
 
 

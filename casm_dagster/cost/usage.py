@@ -61,7 +61,9 @@ def _int(value: Any) -> int:
 def from_openai(usage: Any) -> Usage:
     """Chat Completions ``usage`` (also Kimi and Hugging Face, which speak the same format)."""
     prompt = _int(_get(usage, "prompt_tokens"))
-    cached = min(_int(_get(_get(usage, "prompt_tokens_details"), "cached_tokens")), prompt)
+    # OpenAI nests cached tokens in prompt_tokens_details; Moonshot (Kimi) reports them top-level.
+    cached = _int(_get(_get(usage, "prompt_tokens_details"), "cached_tokens")) or _int(_get(usage, "cached_tokens"))
+    cached = min(cached, prompt)
     completion = _int(_get(usage, "completion_tokens"))
     reasoning = min(_int(_get(_get(usage, "completion_tokens_details"), "reasoning_tokens")), completion)
     return Usage(input=prompt - cached, output=completion, cache_read=cached, reasoning=reasoning)

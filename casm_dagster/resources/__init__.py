@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 
 from casm_dagster.contracts.run import RunSpec
 from casm_dagster.instance import instance_db_url
@@ -28,6 +29,10 @@ class CasmResource(dg.ConfigurableResource):
 
     def registry(self, instance: dg.DagsterInstance) -> RepoRegistry:
         return RepoRegistry(engine_for(instance_db_url(instance)))
+
+    def engine(self, instance: dg.DagsterInstance) -> sa.Engine:
+        """CASM's tables (model calls, approvals, repos) in the instance's database."""
+        return engine_for(instance_db_url(instance))
 
     def approvals(self, instance: dg.DagsterInstance) -> ApprovalStore:
         return ApprovalStore(engine_for(instance_db_url(instance)))

@@ -63,3 +63,37 @@ def engine_for(url: str) -> sa.Engine:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     metadata.create_all(engine)
     return engine
+
+
+# One row per model request (SPEC §8 call log), written before the answer is used.
+# Costs are exact decimal strings (USD), so sums reconcile to the cent on any backend.
+model_calls_table = sa.Table(
+    "casm_model_calls",
+    metadata,
+    sa.Column("call_id", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False, index=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("task_type", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("repo", sa.Text, nullable=False),
+    sa.Column("template_id", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("profile", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("output_tokens", sa.Integer, nullable=False),
+    sa.Column("cache_read_tokens", sa.Integer, nullable=False),
+    sa.Column("cache_write_tokens", sa.Integer, nullable=False),
+    sa.Column("reasoning_tokens", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Column("route_reason", sa.Text, nullable=False),
+    sa.Column("outcome", sa.String(8), nullable=False),  # pass | fail | error
+    sa.Column("quality", sa.Float, nullable=False),
+    sa.Column("cost_usd", sa.String(40), nullable=False),
+    sa.Column("priced_by_default", sa.Boolean, nullable=False),
+    sa.Column("price_registry", sa.String(64), nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("ts", sa.String(40), nullable=False),
+)

@@ -54,7 +54,8 @@ def test_bundled_repo_auditor_manifest_loads() -> None:
         ("over_budget", "reduce_scope"),
     ]
     assert m.agent_enabled("reviewer") is True
-    assert m.agent_enabled("redteam") is False  # not listed → not enabled
+    assert m.agent_enabled("redteam") is True
+    assert m.agent_enabled("cost_auditor") is False  # not listed → not enabled
     assert m.artifact_names() == {
         "report_md": "report.md",
         "cost_report_md": "cost_report.md",

@@ -21,7 +21,7 @@ def prices():
 
 
 def test_bundled_registry_is_versioned_and_every_price_has_a_date_and_source(prices) -> None:
-    assert prices.version == "2026-11-01" and len(prices.sha256) == 64
+    assert prices.version == "2026-11-23" and len(prices.sha256) == 64
     for key, price in prices.model.models.items():
         assert price.as_of and price.source, key
     assert prices.model.default is None  # unknown models are an error out of the box
