@@ -240,7 +240,8 @@ def _replay_flags(func):
             "--proof-mode",
             type=click.Choice(["true", "false"]),
             default=None,
-            help="Write policy_decisions.json, routing_decisions.json, cost_forecast.json and run_replay.sh (default: the template's telemetry.proof_mode).",
+            help="Write policy_decisions.json, routing_decisions.json, cost_forecast.json and run_replay.sh "
+            "(default: the template's telemetry.proof_mode).",
         ),
         click.option(
             "--routing",
@@ -331,6 +332,32 @@ def explain(run_id: str) -> None:
     from casm_dagster.explain import explain_run
 
     click.echo(explain_run(_state_dir(), run_id), nl=False)
+
+
+@main.command()
+@click.option("--last-run", is_flag=True, help="The most recent run in this state dir (the default).")
+@click.option("--run-id", default=None, help="A CASM run id.")
+@click.option(
+    "--price-usd",
+    type=float,
+    default=None,
+    help="Price charged for the run, for the margin (default: the template's economics.price_per_run_usd).",
+)
+@_json_option
+def cost(last_run: bool, run_id: str | None, price_usd: float | None, as_json: bool) -> None:
+    """Print a run's cost summary: model, tools, infra, forecast vs actual, margin."""
+    from casm_dagster.cost.summary_cli import last_run_id, render_summary
+
+    if last_run and run_id:
+        raise CasmError("pass --last-run or --run-id, not both")
+    run_id = run_id or last_run_id(_state_dir())
+    summary = _summary(_state_dir() / "runs" / run_id)
+    if summary is None:
+        raise CasmError(f"run {run_id} has no run_summary.json (it failed before its report, or predates cost reports)")
+    text, data = render_summary(summary, price_usd)
+    click.echo(text)
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
 
 
 @main.group()

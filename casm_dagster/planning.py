@@ -7,6 +7,7 @@ replay pins the same task ids. ``forecast.json`` keeps the forecast for cost_for
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -78,12 +79,34 @@ def as_model_task(t: PlannedTask) -> ModelTask:
     )  # type: ignore[arg-type]
 
 
+class NoEligibleModel(Exception):
+    def __init__(self, choice: RouteChoice) -> None:
+        reasons = sorted({r for c in choice.candidates for r in c.reject_reasons})
+        super().__init__(f"no eligible model ({', '.join(reasons) or 'no candidates'})")
+
+
+def without_unroutable(tasks: list[PlannedTask], route) -> tuple[list[PlannedTask], list[str]]:
+    """Tasks no model may serve (every candidate rejected) are dropped before the forecast,
+    as the router would drop them at run time; each is noted."""
+    out, notes = [], []
+    for t in tasks:
+        try:
+            route(t)
+        except NoEligibleModel as exc:
+            out.append(dataclasses.replace(t, included=False, drop_reason=str(exc)))
+            notes.append(f"{t.task_type} {t.target}: {exc}")
+            continue
+        out.append(t)
+    return out, notes
+
+
 def route_for_forecast(router: Router):
     def route(t: PlannedTask) -> tuple[str, str, int, Rates]:
         choice = router.route(as_model_task(t), t.profile if not t.risk_high else None)
         sel = choice.selected
-        assert sel is not None
-        if sel.provider == OFFLINE_PROVIDER or choice.selected is None:
+        if sel is None:
+            raise NoEligibleModel(choice)
+        if sel.provider == OFFLINE_PROVIDER:
             return OFFLINE_PROVIDER, OFFLINE_MODEL, 0, router.prices.rates(OFFLINE_PROVIDER, OFFLINE_MODEL)
         return sel.provider, sel.model, sel.latency_ms, router.prices.rates(sel.provider, sel.model)
 
@@ -212,6 +235,9 @@ def forecast(snap: Snapshot, journal: Journal, engine: sa.Engine) -> ForecastRes
             checks = validator.applicable_checks(sandbox, tree, inventory) if "validate" in spec.stages else []
         tasks = plan_tasks(snap, inventory, _pinned(spec))
         route = route_for_forecast(planning_router(spec))
+        tasks, unroutable = without_unroutable(tasks, route)
+        for note in unroutable:
+            journal.decision("forecast", "model_task_dropped", note)
         rates = rates_of(manifest)
         check_runs = 2 * len(checks)  # before and after the patch
         budget = Decimal(s["budget_usd"])

@@ -203,7 +203,8 @@ def forecast_document(rc: RunCost) -> dict[str, Any]:
             "enforcement_action": budget.get("action", "none"),
         },
         "notes": (
-            f"forecast P50 ${f.get('total_p50', '0')[:10]}, P90 ${f.get('total_p90', '0')[:10]} (model cost × retry 1.10 × "
+            f"forecast P50 ${f.get('total_p50', '0')[:10]}, P90 ${f.get('total_p90', '0')[:10]} "
+            "(model cost × retry 1.10 × "
             f"safety 1.05); actual ${usd(rc.total)}"
             + (f", forecast error {err:+.2f}%" if err is not None else "")
             + f"; model provider: {rc.mode}"
@@ -304,7 +305,8 @@ def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, A
             )
         journal.emit(
             "stage_completed",
-            f"{len(calls)} model calls, ${usd(recorded)} model cost, run cost ${usd(Decimal(summary['totals']['run_cost_usd']))}",
+            f"{len(calls)} model calls, ${usd(recorded)} model cost, "
+            f"run cost ${usd(Decimal(summary['totals']['run_cost_usd']))}",
             stage="telemetry",
             calls=len(calls),
             llm_usd=str(recorded),

@@ -1,6 +1,7 @@
 """The audit stages as partitioned assets (one partition per repo), in lineage order:
 repo_snapshot → cost_forecast → review_findings → patch_plan → policy_decision →
-applied_patches → validation_result → audit_report → run_cost. Each body calls the matching function in ``casm_dagster.pipeline``."""
+applied_patches → validation_result → audit_report → run_cost. Each body calls the matching
+function in ``casm_dagster.pipeline`` (or ``planning``, ``gate``, ``proof``)."""
 
 from pathlib import Path
 

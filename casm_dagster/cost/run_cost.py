@@ -142,7 +142,8 @@ def mode_label(rc: RunCost) -> str:
     if rc.mode == "offline":
         return "offline (no model was called: deterministic answers, zero model cost)"
     if rc.mode == "replay":
-        return f"replay of run {rc.spec.effective_config['run']['models']['replay_of']} (recorded answers, no model called; costs at this run's prices)"
+        original = rc.spec.effective_config["run"]["models"]["replay_of"]
+        return f"replay of run {original} (recorded answers, no model called; costs at this run's prices)"
     return "live model providers"
 
 
@@ -191,7 +192,8 @@ def render_cost_report(rc: RunCost) -> str:
         f"| tools | {rc.check_minutes} CI minutes × ${rc.rates.ci_minute} | {_money(rc.tools)} |",
         f"| infra | {rc.run_seconds.quantize(Decimal('0.1'))} s × ${rc.rates.infra_second} | {_money(rc.infra)} |",
         f"| **run cost** | | **{_money(rc.total)}** |",
-        f"| HITL | {rc.hitl_decisions} decisions × {rc.hitl_minutes_each} min × ${rc.rates.human_minute} | {_money(rc.hitl)} |",
+        f"| HITL | {rc.hitl_decisions} decisions × {rc.hitl_minutes_each} min × ${rc.rates.human_minute} "
+        f"| {_money(rc.hitl)} |",
         f"| **outcome cost** | | **{_money(rc.outcome)}** |",
     ]
     if rc.forecast:
@@ -201,7 +203,8 @@ def render_cost_report(rc: RunCost) -> str:
             "",
             "## Forecast and budget",
             "",
-            f"- Forecast before the run: P50 ${_money(Decimal(f['total_p50']))}, P90 ${_money(Decimal(f['total_p90']))} "
+            f"- Forecast before the run: P50 ${_money(Decimal(f['total_p50']))}, "
+            f"P90 ${_money(Decimal(f['total_p90']))} "
             f"(model ${_money(Decimal(f['llm_p50']))} incl. retry ×1.10 and safety ×1.05; confidence {f['confidence']})",
             f"- Actual: ${_money(rc.total)}" + (f" (forecast error {err:+.2f}%)" if err is not None else ""),
         ]
@@ -253,7 +256,7 @@ def render_cost_report(rc: RunCost) -> str:
     if units:
         lines += ["", "## Unit economics", ""]
         for m in units:
-            lines.append(f"- {m['name']}: ${m['value']} ({m['basis']['count']} {m['basis']['description']})")
+            lines.append(f"- {m['name']}: ${m['value']:.6f} ({m['basis']['count']} {m['basis']['description']})")
     return "\n".join(lines) + "\n"
 
 
