@@ -188,3 +188,21 @@ def test_a_budget_too_small_for_any_model_work_stops_the_run(live):
     assert steps[0] == "none" and steps[-1] == "stop"  # the cascade's order: tests/llm/test_forecast_budget.py
     report = (Path(out["artifacts_dir"]) / "report.md").read_text()
     assert "stopped by the budget" in report
+
+
+def test_casm_cost_prints_the_last_runs_summary_with_margin(tmp_path):
+    env = isolated_env(tmp_path / "dh")
+    proc = run_casm(["demo", "--json"], tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    out = last_json(proc.stdout)
+    cost = run_casm(["cost", "--last-run", "--price-usd", "2", "--json"], tmp_path, env)
+    assert cost.returncode == 0, cost.stderr
+    data = last_json(cost.stdout)
+    summary = json.loads((Path(out["artifacts_dir"]) / "run_summary.json").read_text())
+    assert data["run_id"] == out["run_id"] and summary["model_mode"] == "offline"
+    outcome = Decimal(summary["totals"]["outcome_cost_usd"])
+    assert outcome > 0 and Decimal(summary["totals"]["llm_usd"]) == 0
+    assert data["gross_margin"] == float(round(1 - outcome / 2, 4))
+    assert "model mode:   offline" in cost.stdout
+    missing = run_casm(["cost", "--run-id", "01NOTARUN"], tmp_path, env)
+    assert missing.returncode == 2 and "no run_summary.json" in missing.stderr

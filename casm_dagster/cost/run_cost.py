@@ -205,7 +205,8 @@ def render_cost_report(rc: RunCost) -> str:
             "",
             f"- Forecast before the run: P50 ${_money(Decimal(f['total_p50']))}, "
             f"P90 ${_money(Decimal(f['total_p90']))} "
-            f"(model ${_money(Decimal(f['llm_p50']))} incl. retry ×1.10 and safety ×1.05; confidence {f['confidence']})",
+            f"(model ${_money(Decimal(f['llm_p50']))} incl. retry ×1.10 and safety ×1.05; "
+            f"confidence {f['confidence']})",
             f"- Actual: ${_money(rc.total)}" + (f" (forecast error {err:+.2f}%)" if err is not None else ""),
         ]
     if rc.plan:
