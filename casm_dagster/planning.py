@@ -25,8 +25,8 @@ from casm_dagster.gate import ruleset_for
 from casm_dagster.ids import new_ulid
 from casm_dagster.journal import Journal, write_json_atomic
 from casm_dagster.llm.catalog import OFFLINE_MODEL, OFFLINE_PROVIDER, load_catalog, lower_profile
-from casm_dagster.llm.router import ModelTask, RouteChoice, Router, RoutingSettings
-from casm_dagster.llm.session import settings_of
+from casm_dagster.llm.router import ModelTask, RouteChoice, Router
+from casm_dagster.llm.session import routing_settings, settings_of
 from casm_dagster.llm.tokens import estimate_tokens
 from casm_dagster.model_plan import FORECAST_FILE, MODEL_PLAN_FILE, load_plan
 from casm_dagster.pipeline import manifest_of, sandbox_of, scratch_checkout, skipped, stage
@@ -53,15 +53,7 @@ class _Silent:
 
 def planning_router(spec) -> Router:
     s = settings_of(spec)
-    settings = RoutingSettings(
-        strategy=s["strategy"],
-        quality_floor=s["quality_floor"],
-        latency_slo_ms=s["latency_slo_ms"],
-        max_usd_per_task=Decimal(s["max_usd_per_task"]),
-        fallbacks=s["fallbacks"],
-        available=frozenset(s["available_providers"]),
-        offline_reason=s["offline_reason"],
-    )
+    settings = routing_settings(spec)
     return Router(
         load_catalog(Path(s["catalog"]["path"])),
         load_prices(Path(s["prices"]["path"])),

@@ -82,6 +82,21 @@ def offline(spec: RunSpec) -> bool:
     return not settings_of(spec)["available_providers"]
 
 
+def routing_settings(spec: RunSpec) -> RoutingSettings:
+    """The router's settings as the run recorded them (forecast and stages route alike)."""
+    s = settings_of(spec)
+    return RoutingSettings(
+        strategy=s["strategy"],
+        quality_floor=s["quality_floor"],
+        latency_slo_ms=s["latency_slo_ms"],
+        max_usd_per_task=Decimal(s["max_usd_per_task"]),
+        fallbacks=s["fallbacks"],
+        available=frozenset(s["available_providers"]),
+        offline_reason=s["offline_reason"],
+        seed=spec.seed,
+    )
+
+
 class ReplayClients:
     """Serves the original run's answers (and errors) in order, per task, whatever model the
     replay routes to: the same run, so decisions match; prices may differ (counterfactual)."""
@@ -137,16 +152,7 @@ def open_session(spec: RunSpec, journal: Journal, engine: sa.Engine) -> ModelSes
     budget = Decimal(s["budget_usd"])
     ledger = BudgetLedger(max(Decimal(0), budget - spent(engine, spec.run_id)))
     replay = ReplayClients(Path(s["replay_dir"])) if s.get("replay_dir") else None
-    settings = RoutingSettings(
-        strategy=s["strategy"],
-        quality_floor=s["quality_floor"],
-        latency_slo_ms=s["latency_slo_ms"],
-        max_usd_per_task=Decimal(s["max_usd_per_task"]),
-        fallbacks=s["fallbacks"],
-        available=frozenset(s["available_providers"]),
-        offline_reason=s["offline_reason"],
-        seed=spec.seed,
-    )
+    settings = routing_settings(spec)
     telemetry = RunTelemetry(journal, engine, prices.version, s["fallbacks"])
     clients: Any = replay if replay is not None else Clients(catalog)
     sleep = (lambda _s: None) if replay is not None else None
