@@ -113,14 +113,25 @@ def fix(
         )
         tally.add(result)
         if result.value:
-            gitops.apply_patch(tree, result.value)
-            patch = gitops.diff_head(tree)
-            name = f"model-fix-{_slug(t.target)}"
             title = f"Fix {len(mine)} finding(s) in {t.target} (model-written)"
-            groups.append(
-                record_group(tree, patch, len(groups) + 1, name, title, "model", ["model-fix"], mine, patch_dir)
-            )
+            _keep(tree, result.value, groups, ("model-fix", t.target, title), mine, patch_dir)
     return tally
+
+
+def _keep(
+    tree: Path,
+    patch: bytes,
+    groups: list[PatchGroup],
+    what: tuple[str, str, str],
+    members: list[Finding],
+    patch_dir: Path,
+) -> None:
+    """A checked model patch becomes the next patch group (applied and committed in ``tree``)."""
+    rule, target, title = what
+    gitops.apply_patch(tree, patch)
+    staged = gitops.diff_head(tree)
+    name = f"{rule}-{_slug(target)}"
+    groups.append(record_group(tree, staged, len(groups) + 1, name, title, "model", [rule], members, patch_dir))
 
 
 def undocumented(text: str) -> list[str]:
@@ -162,11 +173,8 @@ def document(
         )
         tally.add(result)
         if result.value:
-            gitops.apply_patch(tree, result.value)
-            patch = gitops.diff_head(tree)
-            name = f"docgen-{_slug(t.target)}"
             title = f"Document public APIs in {t.target} (model-written)"
-            groups.append(record_group(tree, patch, len(groups) + 1, name, title, "model", ["docgen"], [], patch_dir))
+            _keep(tree, result.value, groups, ("docgen", t.target, title), [], patch_dir)
     return tally
 
 
