@@ -206,8 +206,6 @@ def _summary(run_dir: Path) -> dict | None:
 def _counterfactual(summary: dict) -> str | None:
     """For a replay: what the same run cost originally, and what it costs under this replay's
     routing and prices."""
-    from casm_dagster.journal import read_events  # noqa: F401  (keeps imports lazy)
-
     state = json.loads((_state_dir() / "runs" / summary["run_id"] / "state.json").read_text(encoding="utf-8"))
     original_id = state["effective_config"]["run"]["models"].get("replay_of")
     if not original_id:

@@ -35,7 +35,6 @@ from casm_dagster.pipeline import manifest_of
 from casm_dagster.report import parse_ts
 
 ROUTING_DOC, FORECAST_DOC, REPLAY_SCRIPT = "routing_decisions.json", "cost_forecast.json", "run_replay.sh"
-PROOF_FILES = (ROUTING_DOC, FORECAST_DOC, REPLAY_SCRIPT, "policy_decisions.json")
 
 
 def measure(spec: RunSpec, journal: Journal, engine: sa.Engine, checks: list[CheckRun], counts: Counts) -> RunCost:

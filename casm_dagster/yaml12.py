@@ -9,9 +9,13 @@ boolean True, ``yes``/``no`` are booleans, ``010`` is octal 8 and ``15:00`` is t
 from __future__ import annotations
 
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
+
+from casm_dagster.errors import ConfigError
 
 _BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"
@@ -64,6 +68,34 @@ Yaml12Loader.add_constructor(_INT, _construct_int)
 
 def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_config(path: Path, model: type[M], what: str) -> tuple[M, bytes]:
+    """Read, parse and strictly validate one of CASM's YAML config files; every failure is a
+    ``ConfigError`` naming the file and the key path. Returns the model and the raw bytes
+    (whose hash versions the file)."""
+    try:
+        raw = path.read_bytes()
+        data = load_yaml(raw.decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text: {exc.reason}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return model.model_validate(data), raw
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()[:8]
+        )
+        raise ConfigError(f"{path}: invalid {what}: {problems}") from None
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -14,11 +14,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from casm_dagster.errors import ConfigError
-from casm_dagster.yaml12 import load_yaml
+from casm_dagster.yaml12 import load_config
 
 BUNDLED = Path(__file__).resolve().parent / "prices.yaml"
 NonNegative = Annotated[float, Field(ge=0)]
@@ -119,22 +118,7 @@ class PriceRegistry:
 
 def load_prices(path: Path | None = None) -> PriceRegistry:
     path = path or BUNDLED
-    try:
-        raw = path.read_bytes()
-        data = load_yaml(raw.decode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read price registry {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not a valid YAML price registry: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        model = RegistryModel.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()[:8]
-        )
-        raise ConfigError(f"{path}: invalid price registry: {problems}") from None
+    model, raw = load_config(path, RegistryModel, "price registry")
     if model.currency != "USD":
         raise ConfigError(f"{path}: currency must be USD (got {model.currency!r})")
     return PriceRegistry(model=model, sha256=hashlib.sha256(raw).hexdigest(), path=path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from casm_dagster.contracts.manifest import TemplateManifest
-from casm_dagster.contracts.run import RunSpec, RunState
+from casm_dagster.contracts.run import RunSpec
 from casm_dagster.contracts.validation import CheckRun
 from casm_dagster.cost.formulas import CostRates, gross_margin, infra_cost, outcome_cost, per_unit, run_cost, tool_cost
 from casm_dagster.cost.usage import CENT, Usage, usd
@@ -330,7 +330,3 @@ def run_summary(rc: RunCost) -> dict[str, Any]:
 
 def load_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def hitl_decisions(state: RunState, events: list[Any]) -> int:
-    return sum(1 for e in events if e.type == "hitl_decision" and e.data.get("outcome") in ("approved", "denied"))

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from casm_dagster.errors import ConfigError
-from casm_dagster.yaml12 import load_yaml, yaml_problem
+from casm_dagster.yaml12 import load_config
 
 BUNDLED = Path(__file__).resolve().parent / "catalog.yaml"
 PROFILES: tuple[str, ...] = ("cheap", "code_mid", "reasoning_low", "reasoning_high")  # weakest first
@@ -107,19 +105,4 @@ def higher_profile(profile: str) -> str:
 
 def load_catalog(path: Path | None = None) -> Catalog:
     path = path or BUNDLED
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read model catalog {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return Catalog(CatalogModel.model_validate(data), path)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()[:8]
-        )
-        raise ConfigError(f"{path}: invalid model catalog: {problems}") from None
+    return Catalog(load_config(path, CatalogModel, "model catalog")[0], path)

@@ -49,6 +49,7 @@ DEFAULT_FALLBACKS: dict[str, str] = {
     "low_quality": "reduce_scope",
 }
 T = TypeVar("T")
+NO_USAGE = Usage()  # a request that got no answer
 
 
 class InvalidOutput(ValueError):
@@ -384,6 +385,33 @@ class Router:
         prompt = task.prompt
         retries = 0
         reasked = False
+
+        def record(
+            outcome: str, latency: int, usage: Usage = NO_USAGE, cost: Decimal = Decimal(0), **more: Any
+        ) -> None:
+            call = CallRecord(
+                call_id=new_ulid(),
+                task_id=task.task_id,
+                task_type=task.task_type,
+                stage=task.stage,
+                provider=c.provider,
+                model=c.model,
+                profile=choice.profile,
+                attempt=len(calls) + 1,
+                retries=retries,
+                usage=usage,
+                latency_ms=latency,
+                route_reason=",".join(choice.reason_codes),
+                outcome=outcome,  # type: ignore[arg-type]
+                quality=more.get("quality", 0.0),
+                cost=cost,
+                priced_by_default=rates.by_default,
+                prompt_sha256=prompt_sha256(prompt),
+                error=more.get("error", ""),
+            )
+            self.recorder.call(call, more.get("text"), more.get("err"))
+            calls.append(call)
+
         while True:
             worst = llm_cost(Usage(input=max_tokens(prompt.text), output=prompt.max_output_tokens), rates)
             try:
@@ -395,24 +423,7 @@ class Router:
                 reply: Reply = self.clients.get(c.provider).complete(c.model, prompt, self.settings.timeout_s)
             except ProviderError as err:
                 self.ledger.release(reservation)  # a failed request is not billed
-                latency = int((time.monotonic() - started) * 1000)
-                calls.append(
-                    self._record(
-                        task,
-                        choice,
-                        prompt,
-                        len(calls) + 1,
-                        retries,
-                        Usage(),
-                        latency,
-                        "error",
-                        0.0,
-                        Decimal(0),
-                        None,
-                        err,
-                        rates.by_default,
-                    )
-                )
+                record("error", int((time.monotonic() - started) * 1000), err=err, error=str(err))
                 if err.retryable and retries < self.settings.max_retries:
                     wait = self._backoff(retries, err.retry_after)
                     if wait is not None:
@@ -426,24 +437,7 @@ class Router:
             try:
                 value = parse(reply.text)
             except InvalidOutput as bad:
-                calls.append(
-                    self._record(
-                        task,
-                        choice,
-                        prompt,
-                        len(calls) + 1,
-                        retries,
-                        reply.usage,
-                        latency,
-                        "fail",
-                        0.0,
-                        cost,
-                        reply.text,
-                        None,
-                        rates.by_default,
-                        f"invalid output: {bad}",
-                    )
-                )
+                record("fail", latency, reply.usage, cost, text=reply.text, error=f"invalid output: {bad}")
                 if reasked:
                     return None, "low_quality", f"invalid output twice: {bad}"
                 reasked = True
@@ -456,24 +450,7 @@ class Router:
                     task.prompt.offline_answer,
                 )
                 continue
-            quality = 1.0 if not reasked else 0.5
-            calls.append(
-                self._record(
-                    task,
-                    choice,
-                    prompt,
-                    len(calls) + 1,
-                    retries,
-                    reply.usage,
-                    latency,
-                    "pass",
-                    quality,
-                    cost,
-                    reply.text,
-                    None,
-                    rates.by_default,
-                )
-            )
+            record("pass", latency, reply.usage, cost, text=reply.text, quality=0.5 if reasked else 1.0)
             return value, None, ""
 
     def _backoff(self, retries: int, retry_after: float | None) -> float | None:
@@ -484,44 +461,3 @@ class Router:
         with self._lock:
             jitter = self._rng.uniform(0, self.settings.backoff_base_s)
         return min(self.settings.max_wait_s, self.settings.backoff_base_s * 2**retries + jitter)
-
-    def _record(
-        self,
-        task,
-        choice,
-        prompt,
-        attempt,
-        retries,
-        usage,
-        latency,
-        outcome,
-        quality,
-        cost,
-        text,
-        err,
-        by_default,
-        detail: str = "",
-    ) -> CallRecord:
-        c = choice.selected
-        record = CallRecord(
-            call_id=new_ulid(),
-            task_id=task.task_id,
-            task_type=task.task_type,
-            stage=task.stage,
-            provider=c.provider,
-            model=c.model,
-            profile=choice.profile,
-            attempt=attempt,
-            retries=retries,
-            usage=usage,
-            latency_ms=latency,
-            route_reason=",".join(choice.reason_codes),
-            outcome=outcome,
-            quality=quality,
-            cost=cost,
-            priced_by_default=by_default,
-            prompt_sha256=prompt_sha256(prompt),
-            error=str(err) if err else detail,
-        )
-        self.recorder.call(record, text, err)
-        return record

@@ -53,7 +53,7 @@ def test_a_configured_default_prices_unknown_models_and_says_so(tmp_path: Path) 
          'source: "s"}\n', "price_in_per_1m"),
         ('registry_version: "x"\nmodels:\n  openai/a: {price_in_per_1m: 1, price_out_per_1m: 1}\n', "as_of"),
         ('registry_version: "x"\ncurrency: EUR\nmodels: {}\n', "currency must be USD"),
-        ("models: [\n", "not a valid YAML"),
+        ("models: [\n", "not valid YAML \\(line 2"),
     ],
 )  # fmt: skip
 def test_malformed_registries_are_precise_errors(tmp_path: Path, text: str, message: str) -> None:
