@@ -24,26 +24,37 @@ _SETTINGS = (
 _HARDENING = [arg for setting in _SETTINGS for arg in ("-c", setting)]
 
 
-def _git_env() -> dict[str, str]:
+def _git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["GIT_CONFIG_NOSYSTEM"] = "1"
+    env.update(extra or {})
     return env
 
 
 def git(
-    repo: Path, *args: str, check: bool = True, input_bytes: bytes | None = None
+    repo: Path,
+    *args: str,
+    check: bool = True,
+    input_bytes: bytes | None = None,
+    env: dict[str, str] | None = None,
+    secrets: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[bytes]:
+    """``env`` adds variables (e.g. ``GIT_CONFIG_*`` carrying a credential: the environment
+    is private to the process, unlike argv); ``secrets`` are scrubbed from error messages."""
     proc = subprocess.run(
         ["git", *_HARDENING, "-C", str(repo), *args],
         input=input_bytes,
         capture_output=True,
-        env=_git_env(),
+        env=_git_env(env),
         timeout=600,
     )
     if check and proc.returncode != 0:
+        from casm_dagster.redact import redact
+
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise RepoError(f"git {args[0]} failed in {repo}: {detail[-1] if detail else proc.returncode}")
+        last = redact(detail[-1], list(secrets)) if detail else proc.returncode
+        raise RepoError(f"git {args[0]} failed in {repo}: {last}")
     return proc
 
 
