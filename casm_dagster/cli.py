@@ -116,6 +116,7 @@ def _run_options(kw: dict) -> RunOptions:
         head=kw.get("head"),
         ruleset=ruleset,
         ruleset_hash=kw.get("ruleset_hash"),
+        pr=kw.get("pr"),
     )
 
 
@@ -123,28 +124,39 @@ def _run(
     template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, options: RunOptions | None = None
 ) -> None:
     from casm_dagster.launcher import launch_audit
-    from casm_dagster.runspec import resolve_local_repo
+    from casm_dagster.runspec import resolve_repo
     from casm_dagster.templates import load_template
 
     # Validate everything before anything is written.
     template = load_template(template_ref)
-    info = resolve_local_repo(repo)
+    options = options or _run_options({})
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise CasmError(f"--artifacts-dir {artifacts_dir} exists and is not a directory")
+    info, github = resolve_repo(repo, _state_dir(), options.pr)
     if info.dirty:
         click.echo(
             f"casm: note: {info.root} has uncommitted changes; auditing HEAD {info.head_commit[:12]} only", err=True
         )
     instance = _instance()
     ref = str(template.path) if Path(template_ref).suffix in (".yaml", ".yml") else template.id
-    click.echo(f"casm: {template.id} on {info.root} (stages: {', '.join(template.stages)})", err=True)
-    options = options or _run_options({})
+    target = f"{github.repo}@{github.head_commit[:12]}" if github else str(info.root)
+    click.echo(f"casm: {template.id} on {target} (stages: {', '.join(template.stages)})", err=True)
     # Fail on a bad flag before Dagster starts (the asset would fail the same way, later).
     from casm_dagster.runspec import build_spec
 
-    build_spec(template, repo, info, _state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options)
+    build_spec(template, repo, info, _state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options, github)
     result = launch_audit(
-        instance, template, ref, repo, info.root, _state_dir(), artifacts_dir.resolve(), seed, True, options
+        instance,
+        template,
+        ref,
+        repo,
+        info.root,
+        _state_dir(),
+        artifacts_dir.resolve(),
+        seed,
+        True,
+        options,
+        github=github.repo if github else None,
     )
     state = result.state
     status = state.status if state else "failed"
@@ -154,8 +166,11 @@ def _run(
     report_path = artifacts_dir.resolve() / "report.md" if status in written else None
     click.echo("", err=True)
     click.echo(f"run {result.run_id}: {status} (Dagster run {result.dagster_run_id})")
-    click.echo(f"  repo:      {info.root}")
+    click.echo(f"  repo:      {github.repo if github else info.root}")
     click.echo(f"  branch:    {branch or 'none'}")
+    pull = _pull_request(result.run_dir)
+    if pull:
+        click.echo(f"  PR:        {pull}")
     click.echo(f"  report:    {report_path or 'not written'}")
     click.echo(f"  artifacts: {artifacts_dir.resolve()} (all files also in {result.run_dir})")
     if state and state.error:
@@ -180,7 +195,8 @@ def _run(
                 {
                     "run_id": result.run_id,
                     "status": status,
-                    "repo": str(info.root),
+                    "repo": github.repo if github else str(info.root),
+                    "pull_request": pull,
                     "branch": branch,
                     "report": str(report_path) if report_path else None,
                     "artifacts_dir": str(artifacts_dir.resolve()),
@@ -196,6 +212,18 @@ def _run(
             )
         )
     sys.exit(RUN_EXIT_CODES.get(status, EXIT_RUN_FAILED))
+
+
+def _pull_request(run_dir: Path) -> str | None:
+    """The PR a GitHub-mode run opened or commented on (from its events)."""
+    events = run_dir / "events.jsonl"
+    if not events.exists():
+        return None
+    for line in reversed(events.read_text(encoding="utf-8").splitlines()):
+        data = json.loads(line).get("data") or {}
+        if data.get("decision") in ("pr_opened", "pr_updated") and data.get("url"):
+            return data["url"]
+    return None
 
 
 def _summary(run_dir: Path) -> dict | None:
@@ -284,7 +312,14 @@ def _replay_flags(func):
     metavar="ID|PATH",
     help="A template id (see `casm templates list`) or a manifest.yaml path.",
 )
-@click.option("--repo", required=True, metavar="PATH", help="A local git repository (its HEAD is audited).")
+@click.option(
+    "--repo",
+    required=True,
+    metavar="PATH|OWNER/NAME",
+    help="A local git repository (its HEAD is audited), or a GitHub repo owner/name (GitHub mode: "
+    "GITHUB_TOKEN, GITHUB_API_URL).",
+)
+@click.option("--pr", type=click.IntRange(min=1), default=None, help="GitHub mode, pr-sentinel: the pull request.")
 @_artifacts_option
 @_json_option
 @_seed_option
@@ -573,6 +608,130 @@ def repos_list() -> None:
         click.echo("no repos registered (casm repos add PATH)")
     for record in records:
         click.echo(f"{record.partition_key}\t{record.kind}\t{record.location}")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--repo", metavar="OWNER/NAME|PATH", help="The repository to watch.")
+@click.option(
+    "--schedule", type=click.Choice(["hourly", "daily"]), help="How often the heartbeat audits it (per UTC window)."
+)
+@click.option(
+    "--template",
+    "template_ref",
+    default="repo-auditor",
+    show_default=True,
+    metavar="ID|PATH",
+    help="What the heartbeat runs. A PR template (pr-sentinel) here means: watch PRs only, no heartbeat audit.",
+)
+@click.option(
+    "--pr-template",
+    default="pr-sentinel",
+    show_default=True,
+    metavar="ID|PATH",
+    help="What the PR sensor runs on each new PR head (a copy of pr-sentinel with your approvers).",
+)
+@click.option("--no-prs", is_flag=True, help="Do not watch pull requests (heartbeat only).")
+@click.pass_context
+def sentinel(ctx: click.Context, repo, schedule, template_ref, pr_template, no_prs) -> None:
+    """Continuous Sentinel: register a repo for the heartbeat and the PR sensor.
+
+    casm sentinel --repo owner/name --schedule hourly|daily [--template pr-sentinel]
+    adds the repo's dynamic partition and its settings (kept in the instance database);
+    the heartbeat_hourly / heartbeat_daily schedules then emit one audit per window, and
+    pr_sensor one pr-sentinel run per new PR head. Registering again updates the settings.
+    """
+    if ctx.invoked_subcommand is not None:
+        if repo or schedule:
+            raise CasmError("--repo/--schedule register a repo; they do not combine with list/remove")
+        return
+    if not repo or not schedule:
+        raise CasmError("register with: casm sentinel --repo OWNER/NAME --schedule hourly|daily (or: list, remove)")
+    from casm_dagster.sentinel_cli import register
+
+    record, notes = register(_instance(), repo, schedule, template_ref, None if no_prs else pr_template)
+    for note in notes:
+        click.echo(f"casm: note: {note}", err=True)
+    heartbeat = f"{record.schedule} heartbeat: {record.template}" if record.template else "no heartbeat audit"
+    prs = f"PRs: {record.pr_template}" if record.pr_template else "PRs not watched"
+    click.echo(f"{record.repo} registered as partition {record.partition_key} ({heartbeat}; {prs})")
+
+
+@sentinel.command("list")
+@_json_option
+def sentinel_list(as_json: bool) -> None:
+    """List registered repos: partition, schedule, heartbeat template, PR template."""
+    from casm_dagster.sentinel_cli import describe, store
+
+    records = store(_instance()).list()
+    if as_json:
+        click.echo(json.dumps([describe(r) for r in records], sort_keys=True))
+        return
+    if not records:
+        click.echo("no repos registered (casm sentinel --repo OWNER/NAME --schedule hourly)")
+    for r in records:
+        click.echo(f"{r.repo}\t{r.schedule}\t{r.template or '-'}\t{r.pr_template or '-'}\t{r.partition_key}")
+
+
+@sentinel.command("remove")
+@click.option("--repo", "target", required=True, metavar="OWNER/NAME|PATH")
+def sentinel_remove(target: str) -> None:
+    """Stop watching a repo (its partition and past runs stay)."""
+    from casm_dagster.sentinel_cli import remove
+
+    if not remove(_instance(), target):
+        raise CasmError(f"{target} is not registered (see `casm sentinel list`)")
+    click.echo(f"{target} removed")
+
+
+@main.group(invoke_without_command=True)
+@click.option(
+    "--event",
+    type=click.Choice(["pull_request", "issue_comment", "pull_request_review", "label"]),
+    help="The X-GitHub-Event of the payload.",
+)
+@click.option("--payload", type=click.Path(path_type=Path), help="The webhook's JSON body, as GitHub sent it.")
+@click.option("--delivery-id", default=None, help="X-GitHub-Delivery (dedupes a redelivered hook).")
+@click.option("--dry-run", is_flag=True, help="Only print what the event derives; record and queue nothing.")
+@click.pass_context
+def webhook(ctx: click.Context, event, payload, delivery_id, dry_run) -> None:
+    """Turn a GitHub webhook payload into run requests and approval records (JSON on stdout).
+
+    pull_request opened/reopened/synchronize/ready_for_review → a pr-sentinel run request
+    (queued for pr_sensor, same run key as its poll); a labeled PR, an issue_comment or a
+    submitted review → the PR's pending approval request is decided (allowlist applies).
+    Events needing no action (a closed PR, a draft) print []. `casm webhook serve` runs a
+    small receiver that verifies X-Hub-Signature-256.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not event or not payload:
+        raise CasmError("pass --event EVENT --payload FILE (or: casm webhook serve)")
+    from casm_dagster.sentinel_cli import handle, read_payload
+
+    data = read_payload(payload)
+    click.echo(json.dumps(handle(_instance(), event, data, dry_run, delivery_id), indent=2, sort_keys=True))
+
+
+@webhook.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8787, show_default=True)
+def webhook_serve(host: str, port: int) -> None:
+    """Receive GitHub webhooks over HTTP (secret from CASM_WEBHOOK_SECRET; Ctrl-C stops)."""
+    import os
+
+    from casm_dagster.sentinel_cli import SECRET_ENV, serve
+
+    secret = os.environ.get(SECRET_ENV, "")
+    if len(secret) < 16:
+        raise CasmError(f"set {SECRET_ENV} to the webhook's secret (16+ characters): unsigned hooks are refused")
+    server = serve(_instance(), host, port, secret, lambda line: click.echo(line, err=True))
+    click.echo(f"casm: receiving webhooks on http://{host}:{server.server_address[1]}/", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from casm_dagster.hitl import ApprovalError
 from casm_dagster.journal import Journal, Listener, utc_now
 from casm_dagster.policy.diff import parse_diff
 from casm_dagster.stores.approvals import APPROVED, ApprovalRecord, ApprovalStore
+from casm_dagster.templates import PR_WORKFLOW
 
 SCOPED_DIR = "patches/scoped"
 # After a human approved a risky change, model agents (when the router runs any) use the
@@ -146,6 +147,11 @@ def resume(
     run_dir = Path(record.state_dir) / "runs" / record.run_id
     spec = pipeline.load(run_dir, pipeline.SPEC_FILE, RunSpec)
     journal = Journal(spec, listener)
+    if spec.workflow == PR_WORKFLOW:  # a reviewed PR: nothing to apply, the comment says who approved
+        from casm_dagster.prsentinel.approved import acknowledge
+
+        done = acknowledge(store, record, spec, journal, continuation_run_id)
+        return Resumed("acknowledged" if done else "already_consumed", record.run_id, record.partition_key)
     snap = pipeline.load(run_dir, pipeline.SNAPSHOT_FILE, Snapshot)
     review = pipeline.load(run_dir, pipeline.REVIEW_FILE, Review)
     plan = pipeline.load(run_dir, pipeline.PLAN_FILE, PatchPlan)

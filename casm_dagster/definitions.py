@@ -4,10 +4,12 @@ import warnings
 
 import dagster as dg
 
+from casm_dagster.assets import pr_sentinel
 from casm_dagster.assets.stages import GROUP, STAGE_ASSETS
 from casm_dagster.ops.hitl import hitl_continuation_job
 from casm_dagster.resources import CasmResource
 from casm_dagster.sensors.hitl import hitl_approval_sensor
+from casm_dagster.sensors.sentinel import heartbeat_daily, heartbeat_hourly, pr_sensor
 
 # Dagster 1.13 itself passes the beta ``owners`` parameter when it binds a sensor's job to
 # the resources below, and warns about its own call on every load; nothing here uses it.
@@ -22,9 +24,17 @@ audit_job = dg.define_asset_job(
     description="One audit of one repo partition: ingest → analyze → plan → policy → apply → validate → report.",
 )
 
+pr_sentinel_job = dg.define_asset_job(
+    "pr_sentinel_job",
+    selection=dg.AssetSelection.groups(pr_sentinel.GROUP),
+    executor_def=dg.in_process_executor,
+    description="pr-sentinel on one PR head: score the diff, review the changed files, update the sticky comment.",
+)
+
 defs = dg.Definitions(
-    assets=STAGE_ASSETS,
-    jobs=[audit_job, hitl_continuation_job],
-    sensors=[hitl_approval_sensor],
+    assets=[*STAGE_ASSETS, pr_sentinel.pr_review],
+    jobs=[audit_job, pr_sentinel_job, hitl_continuation_job],
+    schedules=[heartbeat_hourly, heartbeat_daily],
+    sensors=[hitl_approval_sensor, pr_sensor],
     resources={"casm": CasmResource(state_dir=dg.EnvVar("CASM_STATE_DIR").get_value(".casm") or ".casm")},
 )

@@ -15,7 +15,7 @@ from casm_dagster import gitops, report
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import GateResult
-from casm_dagster.contracts.run import Snapshot
+from casm_dagster.contracts.run import RunSpec, Snapshot
 from casm_dagster.cost.run_cost import Counts
 from casm_dagster.errors import ConfigError
 from casm_dagster.hitl import expiry
@@ -28,7 +28,7 @@ from casm_dagster.policy.document import HitlInfo, RunContext, policy_document
 from casm_dagster.policy.engine import PolicyResult, SemanticScore
 from casm_dagster.policy.ruleset import Ruleset, load_ruleset
 from casm_dagster.policy.sources import PatchOnly
-from casm_dagster.stores.approvals import ApprovalStore
+from casm_dagster.stores.approvals import ApprovalRecord, ApprovalStore
 
 POLICY_FILE = "policy_decisions.json"
 GATE_FILE = "gate.json"
@@ -108,6 +108,69 @@ def _redteam(snap: Snapshot, journal: Journal, engine, diff: bytes) -> SemanticS
     return semantic
 
 
+def repo_type(spec: RunSpec) -> str:
+    return "github" if spec.effective_config["run"].get("github") else "local"
+
+
+def hitl_info(spec: RunSpec, mode: str) -> HitlInfo:
+    """How a gated run is approved: ``mode`` with the template's approvers and channel."""
+    cfg = manifest_of(spec).policy.hitl
+    github = cfg.github
+    approvers = cfg.local.approvers if mode == "local" else (github.approvers if github else [])  # type: ignore[union-attr]
+    return HitlInfo(
+        mode=mode,
+        status="pending",
+        approvers=tuple(approvers),
+        required_label=github.required_label if github and mode == "github_label" else None,
+        approval_comment_regex=github.approval_comment_regex if github and mode == "github_comment" else None,
+    )
+
+
+def request_approval(
+    approvals: ApprovalStore,
+    spec: RunSpec,
+    journal: Journal,
+    hitl: HitlInfo,
+    bound_sha256: str,
+    ruleset: Ruleset,
+    result: PolicyResult,
+    data: dict[str, Any],
+    channel: dict[str, Any] | None = None,
+) -> ApprovalRecord:
+    """Store the decision packet of a gated run (``bound_sha256``: what the approval is for;
+    ``channel``: where a GitHub approval is read, e.g. the PR)."""
+    now = utc_now()
+    request = approvals.create(
+        request_id=new_ulid(),
+        run_id=spec.run_id,
+        repo=spec.repo,
+        partition_key=spec.partition_key,
+        template_id=spec.template_id,
+        state_dir=spec.state_dir,
+        mode=hitl.mode,
+        approvers=list(hitl.approvers),
+        plan_sha256=bound_sha256,
+        ruleset_id=ruleset.id,
+        ruleset_sha256=ruleset.sha256,
+        packet={
+            "status": result.status,
+            "score": result.score,
+            "reason_codes": result.reason_codes,
+            "summary": result.human_summary,
+            "scope": data["scope"],
+            "hitl": {
+                "required_label": hitl.required_label,
+                "approval_comment_regex": hitl.approval_comment_regex,
+                **(channel or {}),
+            },
+        },
+        created_at=now,
+        expires_at=expiry(now, manifest_of(spec).policy.hitl.expires_after_hours),
+    )
+    journal.state.hitl_request_id = request.request_id
+    return request
+
+
 def gate(
     snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, approvals: ApprovalStore, engine=None
 ) -> GateResult:
@@ -132,8 +195,8 @@ def gate(
         ctx = RunContext(
             run_id=spec.run_id,
             template_id=spec.template_id,
-            repo_type="local",
-            repo_id=spec.repo_path,
+            repo_type=repo_type(spec),
+            repo_id=spec.repo if repo_type(spec) == "github" else spec.repo_path,
             started_at=journal.state.started_at,
             base=plan.base_commit,
             head=f"plan:{plan.plan_sha256}",
@@ -141,50 +204,13 @@ def gate(
         request = None
         hitl = HitlInfo()
         if result.status == "gate":
-            approvers = hitl_cfg.local.approvers if hitl_cfg.mode == "local" else hitl_cfg.github.approvers  # type: ignore[union-attr]
-            github = hitl_cfg.github
-            hitl = HitlInfo(
-                mode=hitl_cfg.mode,
-                status="pending",
-                approvers=tuple(approvers),
-                required_label=github.required_label if github and hitl_cfg.mode == "github_label" else None,
-                approval_comment_regex=(
-                    github.approval_comment_regex if github and hitl_cfg.mode == "github_comment" else None
-                ),
-            )
+            hitl = hitl_info(spec, hitl_cfg.mode)
         document = policy_document(result, ctx, hitl)
         data = event_data(result, document)
         journal.state.policy_status = result.status
         journal.decision("policy", f"policy_{result.status}", result.human_summary, **data)
         if result.status == "gate":
-            now = utc_now()
-            request = approvals.create(
-                request_id=new_ulid(),
-                run_id=spec.run_id,
-                repo=spec.repo,
-                partition_key=spec.partition_key,
-                template_id=spec.template_id,
-                state_dir=spec.state_dir,
-                mode=hitl_cfg.mode,
-                approvers=list(hitl.approvers),
-                plan_sha256=plan.plan_sha256,
-                ruleset_id=ruleset.id,
-                ruleset_sha256=ruleset.sha256,
-                packet={
-                    "status": result.status,
-                    "score": result.score,
-                    "reason_codes": result.reason_codes,
-                    "summary": result.human_summary,
-                    "scope": data["scope"],
-                    "hitl": {
-                        "required_label": hitl.required_label,
-                        "approval_comment_regex": hitl.approval_comment_regex,
-                    },
-                },
-                created_at=now,
-                expires_at=expiry(now, hitl_cfg.expires_after_hours),
-            )
-            journal.state.hitl_request_id = request.request_id
+            request = request_approval(approvals, spec, journal, hitl, plan.plan_sha256, ruleset, result, data)
         write_json_atomic(journal.run_dir / POLICY_FILE, document)
         outcome = GateResult(
             status=result.status,

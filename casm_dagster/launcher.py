@@ -18,7 +18,7 @@ from casm_dagster.sensors.hitl import continuation_request
 from casm_dagster.stores.approvals import ApprovalStore
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRecord, RepoRegistry
-from casm_dagster.templates import Template
+from casm_dagster.templates import PR_WORKFLOW, Template
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,12 @@ def approvals(instance: dg.DagsterInstance) -> ApprovalStore:
 
 
 def register_local_repo(instance: dg.DagsterInstance, path: Path) -> RepoRecord:
-    """Record the repo and add its dynamic partition (idempotent)."""
-    record = registry(instance).add("local", str(path))
+    return register_repo(instance, "local", str(path))
+
+
+def register_repo(instance: dg.DagsterInstance, kind: str, location: str) -> RepoRecord:
+    """Record the repo (a local path, or owner/name) and add its dynamic partition (idempotent)."""
+    record = registry(instance).add(kind, location)
     if not instance.has_dynamic_partition(repos_partitions.name, record.partition_key):
         instance.add_dynamic_partitions(repos_partitions.name, [record.partition_key])
     return record
@@ -57,12 +61,15 @@ def launch_audit(
     seed: int,
     progress: bool,
     options: RunOptions | None = None,
+    github: str | None = None,
 ) -> LaunchResult:
-    record = register_local_repo(instance, repo_root)
+    """``github``: owner/name in GitHub mode (``repo_root`` is then the mirror)."""
+    record = register_repo(instance, "github", github) if github else register_local_repo(instance, repo_root)
     run_id = new_ulid()
+    reviews_pr = template.manifest.entrypoint.workflow == PR_WORKFLOW
     run_config = {
         "ops": {
-            "repo_snapshot": {
+            ("pr_review" if reviews_pr else "repo_snapshot"): {
                 "config": {
                     "template": template_ref,
                     "run_id": run_id,
@@ -83,7 +90,7 @@ def launch_audit(
         "casm/repo": repo,
         "casm/partition": record.partition_key,
     }
-    job = defs.resolve_job_def("audit_job")
+    job = defs.resolve_job_def("pr_sentinel_job" if reviews_pr else "audit_job")
     result = job.execute_in_process(
         run_config=run_config,
         instance=instance,

@@ -31,6 +31,7 @@ from casm_dagster.cost.run_cost import Counts
 from casm_dagster.errors import RunNotFoundError
 from casm_dagster.journal import Journal, write_json_atomic
 from casm_dagster.llm.session import offline
+from casm_dagster.prsentinel.scope import restrict
 from casm_dagster.repo_scan import scan
 from casm_dagster.sandbox import Sandbox
 
@@ -105,9 +106,13 @@ def ingest(spec: RunSpec, journal: Journal) -> Snapshot:
         seed=spec.seed,
     )
     with stage(journal, "ingest", "reading the repository"):
-        info = gitops.inspect_repo(Path(spec.repo_path))
-        pinned = spec.effective_config["run"].get("head")
-        if pinned:  # --head: audit that commit, whatever HEAD is now
+        run = spec.effective_config["run"]
+        pinned = run.get("head")
+        if run.get("github"):  # the bare mirror has no HEAD to read: the fetched commit is pinned
+            info = gitops.RepoInfo(Path(spec.repo_path), pinned, run["github"]["head_ref"], False)
+        else:
+            info = gitops.inspect_repo(Path(spec.repo_path))
+        if pinned and not run.get("github"):  # --head: audit that commit, whatever HEAD is now
             info = gitops.RepoInfo(info.root, pinned, f"pinned {pinned[:12]}", False)
         journal.state.head_commit = info.head_commit
         if info.dirty:
@@ -163,7 +168,7 @@ def analyze(snap: Snapshot, journal: Journal, engine: sa.Engine | None = None) -
     with stage(journal, "analyze", "running analysers and the baseline checks"):
         sandbox = sandbox_of(snap.spec)
         with scratch_checkout(Path(snap.spec.repo_path), snap.head_commit) as tree:
-            inventory = scan(tree)
+            inventory = restrict(scan(tree), journal.run_dir)  # pr-sentinel: the PR's files
             checks = validator.applicable_checks(sandbox, tree, inventory)
             baseline = validator.run_checks(sandbox, checks, tree, "before")
             findings, analysers = reviewer.review(tree, inventory, baseline)
@@ -417,9 +422,11 @@ def deliver(
     with stage(journal, "report", "writing the report and delivering the branch"):
         spec = snap.spec
         branch = None
+        github = spec.effective_config["run"].get("github")
         if validation.final_commit:
             branch = branch_name(spec)
-            gitops.create_branch(Path(spec.repo_path), branch, validation.final_commit)
+            if not github:  # GitHub mode: the branch is made in the mirror and pushed below
+                gitops.create_branch(Path(spec.repo_path), branch, validation.final_commit)
             journal.state.branch = branch
             journal.decision(
                 "report",
@@ -437,6 +444,20 @@ def deliver(
         )
         cost = proof.finalize(spec, journal, engine, validation.checks, counts, status="succeeded")
         delivery = report.write_all(snap, review, patch_plan, validation, branch, cost, journal, gate)
+        if github and branch and validation.final_commit:
+            from casm_dagster.github.deliver import open_pull
+            from casm_dagster.proof import cost_report_name
+
+            pr = open_pull(
+                spec,
+                journal,
+                branch,
+                validation.final_commit,
+                Path(delivery.report),
+                spec.run_dir / cost_report_name(spec),
+            )
+            if pr:
+                delivery = delivery.model_copy(update={"pull_request": pr.url})
         journal.state.counts = {
             "findings": delivery.findings,
             "patches": delivery.patches,

@@ -30,6 +30,7 @@ from casm_dagster.llm.session import routing_settings, settings_of
 from casm_dagster.llm.tokens import estimate_tokens
 from casm_dagster.model_plan import FORECAST_FILE, MODEL_PLAN_FILE, load_plan
 from casm_dagster.pipeline import manifest_of, sandbox_of, scratch_checkout, skipped, stage
+from casm_dagster.prsentinel.scope import restrict
 from casm_dagster.repo_scan import Inventory, SourceFile, scan
 
 # Output-token guesses per task type (P50); the prompt's cap is P90.
@@ -223,7 +224,7 @@ def forecast(snap: Snapshot, journal: Journal, engine: sa.Engine) -> ForecastRes
         manifest = manifest_of(spec)
         sandbox = sandbox_of(spec)
         with scratch_checkout(Path(spec.repo_path), snap.head_commit) as tree:
-            inventory = scan(tree)
+            inventory = restrict(scan(tree), journal.run_dir)  # pr-sentinel: the PR's files
             checks = validator.applicable_checks(sandbox, tree, inventory) if "validate" in spec.stages else []
         tasks = plan_tasks(snap, inventory, _pinned(spec))
         route = route_for_forecast(planning_router(spec))

@@ -219,7 +219,7 @@ def write_all(
     write_json_atomic(run_dir / "plan.json", plan.model_dump(mode="json"))
     write_json_atomic(run_dir / "validation.json", validation.model_dump(mode="json"))
     artifacts = Path(spec.artifacts_dir)
-    _copy_artifacts(spec, list(names.values()))
+    publish_artifacts(spec, list(names.values()))
     write_json_atomic(artifacts / "run.json", {"run_id": spec.run_id, "run_dir": str(run_dir)})
     status = "delivered" if branch else ("no_changes" if "apply" in spec.stages else "not_applicable")
     return Delivery(
@@ -234,7 +234,7 @@ def write_all(
     )
 
 
-def _copy_artifacts(spec: RunSpec, names: list[str]) -> None:
+def publish_artifacts(spec: RunSpec, names: list[str]) -> None:
     """Copy this run's files to the artifacts dir; drop a previous run's files this run lacks."""
     artifacts = Path(spec.artifacts_dir)
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -279,7 +279,7 @@ def write_held(
     write_json_atomic(spec.run_dir / names["issues_json"], issues_document(snap, review))
     write_json_atomic(spec.run_dir / "plan.json", plan.model_dump(mode="json"))
     (spec.run_dir / "validation.json").unlink(missing_ok=True)
-    _copy_artifacts(spec, list(names.values()))
+    publish_artifacts(spec, list(names.values()))
     write_json_atomic(Path(spec.artifacts_dir) / "run.json", {"run_id": spec.run_id, "run_dir": str(spec.run_dir)})
     return Path(spec.artifacts_dir) / names["report_md"]
 
@@ -307,6 +307,6 @@ def write_stopped(spec: RunSpec, reason: str, cost: RunCost, journal: Journal) -
     write_text_atomic(spec.run_dir / names["report_md"], redact(text))
     for stale in ("issues_json",):
         (spec.run_dir / names[stale]).unlink(missing_ok=True)
-    _copy_artifacts(spec, list(names.values()))
+    publish_artifacts(spec, list(names.values()))
     write_json_atomic(Path(spec.artifacts_dir) / "run.json", {"run_id": spec.run_id, "run_dir": str(spec.run_dir)})
     return Path(spec.artifacts_dir) / names["report_md"]

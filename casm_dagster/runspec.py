@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casm_dagster import gitops
 from casm_dagster.contracts.run import RunSpec
@@ -18,7 +18,10 @@ from casm_dagster.ids import new_ulid
 from casm_dagster.llm.router import STRATEGIES
 from casm_dagster.llm.session import model_settings
 from casm_dagster.stores.repos import is_github_name, partition_key_for
-from casm_dagster.templates import Template
+from casm_dagster.templates import PR_WORKFLOW, Template
+
+if TYPE_CHECKING:
+    from casm_dagster.github.checkout import GitHubCheckout
 
 DEFAULT_SEED = 0
 
@@ -36,6 +39,7 @@ class RunOptions:
     head: str | None = None  # the commit to audit (default: HEAD)
     ruleset: str | None = None
     ruleset_hash: str | None = None
+    pr: int | None = None  # GitHub mode: the pull request pr-sentinel reviews
 
     def as_config(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -68,10 +72,22 @@ def _replayed(state_dir: Path, run_id: str) -> dict[str, Any]:
 def resolve_local_repo(repo: str) -> gitops.RepoInfo:
     if is_github_name(repo):
         raise RepoError(
-            f"{repo!r} looks like a GitHub owner/name; GitHub mode is not available "
-            f"in this version — pass a local path (e.g. ./{repo.split('/')[-1]})"
+            f"{repo!r} is a GitHub owner/name; this command needs a local path (e.g. ./{repo.split('/')[-1]})"
         )
     return gitops.inspect_repo(Path(repo).expanduser())
+
+
+def resolve_repo(repo: str, state_dir: Path, pr: int | None = None) -> tuple[gitops.RepoInfo, GitHubCheckout | None]:
+    """A local path, or ``owner/name`` on GitHub (fetched into the local mirror, pinned)."""
+    if is_github_name(repo):
+        from casm_dagster.github.checkout import checkout
+        from casm_dagster.github.connector import GitHubConnector
+
+        co = checkout(GitHubConnector.from_env(), repo, state_dir.resolve(), pr)
+        return gitops.RepoInfo(Path(co.mirror), co.head_commit, co.head_ref, False), co
+    if pr is not None:
+        raise ConfigError(f"--pr {pr}: a pull request needs a GitHub repo (--repo owner/name), not a local path")
+    return resolve_local_repo(repo), None
 
 
 def build_spec(
@@ -83,6 +99,7 @@ def build_spec(
     seed: int = DEFAULT_SEED,
     run_id: str | None = None,
     options: RunOptions | None = None,
+    github: GitHubCheckout | None = None,
 ) -> RunSpec:
     location = str(repo_info.root)
     manifest = template.manifest
@@ -93,7 +110,12 @@ def build_spec(
         raise ConfigError("--budget-usd must not be negative")
     head = _commit(repo_info.root, options.head, "--head") if options.head else None
     base = _commit(repo_info.root, options.base, "--base") if options.base else None
-    if base and base != (head or repo_info.head_commit):
+    reviews_pr = manifest.entrypoint.workflow == PR_WORKFLOW
+    if reviews_pr and github is None and not base:
+        raise ConfigError(
+            f"{template.id} reviews a range: pass --base REV (and --head REV, default HEAD) for a local repo"
+        )
+    if base and base != (head or repo_info.head_commit) and not reviews_pr:
         raise ConfigError(
             f"--base {options.base} differs from the audited commit: {template.id} audits one commit "
             "(its patches are made against it), so --base must equal --head"
@@ -124,11 +146,13 @@ def build_spec(
         proof_mode=options.proof_mode,
         replay_of=replay,
     )
-    if manifest.policy.hitl.mode != "local":
+    if manifest.policy.hitl.mode != "local" and not reviews_pr:
         raise TemplateError(
-            f"{template.path}: policy.hitl.mode {manifest.policy.hitl.mode} approves on a GitHub pull request; "
-            "this run audits a local repository, where nobody could approve it — use mode: local"
+            f"{template.path}: policy.hitl.mode {manifest.policy.hitl.mode} approves on a pull request, and "
+            f"{template.id} holds its changes before any PR exists — use mode: local (casm approve)"
         )
+    if github and github.pr is None and reviews_pr:
+        raise ConfigError(f"{template.id} reviews a pull request: pass --pr NUMBER with --repo {repo}")
     effective = {
         "template": manifest.model_dump(mode="json"),
         "artifact_names": manifest.artifact_names(),
@@ -143,8 +167,13 @@ def build_spec(
             "base": base or head,
             "ruleset": ruleset,
             "models": models,
+            "github": github.as_config() if github else None,
         },
     }
+    if github:  # the fetched commit is pinned: the mirror's refs move with every fetch
+        effective["run"]["head"] = head or github.head_commit
+        effective["run"]["base"] = base or github.base_commit or effective["run"]["head"]
+        effective["run"]["audited"] = f"{github.repo}@{github.head_commit[:12]} ({github.head_ref})"
     return RunSpec(
         run_id=run_id or new_ulid(),
         template_id=template.id,
@@ -153,7 +182,7 @@ def build_spec(
         stages=list(template.stages),
         repo=repo,
         repo_path=location,
-        partition_key=partition_key_for("local", location),
+        partition_key=partition_key_for("github", github.repo) if github else partition_key_for("local", location),
         state_dir=str(state_dir.resolve()),
         artifacts_dir=str(artifacts_dir.resolve()),
         seed=seed,

@@ -11,9 +11,12 @@ from casm_dagster.contracts.events import STAGES
 from casm_dagster.contracts.manifest import TemplateManifest, load_manifest
 from casm_dagster.errors import TemplateError
 
+PR_WORKFLOW = "pr_sentinel_v1"
 WORKFLOWS: dict[str, tuple[str, ...]] = {
     "repo_auditor_v1": STAGES,
     "noop_v1": ("ingest", "report"),
+    # pr-sentinel reviews a PR's diff and comments: nothing is applied or validated.
+    PR_WORKFLOW: ("ingest", "forecast", "analyze", "policy", "report", "telemetry"),
 }
 
 _PACKAGE = Path(__file__).resolve().parent

@@ -79,23 +79,29 @@ def load_config(path: Path, model: type[M], what: str) -> tuple[M, bytes]:
     (whose hash versions the file)."""
     try:
         raw = path.read_bytes()
-        data = load_yaml(raw.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: {what} is not UTF-8 text: {exc.reason}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {yaml_problem(exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse_config(raw, model, str(path), what), raw
+
+
+def parse_config(raw: bytes, model: type[M], where: str, what: str) -> M:
+    """``load_config`` for bytes read elsewhere (e.g. a file at a commit); ``where`` names it."""
     try:
-        return model.model_validate(data), raw
+        data = load_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: {what} is not UTF-8 text: {exc.reason}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: {yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()[:8]
         )
-        raise ConfigError(f"{path}: invalid {what}: {problems}") from None
+        raise ConfigError(f"{where}: invalid {what}: {problems}") from None
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -23,7 +23,7 @@ def _write_template(root: Path, template_id: str, workflow: str = "noop_v1") -> 
 
 
 def test_template_ids_lists_bundled_templates() -> None:
-    assert template_ids() == ["noop", "repo-auditor"]
+    assert template_ids() == ["noop", "pr-sentinel", "repo-auditor"]
 
 
 def test_bundled_dir_is_the_source_tree_templates() -> None:
@@ -89,7 +89,7 @@ def test_missing_manifest_path_is_an_error(tmp_path: Path) -> None:
 def test_unknown_id_lists_available() -> None:
     with pytest.raises(TemplateError) as info:
         load_template("repo-audtor")
-    assert str(info.value) == "unknown template 'repo-audtor' (available: noop, repo-auditor)"
+    assert str(info.value) == "unknown template 'repo-audtor' (available: noop, pr-sentinel, repo-auditor)"
 
 
 def test_unknown_id_in_empty_root_says_none(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_unknown_workflow_is_an_error_naming_known_ones(tmp_path: Path) -> None:
     msg = str(info.value)
     assert msg.startswith(str(path.resolve()))
     assert "entrypoint.workflow: unknown workflow 'mystery_v9'" in msg
-    assert "(known: noop_v1, repo_auditor_v1)" in msg
+    assert "(known: noop_v1, pr_sentinel_v1, repo_auditor_v1)" in msg
 
 
 def test_malformed_manifest_by_id_is_a_template_error(tmp_path: Path) -> None:
@@ -130,10 +130,12 @@ def test_stages_per_workflow() -> None:
             "telemetry",
         ),
         "noop_v1": ("ingest", "report"),
+        # pr-sentinel applies nothing: no plan, apply or validate.
+        "pr_sentinel_v1": ("ingest", "forecast", "analyze", "policy", "report", "telemetry"),
     }
 
 
 def test_list_templates_loads_every_bundled_template() -> None:
     templates = list_templates()
-    assert [t.id for t in templates] == ["noop", "repo-auditor"]
-    assert [len(t.stages) for t in templates] == [2, 9]
+    assert [t.id for t in templates] == ["noop", "pr-sentinel", "repo-auditor"]
+    assert [len(t.stages) for t in templates] == [2, 6, 9]

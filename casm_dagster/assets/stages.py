@@ -15,7 +15,7 @@ from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.partitions import repos_partitions
 from casm_dagster.resources import CasmResource
-from casm_dagster.runspec import RunOptions, build_spec, resolve_local_repo
+from casm_dagster.runspec import RunOptions, build_spec, resolve_repo
 from casm_dagster.templates import load_template
 
 GROUP = "audit"
@@ -39,6 +39,7 @@ class AuditConfig(dg.Config):
     head: str | None = None
     ruleset: str | None = None
     ruleset_hash: str | None = None
+    pr: int | None = None  # GitHub mode, pr-sentinel: the pull request
 
     def options(self) -> RunOptions:
         return RunOptions(
@@ -51,6 +52,7 @@ class AuditConfig(dg.Config):
             head=self.head,
             ruleset=self.ruleset,
             ruleset_hash=self.ruleset_hash,
+            pr=self.pr,
         )
 
 
@@ -66,15 +68,17 @@ def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: 
     template = load_template(config.template)
     state_dir = casm.state_path()
     artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
+    info, github = resolve_repo(record.location, state_dir)
     spec = build_spec(
         template,
         repo,
-        resolve_local_repo(record.location),
+        info,
         state_dir,
         artifacts,
         seed=config.seed,
         run_id=config.run_id or None,
         options=config.options(),
+        github=github,
     )
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id

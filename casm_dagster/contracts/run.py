@@ -92,3 +92,4 @@ class Delivery(BaseModel):
     findings: int
     patches: int
     checks: int
+    pull_request: str | None = None  # GitHub mode: the PR's URL

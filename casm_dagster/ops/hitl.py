@@ -22,6 +22,9 @@ def continue_approved_run(context: dg.OpExecutionContext, config: ContinuationCo
     outcome = continuation.resume(
         store, config.request_id, context.run_id, listener=print_progress if casm.progress else None
     )
+    if outcome.status == "acknowledged":
+        context.instance.add_run_tags(context.run_id, {"casm/hitl": "approved"})
+        return
     if outcome.status != "applied" or outcome.delivery is None:
         context.log.info(f"approval {config.request_id} was already consumed by another continuation; nothing to do")
         return

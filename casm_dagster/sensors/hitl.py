@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from casm_dagster import hitl
+from casm_dagster.github import approvals as gh_approvals
+from casm_dagster.github.connector import GitHubConnector, GitHubError
 from casm_dagster.ops.hitl import hitl_continuation_job
 from casm_dagster.resources import CasmResource
 from casm_dagster.stores.approvals import ApprovalRecord
@@ -35,6 +37,27 @@ def continuation_request(record: ApprovalRecord) -> dg.RunRequest:
     )
 
 
+def _poll_github(context: dg.SensorEvaluationContext, store) -> None:
+    """GitHub-mode requests: read the PR's labels or comments and record an approval from
+    an allowlisted approver (webhooks record them too; whichever comes first decides)."""
+    pending = gh_approvals.pending_for(store)[:MAX_PER_TICK]
+    if not pending:
+        return
+    try:
+        connector = GitHubConnector.from_env()
+    except GitHubError as exc:
+        context.log.warning(f"{len(pending)} GitHub approval requests are not polled: {exc}")
+        return
+    for record in pending:
+        try:
+            outcome = gh_approvals.poll_pull(store, connector, record, connector.user_orgs)
+        except GitHubError as exc:
+            context.log.warning(f"request {record.request_id}: {exc}")
+            continue
+        if outcome:
+            context.log.info(f"request {record.request_id}: {outcome.outcome} ({outcome.detail})")
+
+
 @dg.sensor(
     job=hitl_continuation_job,
     minimum_interval_seconds=30,
@@ -49,6 +72,7 @@ def hitl_approval_sensor(context: dg.SensorEvaluationContext, casm: CasmResource
         gated = hitl.gated_dagster_run_id(record)
         if gated and context.instance.get_run_by_id(gated):
             context.instance.add_run_tags(gated, {"casm/hitl": "expired"})
+    _poll_github(context, store)
     cursor = int(context.cursor or 0)
     found = store.approvals_after(cursor, limit=MAX_PER_TICK)
     requests = {r.request_id: continuation_request(r) for _, r in found if r.consumed_at is None}

@@ -97,3 +97,32 @@ model_calls_table = sa.Table(
     sa.Column("error", sa.Text, nullable=False),
     sa.Column("ts", sa.String(40), nullable=False),
 )
+
+
+# Continuous Sentinel registrations: which repos the heartbeat audits (and how often) and
+# whose pull requests the PR sensor watches. One row per repo partition.
+sentinels_table = sa.Table(
+    "casm_sentinels",
+    metadata,
+    sa.Column("partition_key", sa.String(255), primary_key=True),
+    sa.Column("repo", sa.Text, nullable=False),  # owner/name (or a local path)
+    sa.Column("schedule", sa.String(16), nullable=False),  # hourly | daily
+    sa.Column("template", sa.Text, nullable=False),  # what the heartbeat runs ("": no heartbeat audit)
+    sa.Column("pr_template", sa.Text, nullable=False),  # what the PR sensor runs per new head ("": PRs not watched)
+    sa.Column("added_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+# Webhook deliveries that derived run requests, drained by the PR sensor (its cursor is
+# the id). ``delivery_id`` (X-GitHub-Delivery) makes a redelivered hook count once.
+webhook_inbox_table = sa.Table(
+    "casm_webhook_inbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("repo", sa.Text, nullable=False),
+    sa.Column("pr", sa.Integer, nullable=False),
+    sa.Column("head_sha", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.String(40), nullable=False),
+)

@@ -1,0 +1,57 @@
+"""pr-sentinel as a partitioned asset: one materialization per reviewed PR head (launched by
+the PR sensor, a webhook, or ``casm run --template pr-sentinel``). The body calls
+``casm_dagster.prsentinel.run.review_pull``."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from casm_dagster.assets.stages import AuditConfig
+from casm_dagster.partitions import repos_partitions
+from casm_dagster.prsentinel.run import review_pull
+from casm_dagster.resources import CasmResource
+from casm_dagster.runspec import build_spec, resolve_repo
+from casm_dagster.templates import load_template
+
+GROUP = "pr_sentinel"
+
+
+class PrReviewConfig(AuditConfig):
+    """Which PR (GitHub mode: ``pr``), or which range of a local repo (``base``/``head``)."""
+
+    template: str = "pr-sentinel"
+    head_sha: str = ""  # the head the trigger saw (recorded; the fetched head is reviewed)
+
+
+@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"github"})
+def pr_review(context: dg.AssetExecutionContext, config: PrReviewConfig, casm: CasmResource) -> dg.MaterializeResult:
+    """The PR's risk score, findings on its changed files, and the sticky comment."""
+    record = casm.registry(context.instance).require(context.partition_key)
+    repo = config.repo or record.location
+    template = load_template(config.template)
+    state_dir = casm.state_path()
+    options = config.options()
+    info, github = resolve_repo(repo, state_dir, config.pr)
+    artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
+    spec = build_spec(
+        template, repo, info, state_dir, artifacts, config.seed, config.run_id or None, options, github=github
+    )
+    journal = casm.journal(spec)
+    journal.state.dagster_run_id = context.run.run_id
+    outcome = review_pull(spec, journal, casm.engine(context.instance), casm.approvals(context.instance))
+    if outcome.policy_status == "gate":
+        context.instance.add_run_tags(context.run.run_id, {"casm/hitl": "pending"})
+    return dg.MaterializeResult(
+        metadata={
+            "casm_run_id": spec.run_id,
+            "pr": config.pr or 0,
+            "head": spec.effective_config["run"]["head"] or "",
+            "status": outcome.status,
+            "risk_score": outcome.risk_score,
+            "policy": outcome.policy_status,
+            "findings": outcome.findings,
+            "reviewed_files": outcome.reviewed_files,
+            "comment": outcome.comment_action,
+            "comment_file": dg.MetadataValue.path(outcome.comment_file) if outcome.comment_file else "none",
+        },
+    )
