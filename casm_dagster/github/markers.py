@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-_MARKER = re.compile(r"<!-- casm:([a-z0-9-]+)(?: (\{.*?\}))? -->", re.S)
+_MARKER = re.compile(r"<!-- casm:([a-z0-9-]+)(?: (.*?))? -->", re.S)
 
 
 def marker_tag(kind: str) -> str:

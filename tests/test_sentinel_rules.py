@@ -1,0 +1,234 @@
+"""Continuous Sentinel's rules without Dagster or GitHub: heartbeat windows and run keys,
+PR polling with a cursor, webhook payloads, markers, review scope, repo settings."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from casm_dagster import sentinel
+from casm_dagster.github import markers
+from casm_dagster.github.connector import GitHubError, PullRequest
+from casm_dagster.github.webhooks import ApprovalCandidate, ReviewRequest, WebhookError, derive, verify_signature
+from casm_dagster.prsentinel.scope import select
+from casm_dagster.prsentinel.settings import RepoSettings, parse_settings
+from casm_dagster.repo_scan import Inventory, SkippedFile, SourceFile
+from casm_dagster.stores.sentinels import Sentinel
+
+
+def _sentinel(repo: str, schedule: str = "hourly", template: str = "repo-auditor", pr: str = "pr-sentinel") -> Sentinel:
+    key = repo.replace("/", "__")
+    return Sentinel(key, repo, schedule, template, pr, "t", "t")
+
+
+def _pr(number: int, sha: str, draft: bool = False) -> PullRequest:
+    return PullRequest(number, "t", "open", False, draft, "alice", "feat", sha, "o/r", "main", "b" * 40, "", "")
+
+
+# -- heartbeat --------------------------------------------------------------------------
+
+
+def test_due_once_per_window_with_stable_run_keys() -> None:
+    regs = [_sentinel("o/a"), _sentinel("o/b", "daily"), _sentinel("o/c", template="")]
+    at = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+    hourly = sentinel.due(regs, "hourly", at)
+    assert [d.repo for d in hourly] == ["o/a"]  # o/b is daily, o/c watches PRs only
+    assert hourly[0].run_key == "hb:o__a:2026-11-23T14"
+    # The same tick evaluated again (or later in the same hour) asks for the same run key.
+    again = sentinel.due(regs, "hourly", datetime(2026, 11, 23, 14, 59, tzinfo=UTC))
+    assert [d.run_key for d in again] == [d.run_key for d in hourly]
+    assert sentinel.due(regs, "hourly", datetime(2026, 11, 23, 15, 0, tzinfo=UTC))[0].run_key.endswith("T15")
+    daily = sentinel.due(regs, "daily", at)
+    assert [(d.repo, d.run_key) for d in daily] == [("o/b", "hb:o__b:2026-11-23")]
+
+
+# -- PR polling -------------------------------------------------------------------------
+
+
+def test_poll_reports_each_new_head_once_and_skips_drafts_and_304s() -> None:
+    regs = [_sentinel("o/a"), _sentinel("o/b")]
+    answers = {"o/a": ('"e1"', [_pr(1, "a1"), _pr(2, "a2", draft=True)]), "o/b": ('"e2"', [])}
+    seen_etags: list[tuple[str, str | None]] = []
+
+    def lister(repo: str, etag: str | None):
+        seen_etags.append((repo, etag))
+        return answers[repo]
+
+    cursor = sentinel.PollCursor()
+    reviews, errors = sentinel.poll(cursor, regs, lister, 10)
+    assert [(r.repo, r.pr, r.head_sha) for r in reviews] == [("o/a", 1, "a1")] and errors == []
+    assert reviews[0].run_key == "pr:o__a:1:a1"
+    # Persisted and reloaded: nothing new → nothing requested; the ETags are sent back.
+    cursor = sentinel.PollCursor.load(cursor.dump())
+    answers["o/a"] = ('"e1"', None)  # 304
+    assert sentinel.poll(cursor, regs, lister, 10) == ([], [])
+    assert ("o/a", '"e1"') in seen_etags and ("o/b", '"e2"') in seen_etags
+    # A push (new head) and the draft marked ready → two reviews; PR 1's old head is gone.
+    answers["o/a"] = ('"e3"', [_pr(1, "a1b"), _pr(2, "a2")])
+    reviews, _ = sentinel.poll(cursor, regs, lister, 10)
+    assert [(r.pr, r.head_sha) for r in reviews] == [(1, "a1b"), (2, "a2")]
+    assert cursor.heads["o__a"] == {"1": "a1b", "2": "a2"}
+
+
+def test_poll_round_robin_bounds_work_and_one_failing_repo_does_not_stop_the_rest() -> None:
+    regs = [_sentinel(f"o/r{i}") for i in range(5)]
+    polled: list[str] = []
+
+    def lister(repo: str, etag: str | None):
+        polled.append(repo)
+        if repo == "o/r1":
+            raise GitHubError("reading o/r1: not found (404)")
+        return None, [_pr(1, repo)]
+
+    cursor = sentinel.PollCursor()
+    reviews, errors = sentinel.poll(cursor, regs, lister, 2)
+    assert polled == ["o/r0", "o/r1"] and errors == ["reading o/r1: not found (404)"]
+    assert [r.repo for r in reviews] == ["o/r0"]
+    sentinel.poll(cursor, regs, lister, 2)
+    sentinel.poll(cursor, regs, lister, 2)
+    assert polled[2:] == ["o/r2", "o/r3", "o/r4", "o/r0"]
+
+
+def test_garbled_cursor_starts_over() -> None:
+    assert sentinel.PollCursor.load("{not json") == sentinel.PollCursor()
+    assert sentinel.PollCursor.load('{"heads": 3}') == sentinel.PollCursor()
+
+
+# -- webhooks ---------------------------------------------------------------------------
+
+
+def _pull_request_payload(action: str, draft: bool = False) -> dict:
+    return {
+        "action": action,
+        "number": 7,
+        "pull_request": {"number": 7, "draft": draft, "head": {"sha": "c" * 40}, "state": "open"},
+        "repository": {"full_name": "octo/app"},
+        "sender": {"login": "alice"},
+    }
+
+
+@pytest.mark.parametrize("action", ["opened", "reopened", "synchronize", "ready_for_review"])
+def test_pull_request_actions_that_need_a_review(action: str) -> None:
+    assert derive("pull_request", _pull_request_payload(action), "2026-11-23T00:00:00Z") == [
+        ReviewRequest("octo/app", 7, "c" * 40, action)
+    ]
+
+
+@pytest.mark.parametrize("action", ["closed", "edited", "assigned"])
+def test_pull_request_actions_that_need_nothing(action: str) -> None:
+    assert derive("pull_request", _pull_request_payload(action), "now") == []
+
+
+def test_draft_pr_waits_and_label_events_are_approval_candidates() -> None:
+    assert derive("pull_request", _pull_request_payload("opened", draft=True), "now") == []
+    payload = {**_pull_request_payload("labeled"), "label": {"name": "casm-approved"}}
+    assert derive("pull_request", payload, "2026-11-23T10:00:00Z") == [
+        ApprovalCandidate("octo/app", 7, "label", "alice", "2026-11-23T10:00:00Z", label="casm-approved")
+    ]
+    assert derive("label", {"action": "created", "label": {"name": "x"}}, "now") == []
+
+
+def test_comments_on_prs_only_and_never_edits() -> None:
+    payload = {
+        "action": "created",
+        "issue": {"number": 7, "pull_request": {"url": "x"}},
+        "comment": {"body": "/casm approve looks fine", "user": {"login": "bob"}, "created_at": "2026-11-23T11:00:00Z"},
+        "repository": {"full_name": "octo/app"},
+    }
+    (found,) = derive("issue_comment", payload, "now")
+    assert (found.kind, found.actor, found.at, found.body) == (
+        "comment",
+        "bob",
+        "2026-11-23T11:00:00Z",
+        payload["comment"]["body"],
+    )
+    assert derive("issue_comment", {**payload, "action": "edited"}, "now") == []
+    plain_issue = {**payload, "issue": {"number": 7}}
+    assert derive("issue_comment", plain_issue, "now") == []
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "problem"),
+    [
+        ("pull_request", {"action": "opened", "repository": {"full_name": "o/r"}}, "missing 'pull_request.number'"),
+        ("pull_request", {"action": "opened"}, "missing 'repository.full_name'"),
+        ("pull_request", [], "expected a JSON object"),
+        (
+            "issue_comment",
+            {"action": "created", "repository": {"full_name": "o/r"}, "issue": {"number": "7", "pull_request": {}}},
+            "'issue.number' must be an integer",
+        ),
+        ("push", {}, "unsupported event 'push'"),
+    ],
+)
+def test_malformed_payloads_are_clear_errors(event: str, payload, problem: str) -> None:
+    with pytest.raises(WebhookError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        derive(event, payload, "now")
+
+
+def test_signature_verification() -> None:
+    body = json.dumps({"a": 1}).encode()
+    good = "sha256=" + hmac.new(b"s3cret-s3cret-s3cret", body, hashlib.sha256).hexdigest()
+    verify_signature("s3cret-s3cret-s3cret", body, good)
+    with pytest.raises(WebhookError, match="does not match"):
+        verify_signature("s3cret-s3cret-s3cret", body + b" ", good)
+    with pytest.raises(WebhookError, match="missing X-Hub-Signature-256"):
+        verify_signature("s3cret-s3cret-s3cret", body, None)
+
+
+# -- markers, settings, scope -------------------------------------------------------------
+
+
+def test_marker_round_trip_cannot_be_closed_early() -> None:
+    state = {"head": "abc", "findings": [{"message": "x --> <b>y</b>"}]}
+    text = markers.render("pr-sentinel", state) + "\nbody"
+    assert text.count("-->") == 1
+    assert markers.read(text, "pr-sentinel") == state
+    assert markers.read(text, "cost-report") is None
+    assert markers.read("<!-- casm:pr-sentinel {garbled -->", "pr-sentinel") == {}
+
+
+def test_repo_settings_defaults_and_clear_errors() -> None:
+    assert parse_settings(None) == (RepoSettings(), None)
+    settings, problem = parse_settings(b"severity_threshold: high\nignore: ['docs/**']\nmax_findings: 3\n")
+    assert problem is None and settings.severity_threshold == "high" and settings.max_findings == 3
+    settings, problem = parse_settings(b"severity_threshold: loud\nmax_findings: 0\n")
+    assert settings == RepoSettings()
+    assert "severity_threshold" in problem and "max_findings" in problem
+    _, problem = parse_settings(b"ignore: [\n")
+    assert "not valid YAML" in problem
+    _, problem = parse_settings(b"ignore: ['../x']\n")
+    assert "ignore" in problem
+
+
+def test_scope_cuts_in_order_with_reasons() -> None:
+    files = [
+        SourceFile(p, "python", "x = 1\n" * n)
+        for p, n in [("a.py", 10), ("big.py", 40_000), ("c.py", 5), ("docs/x.py", 1)]
+    ]
+    inventory = Inventory(
+        files=[*files, SourceFile("vendor/lib.py", "python", "x")],
+        skipped=[SkippedFile(path="img.png", reason="binary")],
+    )
+    changed = {
+        "a.py": "M",
+        "big.py": "A",
+        "c.py": "M",
+        "docs/x.py": "M",
+        "vendor/lib.py": "A",
+        "img.png": "A",
+        "gone.py": "D",
+    }
+    settings = RepoSettings(ignore=["docs/**"], token_budget=5_000)
+    scope = select(changed, inventory, settings, since={"a.py", "big.py"}, incremental_from="f" * 40)
+    assert scope.reviewed == ["a.py"]
+    assert scope.carried == ["c.py"]  # unchanged since the last review
+    assert scope.not_reviewed["gone.py"] == "deleted"
+    assert scope.not_reviewed["docs/x.py"] == "ignored by .casm.yaml"
+    assert scope.not_reviewed["vendor/lib.py"].startswith("generated or vendored")
+    assert scope.not_reviewed["img.png"] == "binary"
+    assert scope.not_reviewed["big.py"].startswith("over the token budget (5000 tokens")
