@@ -46,7 +46,7 @@ def isolated_env(home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
     # No real provider key ever reaches a test run: model tests point at the local fake server.
-    providers = ("OPENAI_", "ANTHROPIC_", "MOONSHOT_", "HF_")
+    providers = ("OPENAI_", "ANTHROPIC_", "MOONSHOT_", "HF_", "GITHUB_")  # and no real GitHub token
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "CASM_", *providers))}
     env["DAGSTER_HOME"] = str(home)
     env["CASM_POLICY_KEY_FILE"] = str(home / "policy.key")  # never the user's own key
