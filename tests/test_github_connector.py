@@ -164,3 +164,14 @@ def test_mirror_fetch_and_push_never_put_the_token_in_argv_config_or_errors(gh: 
         fetch(mirror, "ext::sh -c touch% /tmp/pwned", TOKEN, {"refs/heads/main": "refs/x"})
     with pytest.raises(Exception, match="only pushes its own casm/ branches"):
         push(mirror, gh.clone_url("acme/widgets"), TOKEN, "main", feature["refs/heads/feature"])
+
+
+def test_a_post_that_failed_with_5xx_is_not_blindly_resent(gh: FakeGitHub) -> None:
+    number = gh.open_pr("acme/widgets", "feature")
+    gh.fail_next("POST", r"/comments$", 502)
+    with pytest.raises(GitHubUnavailable):
+        _connector(gh).upsert_comment("acme/widgets", number, "<!-- casm:p", "<!-- casm:p -->\nhi")
+    assert [r.status for r in gh.api_requests if r.method == "POST"] == [502]
+    # The rerun finds no comment (none was created) and posts exactly one.
+    _connector(gh).upsert_comment("acme/widgets", number, "<!-- casm:p", "<!-- casm:p -->\nhi")
+    assert len(gh.comments("acme/widgets", number)) == 1

@@ -175,12 +175,24 @@ def _message(exc: GithubException) -> str:
     return text.strip()
 
 
+class _Retry(GithubRetry):
+    """GithubRetry, except that a POST answered with a 5xx is not sent again: GitHub may have
+    created the PR or comment before failing, and a blind retry would duplicate it. (Rate
+    limits refuse the request before it is processed, so those POSTs are retried.) The next
+    run finds what was created by its marker instead."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if method.upper() == "POST" and status_code >= 500:
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
+
+
 class GitHubConnector:
     """One authenticated client. ``what`` in every error says which operation failed."""
 
     def __init__(self, settings: GitHubSettings) -> None:
         self.settings = settings
-        retry = GithubRetry(
+        retry = _Retry(
             total=settings.retries,
             backoff_factor=settings.backoff_s,
             max_rate_limit_wait=settings.max_wait_s,
