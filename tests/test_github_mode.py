@@ -1,0 +1,304 @@
+"""GitHub mode end to end against the local GitHub server: repo-auditor opens a PR with the
+report and posts the cost report; pr-sentinel comments on a PR and updates that one comment
+on a push (incrementally); a gated PR waits for the label of an allowlisted approver; the
+PR sensor launches one run per new head; no token in any log or artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from github_fake.fake_github import FakeGitHub
+from helpers import git, isolated_env, last_json, make_repo, run_casm
+
+from casm_dagster.github import markers
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "ghp_" + "E2eT0ken" * 5
+REPO = "acme/widgets"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(tmp_path: Path, gh: FakeGitHub) -> dict[str, str]:
+    env = isolated_env(tmp_path / "dagster_home")
+    env.update(
+        GITHUB_TOKEN=TOKEN,
+        GITHUB_API_URL=gh.api_url,
+        CASM_GITHUB_WRITE_INTERVAL="0",
+        CASM_STATE_DIR=str(tmp_path / "state"),
+    )
+    return env
+
+
+def _no_token_anywhere(tmp_path: Path, *outputs: str) -> None:
+    for text in outputs:
+        assert TOKEN not in text
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and "fake-github" not in str(path):
+            assert TOKEN.encode() not in path.read_bytes(), f"token leaked into {path}"
+
+
+def _our_comments(gh: FakeGitHub, number: int, kind: str) -> list[dict]:
+    return [c for c in gh.comments(REPO, number) if markers.marker_tag(kind) in c["body"]]
+
+
+@pytest.fixture
+def gh():
+    with FakeGitHub(token=TOKEN) as server:
+        yield server
+        server.assert_clean()
+
+
+def test_repo_auditor_opens_a_pr_with_report_and_cost_comment(tmp_path: Path, gh: FakeGitHub, demo_repo: Path) -> None:
+    gh.create_repo(REPO, demo_repo, default_branch=git(demo_repo, "rev-parse", "--abbrev-ref", "HEAD"))
+    env = _env(tmp_path, gh)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_casm(["run", "--template", "repo-auditor", "--repo", REPO, "--json"], work, env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = last_json(proc.stdout)
+    assert out["repo"] == REPO and out["patches"] > 0
+    (pr,) = gh.pulls(REPO)
+    assert out["pull_request"].endswith(f"/{REPO}/pull/{pr['number']}")
+    branch = f"casm/repo-auditor/{out['run_id']}"
+    assert pr["head"] == branch and pr["base"] == gh.repos[REPO].default_branch
+    assert markers.read(pr["body"], "repo-auditor") == {"run_id": out["run_id"]}
+    assert "## " in pr["body"] and "Findings" in pr["body"]
+    # The pushed branch is the validated tip: one commit per accepted patch group.
+    commits = git(gh.repo_path(REPO), "rev-list", f"refs/heads/{pr['base']}..refs/heads/{branch}").split()
+    assert len(commits) == out["patches"]
+    (cost,) = _our_comments(gh, pr["number"], "cost-report")
+    assert "Cost report" in cost["body"] or "cost" in cost["body"].lower()
+    # A rerun of the same run (same run id and branch) updates the PR and the comment in place.
+    from casm_dagster.contracts.run import RunSpec
+    from casm_dagster.github.deliver import open_pull
+    from casm_dagster.journal import Journal
+
+    run_dir = Path(out["run_dir"])
+    spec = RunSpec.model_validate_json((run_dir / "spec.json").read_text())
+    tip = git(gh.repo_path(REPO), "rev-parse", f"refs/heads/{branch}")
+    for key in ("GITHUB_TOKEN", "GITHUB_API_URL", "CASM_GITHUB_WRITE_INTERVAL"):
+        os.environ[key] = env[key]
+    try:
+        again = open_pull(spec, Journal(spec), branch, tip, Path(out["report"]), run_dir / "cost_report.md")
+    finally:
+        for key in ("GITHUB_TOKEN", "GITHUB_API_URL", "CASM_GITHUB_WRITE_INTERVAL"):
+            os.environ.pop(key, None)
+    assert again is not None and not again.created and again.number == pr["number"]
+    assert len(gh.pulls(REPO)) == 1 and len(_our_comments(gh, pr["number"], "cost-report")) == 1
+    # The token went only to GitHub, in headers: never in a git URL, never on disk or in output.
+    for request in gh.requests:
+        assert TOKEN not in request.path and TOKEN not in json.dumps(request.query)
+    _no_token_anywhere(tmp_path, proc.stdout, proc.stderr)
+
+
+def _pr_repo(tmp_path: Path) -> Path:
+    return make_repo(
+        tmp_path / "src",
+        {
+            "app/core.py": "def add(a, b):\n    return a + b\n",
+            "app/util.py": "def one():\n    return 1\n",
+            ".casm.yaml": "severity_threshold: info\nmax_findings: 10\nignore: ['docs/**']\n",
+        },
+    )
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def _pr_template(tmp_path: Path, approvers: str = '["USER:maint"]') -> Path:
+    text = (ROOT / "templates" / "pr-sentinel" / "manifest.yaml").read_text()
+    path = tmp_path / "pr-sentinel.yaml"
+    path.write_text(text.replace('["USER:octo-maintainer"]', approvers))
+    return path
+
+
+def test_pr_sentinel_comments_once_and_updates_incrementally_on_push(tmp_path: Path, gh: FakeGitHub) -> None:
+    source = _pr_repo(tmp_path)
+    gh.create_repo(REPO, source)
+    git(source, "checkout", "-q", "-b", "feature")
+    _commit(source, {"app/core.py": "import os\ndef add(a, b):\n    return a + b\n", "docs/x.py": "import sys\n"}, "a")
+    # The PR author tries to silence the review through .casm.yaml on the PR head: ignored.
+    _commit(source, {".casm.yaml": "ignore: ['**']\n"}, "silence")
+    number = gh.open_pr(REPO, "feature", commits=source, author="alice")
+    env = _env(tmp_path, gh)
+    work = tmp_path / "work"
+    work.mkdir()
+    template = str(_pr_template(tmp_path))
+    args = ["run", "--template", template, "--repo", REPO, "--pr", str(number), "--json"]
+    first = run_casm(args, work, env)
+    assert first.returncode == 0, first.stderr
+    (posted,) = _our_comments(gh, number, "pr-sentinel")
+    assert posted["user"] == gh.login
+    body = posted["body"]
+    assert "risk" in body and "Reason codes" in body
+    assert "`app/core.py:1`" in body and "F401" in body  # the unused import, from the default branch's settings
+    assert "Forecast of this audit" in body and "### Coverage" in body
+    assert "`docs/x.py` — ignored by .casm.yaml" in body
+    state = markers.read(body, "pr-sentinel")
+    assert state["head"] == gh.pulls(REPO)[0]["head_sha"]
+    # A new push touching another file: the same comment is updated; app/core.py is not
+    # re-reviewed but its finding is carried over.
+    _commit(source, {"app/util.py": "import json\ndef one():\n    return 1\n"}, "b")
+    gh.push_branch(REPO, "feature", source)
+    new_head = gh.update_pr_head(REPO, number)
+    second = run_casm(args, work, env)
+    assert second.returncode == 0, second.stderr
+    (updated,) = _our_comments(gh, number, "pr-sentinel")
+    assert updated["id"] == posted["id"]
+    assert markers.read(updated["body"], "pr-sentinel")["head"] == new_head
+    assert f"incremental since `{state['head'][:12]}`" in updated["body"]
+    assert "`app/util.py:1`" in updated["body"] and "`app/core.py:1`" in updated["body"]
+    assert len(gh.comments(REPO, number)) == 1
+    _no_token_anywhere(tmp_path, first.stdout, first.stderr, second.stdout, second.stderr)
+
+
+def _instance(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
+    for key in ("DAGSTER_HOME", "GITHUB_TOKEN", "GITHUB_API_URL", "CASM_GITHUB_WRITE_INTERVAL", "CASM_STATE_DIR"):
+        monkeypatch.setenv(key, env[key])
+    return dg.DagsterInstance.get()
+
+
+def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
+    tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from casm_dagster.launcher import launch_continuation
+    from casm_dagster.resources import CasmResource
+    from casm_dagster.sensors.hitl import hitl_approval_sensor
+
+    source = _pr_repo(tmp_path)
+    gh.create_repo(REPO, source)
+    git(source, "checkout", "-q", "-b", "ci")
+    _commit(source, {".github/workflows/ci.yml": "on: push\njobs: {}\n"}, "touch the workflow")
+    number = gh.open_pr(REPO, "ci", commits=source)
+    env = _env(tmp_path, gh)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_casm(
+        ["run", "--template", str(_pr_template(tmp_path)), "--repo", REPO, "--pr", str(number), "--json"], work, env
+    )
+    assert proc.returncode == 3, proc.stderr  # held for approval
+    run_id = last_json(proc.stdout)["run_id"]
+    (posted,) = _our_comments(gh, number, "pr-sentinel")
+    assert "Held for human approval" in posted["body"] and "`casm-approved`" in posted["body"]
+    assert "`USER:maint`" in posted["body"]
+
+    instance = _instance(env, monkeypatch)
+    resources = {"casm": CasmResource(state_dir=env["CASM_STATE_DIR"])}
+
+    def tick(cursor: str | None):
+        return hitl_approval_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+
+    # Someone not on the allowlist adds the label: refused, logged once, nothing launched.
+    gh.add_label(REPO, number, "casm-approved", actor="mallory")
+    result = tick(None)
+    assert result.run_requests == []
+    result = tick(result.cursor)
+    assert result.run_requests == []
+    from casm_dagster.launcher import approvals
+
+    store = approvals(instance)
+    record = store.latest_for_run(run_id)
+    assert record.status == "pending"
+    refusals = [e for e in store.log_entries(record.request_id) if e.action == "refused"]
+    assert [e.actor for e in refusals] == ["mallory"]
+    # The allowlisted maintainer labels it (removing mallory's first, as GitHub records no
+    # event for a label already there): approved, and the continuation updates the comment.
+    gh.remove_label(REPO, number, "casm-approved", actor="maint")
+    gh.add_label(REPO, number, "casm-approved", actor="maint")
+    result = tick(result.cursor)
+    (request,) = result.run_requests
+    assert request.run_key == f"approval:{record.request_id}"
+    record = store.require(record.request_id)
+    assert (record.status, record.approver) == ("approved", "maint")
+    launch_continuation(instance, record.request_id, Path(env["CASM_STATE_DIR"]), progress=False)
+    (updated,) = _our_comments(gh, number, "pr-sentinel")
+    assert "APPROVED" in updated["body"] and "Approved** by `maint`" in updated["body"]
+    assert "Held for human approval" not in updated["body"]
+    _no_token_anywhere(tmp_path, proc.stdout, proc.stderr)
+
+
+def test_pr_sensor_launches_one_run_per_new_head(tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from casm_dagster.resources import CasmResource
+    from casm_dagster.sensors.sentinel import pr_sensor
+
+    source = _pr_repo(tmp_path)
+    gh.create_repo(REPO, source)
+    git(source, "checkout", "-q", "-b", "feature")
+    _commit(source, {"app/core.py": "x = 1\n"}, "a")
+    first_pr = gh.open_pr(REPO, "feature", commits=source)
+    env = _env(tmp_path, gh)
+    work = tmp_path / "work"
+    work.mkdir()
+    reg = run_casm(["sentinel", "--repo", REPO, "--schedule", "hourly"], work, env)
+    assert reg.returncode == 0, reg.stderr
+    assert "registered as partition acme__widgets" in reg.stdout
+    listed = run_casm(["sentinel", "list", "--json"], work, env)
+    (entry,) = json.loads(listed.stdout)
+    assert (entry["repo"], entry["schedule"], entry["template"], entry["pr_template"]) == (
+        REPO,
+        "hourly",
+        "repo-auditor",
+        "pr-sentinel",
+    )
+    instance = _instance(env, monkeypatch)
+    assert instance.has_dynamic_partition("repos", "acme__widgets")
+    resources = {"casm": CasmResource(state_dir=env["CASM_STATE_DIR"])}
+
+    def tick(cursor: str | None):
+        return pr_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+
+    result = tick(None)
+    (request,) = result.run_requests
+    head = gh.pulls(REPO)[0]["head_sha"]
+    assert request.run_key == f"pr:acme__widgets:{first_pr}:{head}" and request.partition_key == "acme__widgets"
+    assert request.tags["casm/repo"] == REPO
+    # Repeated evaluations with the persisted cursor: nothing new, and the polls are free (304).
+    used = gh.rate_limit_used
+    for _ in range(3):
+        result = tick(result.cursor)
+        assert result.run_requests == []
+    assert gh.rate_limit_used == used
+    # A push → exactly one new request for the new head; then quiet again.
+    _commit(source, {"app/core.py": "x = 2\n"}, "b")
+    gh.push_branch(REPO, "feature", source)
+    new_head = gh.update_pr_head(REPO, first_pr)
+    result = tick(result.cursor)
+    assert [r.run_key for r in result.run_requests] == [f"pr:acme__widgets:{first_pr}:{new_head}"]
+    assert tick(result.cursor).run_requests == []
+    # A webhook for that same head derives the same run key (Dagster dedupes by it).
+    payload = {
+        "action": "synchronize",
+        "pull_request": {"number": first_pr, "draft": False, "head": {"sha": new_head}},
+        "repository": {"full_name": REPO},
+        "sender": {"login": "alice"},
+    }
+    (tmp_path / "hook.json").write_text(json.dumps(payload))
+    hook = run_casm(
+        ["webhook", "--event", "pull_request", "--payload", str(tmp_path / "hook.json"), "--delivery-id", "d-1"],
+        work,
+        env,
+    )
+    assert hook.returncode == 0, hook.stderr
+    (derived,) = json.loads(hook.stdout)
+    assert derived["run_key"] == f"pr:acme__widgets:{first_pr}:{new_head}" and derived["queued"] is True
+    webhook_result = tick(result.cursor)
+    assert [r.run_key for r in webhook_result.run_requests] == [derived["run_key"]]
+    assert webhook_result.run_requests[0].tags["casm/trigger"] == "webhook:pull_request"
+    # A closed PR needs nothing; a malformed payload is a clear error.
+    (tmp_path / "closed.json").write_text(json.dumps({**payload, "action": "closed"}))
+    closed = run_casm(["webhook", "--event", "pull_request", "--payload", str(tmp_path / "closed.json")], work, env)
+    assert closed.returncode == 0 and json.loads(closed.stdout) == []
+    (tmp_path / "bad.json").write_text(json.dumps({"action": "opened"}))
+    bad = run_casm(["webhook", "--event", "pull_request", "--payload", str(tmp_path / "bad.json")], work, env)
+    assert bad.returncode == 2 and "missing 'repository.full_name'" in bad.stderr
