@@ -147,7 +147,8 @@ def review_pull(
             journal.decision(
                 "report", f"pr_comment_{action}", f"{action} the comment on {gh.repo}#{gh.pr}", comment_id=posted.id
             )
-        report.publish_artifacts(spec, [COMMENT_FILE, "report.md", "issues.json"])
+        names = spec.effective_config.get("artifact_names", {})
+        report.publish_artifacts(spec, [COMMENT_FILE, "report.md", "issues.json", *names.values()])
         journal.state.counts = {"findings": counts.findings, "patches": 0, "checks": 0}
         journal.emit("stage_completed", f"comment {action}", stage="report", report=str(journal.run_dir / "report.md"))
     _end(journal, policy)
