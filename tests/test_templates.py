@@ -139,3 +139,33 @@ def test_list_templates_loads_every_bundled_template() -> None:
     templates = list_templates()
     assert [t.id for t in templates] == ["noop", "pr-sentinel", "repo-auditor"]
     assert [len(t.stages) for t in templates] == [2, 6, 9]
+
+
+@pytest.mark.parametrize("template_id", ["repo-auditor", "pr-sentinel"])
+def test_sellable_templates_ship_docs_example_config_telemetry_and_a_workflow(template_id: str) -> None:
+    from casm_dagster.prsentinel.settings import parse_settings
+    from casm_dagster.yaml12 import load_yaml
+
+    folder = ROOT / "templates" / template_id
+    template = load_template(template_id)
+    assert template.manifest.telemetry.emit  # explicit telemetry fields
+    assert (folder / "docs.md").read_text().startswith(f"# {template_id}")
+    example = folder / "example-config.yaml"
+    if template_id == "pr-sentinel":
+        settings, problem = parse_settings(example.read_bytes())
+        assert problem is None and settings.ignore
+    else:
+        assert load_template(str(example)).id == template_id
+    workflows = [load_yaml(p.read_text()) for p in (ROOT / "infra" / "github" / "workflows").glob("*.yml")]
+    runs = [
+        (wf["on"], step["run"])
+        for wf in workflows
+        for job in wf["jobs"].values()
+        for step in job["steps"]
+        if "casm run" in step.get("run", "")
+    ]
+    mine = [(on, run) for on, run in runs if f"--template {template_id}" in run]
+    assert mine, f"no GitHub Actions example runs {template_id}"
+    (on, run), *_ = mine
+    expected = "pull_request" if template_id == "pr-sentinel" else "schedule"
+    assert expected in on and '--repo "${{ github.repository }}"' in run
