@@ -219,6 +219,9 @@ def replay_script(spec: RunSpec, head: str, ruleset_ref: str, ruleset_sha256: st
     s = run["models"]
     q = shlex.quote
     replays = Path(spec.state_dir) / "replays" / spec.run_id
+    github = run.get("github")
+    target = spec.repo if github else spec.repo_path  # GitHub mode: fetched again, pinned by commit
+    pr = [f"  --pr {github['pr']} \\"] if github and github.get("pr") else []
     lines = [
         "#!/usr/bin/env sh",
         f"# CASM replay of run {spec.run_id} ({spec.template_id} on {spec.repo}).",
@@ -231,8 +234,9 @@ def replay_script(spec: RunSpec, head: str, ruleset_ref: str, ruleset_sha256: st
         "export CASM_STATE_DIR",
         'exec "${CASM:-casm}" run \\',
         f"  --template {q(spec.manifest_path)} \\",
-        f"  --repo {q(spec.repo_path)} \\",
-        f"  --base {head} --head {head} \\",
+        f"  --repo {q(target)} \\",
+        *pr,
+        f"  --base {run.get('base') or head} --head {head} \\",
         f"  --ruleset {q(ruleset_ref)} --ruleset-hash {ruleset_sha256} \\",
         f"  --routing {s['strategy']} \\",
         f"  --budget-usd {s['budget_usd']} \\",
