@@ -181,6 +181,11 @@ def decide_from_github(store: ApprovalStore, record: ApprovalRecord, event: Gith
     if _utc(event.at) <= _utc(record.created_at):
         return None  # e.g. the label was already on the PR for an earlier plan
     channel = record.packet.get("hitl") or {}
+    author = ((channel.get("github") or {}).get("author") or "").lower()
+    if author and event.actor.lower() == author and _is_approval(record, channel, event):
+        detail = f"{event.actor} wrote the pull request and cannot approve it"
+        store.log(record.request_id, utc_now(), event.actor, "refused", detail)
+        raise ApproverRefused(f"{detail} (request {record.request_id})")
     if record.mode == "github_label" and event.kind == "label":
         if event.label != channel.get("required_label"):
             return None
@@ -192,6 +197,27 @@ def decide_from_github(store: ApprovalStore, record: ApprovalRecord, event: Gith
     else:
         return None
     return decide(store, record, APPROVED, event.actor, reason, via=record.mode, orgs=event.orgs)
+
+
+def _is_approval(record: ApprovalRecord, channel: dict, event: GithubEvent) -> bool:
+    if record.mode == "github_label":
+        return event.kind == "label" and event.label == channel.get("required_label")
+    regex = channel.get("approval_comment_regex") or "(?!)"
+    return event.kind == "comment" and comment_reason(event.body or "", regex) is not None
+
+
+def supersede(store: ApprovalStore, record: ApprovalRecord, why: str, now: str | None = None) -> bool:
+    """End a pending request that a newer review replaced (e.g. a new push to the PR)."""
+    now = now or utc_now()
+    if not store.decide(record.request_id, EXPIRED, "casm", why, None, now):
+        return False
+    journal = run_journal(record)
+    if journal:
+        journal.emit(
+            "hitl_decision", f"expired: {why}", outcome="expired", approver="casm", reason=why,
+            request_id=record.request_id,
+        )  # fmt: skip
+    return True
 
 
 def expire(store: ApprovalStore, record: ApprovalRecord, now: str) -> bool:

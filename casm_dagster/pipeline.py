@@ -63,6 +63,12 @@ def sandbox_of(spec: RunSpec) -> Sandbox:
 
 
 def branch_name(spec: RunSpec) -> str:
+    """Local mode: one branch per run. GitHub mode: one branch (and so one open PR) per
+    template and base branch, moved by every audit — the hourly heartbeat updates its PR
+    instead of opening a new one each hour."""
+    github = spec.effective_config["run"].get("github")
+    if github:
+        return f"casm/{spec.template_id}/{github['default_branch']}"
     return f"casm/{spec.template_id}/{spec.run_id}"
 
 

@@ -151,6 +151,8 @@ def build_spec(
             f"{template.path}: policy.hitl.mode {manifest.policy.hitl.mode} approves on a pull request, and "
             f"{template.id} holds its changes before any PR exists — use mode: local (casm approve)"
         )
+    if options.pr is not None and not reviews_pr:  # e.g. a fork's code pushed as a branch of the base repo
+        raise ConfigError(f"--pr: {template.id} audits the default branch; only pr-sentinel reviews a pull request")
     if github and github.pr is None and reviews_pr:
         raise ConfigError(f"{template.id} reviews a pull request: pass --pr NUMBER with --repo {repo}")
     effective = {

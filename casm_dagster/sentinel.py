@@ -9,11 +9,12 @@ whether the sensor's poll or a webhook saw it first).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from casm_dagster.github.connector import GitHubError, PullRequest
+from casm_dagster.github.connector import GITHUB_FAILURES, PullRequest
 from casm_dagster.stores.sentinels import Sentinel
 
 WINDOW_FORMAT = {"hourly": "%Y-%m-%dT%H", "daily": "%Y-%m-%d"}
@@ -100,23 +101,27 @@ Lister = Callable[[str, str | None], tuple[str | None, list[PullRequest] | None]
 
 
 def poll(
-    cursor: PollCursor, sentinels: list[Sentinel], list_open: Lister, max_repos: int
+    cursor: PollCursor, sentinels: list[Sentinel], list_open: Lister, max_repos: int, budget_s: float = 40.0
 ) -> tuple[list[PrReview], list[str]]:
-    """Poll up to ``max_repos`` watched repos (round-robin) and return the new heads to
-    review and the per-repo errors; ``cursor`` is updated in place. Drafts wait until they
-    are marked ready; closed PRs leave the cursor."""
+    """Poll up to ``max_repos`` watched repos (round-robin, within ``budget_s`` seconds) and
+    return the new heads to review and the per-repo errors; ``cursor`` is updated in place.
+    Drafts wait until they are marked ready; closed PRs leave the cursor."""
     watched = [s for s in sentinels if s.pr_template]
     if not watched:
         return [], []
     start = cursor.offset % len(watched)
     batch = (watched[start:] + watched[:start])[:max_repos]
-    cursor.offset = (start + len(batch)) % len(watched)
     reviews: list[PrReview] = []
     errors: list[str] = []
+    deadline = time.monotonic() + budget_s
+    polled = 0
     for s in batch:
+        if time.monotonic() > deadline:
+            break  # the rest first thing next tick
+        polled += 1
         try:
             etag, pulls = list_open(s.repo, cursor.etags.get(s.partition_key))
-        except GitHubError as exc:  # one repo's problem (token scope, deleted repo) never stops the rest
+        except GITHUB_FAILURES as exc:  # one repo's problem (access, outage) never stops the rest
             errors.append(str(exc))
             continue
         if pulls is None:
@@ -132,6 +137,7 @@ def poll(
             if known.get(str(pr.number)) != pr.head_sha:
                 reviews.append(PrReview(s.partition_key, s.repo, s.pr_template, pr.number, pr.head_sha))
         cursor.heads[s.partition_key] = current
+    cursor.offset = (start + polled) % len(watched)
     names = {s.partition_key for s in sentinels}
     for gone in [k for k in cursor.heads if k not in names]:  # unregistered repos leave the cursor
         cursor.heads.pop(gone, None)

@@ -12,14 +12,15 @@ from typing import Any
 
 import dagster as dg
 
-from casm_dagster import gitops, hitl, sentinel
+from casm_dagster import gitops, sentinel
 from casm_dagster.errors import ConfigError
 from casm_dagster.github import approvals as gh_approvals
-from casm_dagster.github.connector import TOKEN_ENV, GitHubConnector, GitHubError
+from casm_dagster.github.connector import GITHUB_FAILURES, TOKEN_ENV, GitHubConnector, GitHubError
 from casm_dagster.github.webhooks import ApprovalCandidate, ReviewRequest, WebhookError, derive, verify_signature
 from casm_dagster.instance import instance_db_url
 from casm_dagster.journal import utc_now
 from casm_dagster.launcher import approvals, register_repo
+from casm_dagster.redact import redact
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import is_github_name, partition_key_for
 from casm_dagster.stores.sentinels import Sentinel, SentinelStore
@@ -41,6 +42,8 @@ def register(
     template = load_template(template_ref)
     heartbeat, pr_template = template_ref, pr_template_ref or ""
     if template.manifest.entrypoint.workflow == PR_WORKFLOW:  # --template pr-sentinel: PRs only
+        if pr_template_ref is None:
+            raise ConfigError(f"--template {template_ref} reviews pull requests; it contradicts --no-prs")
         heartbeat, pr_template = "", template_ref
         notes.append(f"{template.id} reviews pull requests: the PR sensor runs it; no heartbeat audit")
     elif pr_template:
@@ -72,9 +75,11 @@ def register(
 
 def remove(instance: dg.DagsterInstance, repo: str) -> bool:
     """Unregister (the partition and its history stay: past runs remain browsable)."""
-    kind = "github" if is_github_name(repo) else "local"
-    location = repo if kind == "github" else str(Path(repo).expanduser().resolve())
-    return store(instance).remove(partition_key_for(kind, location))
+    sentinels = store(instance)
+    if is_github_name(repo):  # GitHub names are case-insensitive
+        found = [s for s in sentinels.list() if s.repo.lower() == repo.lower()]
+        return any(sentinels.remove(s.partition_key) for s in found)
+    return sentinels.remove(partition_key_for("local", str(Path(repo).expanduser().resolve())))
 
 
 def describe(s: Sentinel) -> dict[str, Any]:
@@ -114,22 +119,34 @@ def _review(instance, item: ReviewRequest, s: Sentinel | None, dry_run: bool, de
 
 
 def _approval(instance, item: ApprovalCandidate, dry_run: bool) -> dict[str, Any]:
+    """The event only says which PR to look at: the decision is made from what GitHub's API
+    says (who added the label or wrote the comment, and when), so a forged, replayed or
+    late payload cannot approve anything."""
     record = item.as_json()
-    pending = gh_approvals.pending_for(approvals(instance), item.repo, item.pr)
+    store_ = approvals(instance)
+    pending = gh_approvals.pending_for(store_, item.repo, item.pr)
+    record["requests"] = [{"request_id": r.request_id, "run_id": r.run_id, "outcome": "pending"} for r in pending]
     if not pending:
-        record["requests"] = []
         record["note"] = "no pending GitHub-mode approval request for this PR"
         return record
-    orgs: tuple[str, ...] = ()
-    if any(a.startswith("ORG:") for r in pending for a in r.approvers):
-        try:
-            orgs = tuple(GitHubConnector.from_env().user_orgs(item.actor))
-        except GitHubError as exc:
-            record["note"] = f"organisations of {item.actor} unknown ({exc})"
-    event = hitl.GithubEvent(item.kind, item.actor, item.at, orgs, label=item.label, body=item.body)
-    store_ = approvals(instance)
-    record["requests"] = [gh_approvals.apply_event(store_, r, event, dry_run).as_json() for r in pending]
+    if dry_run:
+        record["note"] = "dry run: the PR's labels and comments are not read, nothing is decided"
+        return record
+    try:
+        connector = GitHubConnector.from_env()
+        record["requests"] = [
+            (gh_approvals.poll_pull(store_, connector, r, connector.user_orgs) or _undecided(r)).as_json()
+            for r in pending
+        ]
+    except GITHUB_FAILURES as exc:
+        record["note"] = (
+            f"not decided: the approval is confirmed on GitHub, which failed ({exc}); the HITL sensor retries"
+        )
     return record
+
+
+def _undecided(r) -> gh_approvals.Outcome:
+    return gh_approvals.Outcome(r.request_id, r.run_id, "not_an_approval", "nothing on the PR approves it")
 
 
 def read_payload(path: Path) -> Any:
@@ -150,6 +167,8 @@ def serve(instance: dg.DagsterInstance, host: str, port: int, secret: str, log) 
     payload, 202 with the derived records otherwise (ping → 200)."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 30  # a client that stops sending is dropped
+
         def log_message(self, fmt: str, *args: Any) -> None:  # one line per delivery, via ``log``
             return
 
@@ -162,9 +181,12 @@ def serve(instance: dg.DagsterInstance, host: str, port: int, secret: str, log) 
             self.wfile.write(body)
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_PAYLOAD_BYTES:
-                self._answer(413, {"error": "payload too large"})
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_PAYLOAD_BYTES:
+                self._answer(413 if length > 0 else 400, {"error": "bad or missing Content-Length"})
                 return
             body = self.rfile.read(length)
             event = self.headers.get("X-GitHub-Event", "")
@@ -183,6 +205,10 @@ def serve(instance: dg.DagsterInstance, host: str, port: int, secret: str, log) 
             except (WebhookError, json.JSONDecodeError, UnicodeDecodeError) as exc:
                 log(f"{delivery}: {event}: rejected: {exc}")
                 self._answer(400, {"error": str(exc)})
+                return
+            except Exception as exc:  # noqa: BLE001 - GitHub should see a 500 and redeliver, not a reset
+                log(f"{delivery}: {event}: failed: {type(exc).__name__}: {redact(str(exc))}")
+                self._answer(500, {"error": "internal error; see the receiver's log"})
                 return
             log(f"{delivery}: {event}: {len(records)} records")
             self._answer(202, {"records": records})

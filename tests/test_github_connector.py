@@ -175,3 +175,27 @@ def test_a_post_that_failed_with_5xx_is_not_blindly_resent(gh: FakeGitHub) -> No
     # The rerun finds no comment (none was created) and posts exactly one.
     _connector(gh).upsert_comment("acme/widgets", number, "<!-- casm:p", "<!-- casm:p -->\nhi")
     assert len(gh.comments("acme/widgets", number)) == 1
+
+
+def test_installation_tokens_that_cannot_read_user_still_keep_one_sticky_comment(tmp_path: Path) -> None:
+    # GitHub Actions' GITHUB_TOKEN gets 403 on GET /user; its comments are by a bot.
+    source = make_repo(tmp_path / "src", {"a.py": "x = 1\n"})
+    git(source, "checkout", "-q", "-b", "feature")
+    (source / "a.py").write_text("x = 2\n")
+    git(source, "commit", "-qam", "change")
+    with FakeGitHub(token=TOKEN, login="github-actions[bot]") as gh:
+        gh.users["github-actions[bot]"].type = "Bot"
+        gh.create_repo("acme/widgets", source)
+        number = gh.open_pr("acme/widgets", "feature")
+        gh.fail_next("GET", r"^/user$", 403, times=100, body={"message": "Resource not accessible by integration"})
+        c = _connector(gh)
+        assert c.whoami() is None
+        gh.add_comment("acme/widgets", number, "<!-- casm:s -->\nfrom a human", author="mallory")
+        assert c.upsert_comment("acme/widgets", number, "<!-- casm:s", "<!-- casm:s -->\nv1")[1] == "created"
+        assert c.upsert_comment("acme/widgets", number, "<!-- casm:s", "<!-- casm:s -->\nv2")[1] == "updated"
+        assert [x["body"] for x in gh.comments("acme/widgets", number)] == [
+            "<!-- casm:s -->\nfrom a human",
+            "<!-- casm:s -->\nv2",
+        ]
+        gh.clear_faults()
+        assert not gh.schema_errors

@@ -64,36 +64,29 @@ def test_repo_auditor_opens_a_pr_with_report_and_cost_comment(tmp_path: Path, gh
     assert out["repo"] == REPO and out["patches"] > 0
     (pr,) = gh.pulls(REPO)
     assert out["pull_request"].endswith(f"/{REPO}/pull/{pr['number']}")
-    branch = f"casm/repo-auditor/{out['run_id']}"
-    assert pr["head"] == branch and pr["base"] == gh.repos[REPO].default_branch
+    default = gh.repos[REPO].default_branch
+    branch = f"casm/repo-auditor/{default}"  # one branch, and so one open PR, per base branch
+    assert pr["head"] == branch and pr["base"] == default
     assert markers.read(pr["body"], "repo-auditor") == {"run_id": out["run_id"]}
     assert "## " in pr["body"] and "Findings" in pr["body"]
     # The pushed branch is the validated tip: one commit per accepted patch group.
-    commits = git(gh.repo_path(REPO), "rev-list", f"refs/heads/{pr['base']}..refs/heads/{branch}").split()
+    commits = git(gh.repo_path(REPO), "rev-list", f"refs/heads/{default}..refs/heads/{branch}").split()
     assert len(commits) == out["patches"]
     (cost,) = _our_comments(gh, pr["number"], "cost-report")
-    assert "Cost report" in cost["body"] or "cost" in cost["body"].lower()
-    # A rerun of the same run (same run id and branch) updates the PR and the comment in place.
-    from casm_dagster.contracts.run import RunSpec
-    from casm_dagster.github.deliver import open_pull
-    from casm_dagster.journal import Journal
-
-    run_dir = Path(out["run_dir"])
-    spec = RunSpec.model_validate_json((run_dir / "spec.json").read_text())
-    tip = git(gh.repo_path(REPO), "rev-parse", f"refs/heads/{branch}")
-    for key in ("GITHUB_TOKEN", "GITHUB_API_URL", "CASM_GITHUB_WRITE_INTERVAL"):
-        os.environ[key] = env[key]
-    try:
-        again = open_pull(spec, Journal(spec), branch, tip, Path(out["report"]), run_dir / "cost_report.md")
-    finally:
-        for key in ("GITHUB_TOKEN", "GITHUB_API_URL", "CASM_GITHUB_WRITE_INTERVAL"):
-            os.environ.pop(key, None)
-    assert again is not None and not again.created and again.number == pr["number"]
-    assert len(gh.pulls(REPO)) == 1 and len(_our_comments(gh, pr["number"], "cost-report")) == 1
+    assert "cost" in cost["body"].lower()
+    # The next audit (the next heartbeat window, a retry) updates that PR and its comment.
+    again = run_casm(["run", "--template", "repo-auditor", "--repo", REPO, "--json"], work, env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    second = last_json(again.stdout)
+    assert second["run_id"] != out["run_id"] and second["pull_request"] == out["pull_request"]
+    (pr,) = gh.pulls(REPO)
+    assert markers.read(pr["body"], "repo-auditor") == {"run_id": second["run_id"]}
+    (updated,) = _our_comments(gh, pr["number"], "cost-report")
+    assert updated["id"] == cost["id"] and second["run_id"] in updated["body"]
     # The token went only to GitHub, in headers: never in a git URL, never on disk or in output.
     for request in gh.requests:
         assert TOKEN not in request.path and TOKEN not in json.dumps(request.query)
-    _no_token_anywhere(tmp_path, proc.stdout, proc.stderr)
+    _no_token_anywhere(tmp_path, proc.stdout, proc.stderr, again.stdout, again.stderr)
 
 
 def _pr_repo(tmp_path: Path) -> Path:
@@ -142,9 +135,11 @@ def test_pr_sentinel_comments_once_and_updates_incrementally_on_push(tmp_path: P
     assert posted["user"] == gh.login
     body = posted["body"]
     assert "risk" in body and "Reason codes" in body
-    assert "`app/core.py:1`" in body and "F401" in body  # the unused import, from the default branch's settings
+    assert (
+        "<code>app/core.py:1</code>" in body and "F401" in body
+    )  # the unused import, from the default branch's settings
     assert "Forecast of this audit" in body and "### Coverage" in body
-    assert "`docs/x.py` — ignored by .casm.yaml" in body
+    assert "<code>docs/x.py</code> — ignored by .casm.yaml" in body
     state = markers.read(body, "pr-sentinel")
     assert state["head"] == gh.pulls(REPO)[0]["head_sha"]
     # A new push touching another file: the same comment is updated; app/core.py is not
@@ -158,7 +153,7 @@ def test_pr_sentinel_comments_once_and_updates_incrementally_on_push(tmp_path: P
     assert updated["id"] == posted["id"]
     assert markers.read(updated["body"], "pr-sentinel")["head"] == new_head
     assert f"incremental since `{state['head'][:12]}`" in updated["body"]
-    assert "`app/util.py:1`" in updated["body"] and "`app/core.py:1`" in updated["body"]
+    assert "<code>app/util.py:1</code>" in updated["body"] and "<code>app/core.py:1</code>" in updated["body"]
     assert len(gh.comments(REPO, number)) == 1
     _no_token_anywhere(tmp_path, first.stdout, first.stderr, second.stdout, second.stderr)
 
@@ -184,14 +179,13 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     env = _env(tmp_path, gh)
     work = tmp_path / "work"
     work.mkdir()
-    proc = run_casm(
-        ["run", "--template", str(_pr_template(tmp_path)), "--repo", REPO, "--pr", str(number), "--json"], work, env
-    )
+    template = str(_pr_template(tmp_path, '["USER:maint", "USER:alice"]'))
+    proc = run_casm(["run", "--template", template, "--repo", REPO, "--pr", str(number), "--json"], work, env)
     assert proc.returncode == 3, proc.stderr  # held for approval
     run_id = last_json(proc.stdout)["run_id"]
     (posted,) = _our_comments(gh, number, "pr-sentinel")
     assert "Held for human approval" in posted["body"] and "`casm-approved`" in posted["body"]
-    assert "`USER:maint`" in posted["body"]
+    assert "<code>USER:maint</code>" in posted["body"] or "`USER:maint`" in posted["body"]
 
     instance = _instance(env, monkeypatch)
     resources = {"casm": CasmResource(state_dir=env["CASM_STATE_DIR"])}
@@ -210,8 +204,13 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     store = approvals(instance)
     record = store.latest_for_run(run_id)
     assert record.status == "pending"
+    # The PR's author is on the allowlist, but may not approve their own change.
+    gh.remove_label(REPO, number, "casm-approved", actor="alice")
+    gh.add_label(REPO, number, "casm-approved", actor="alice")
+    result = tick(result.cursor)
+    assert result.run_requests == [] and store.require(record.request_id).status == "pending"
     refusals = [e for e in store.log_entries(record.request_id) if e.action == "refused"]
-    assert [e.actor for e in refusals] == ["mallory"]
+    assert [e.actor for e in refusals] == ["mallory", "alice"]
     # The allowlisted maintainer labels it (removing mallory's first, as GitHub records no
     # event for a label already there): approved, and the continuation updates the comment.
     gh.remove_label(REPO, number, "casm-approved", actor="maint")
@@ -228,7 +227,9 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     _no_token_anywhere(tmp_path, proc.stdout, proc.stderr)
 
 
-def test_pr_sensor_launches_one_run_per_new_head(tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pr_sensor_launches_one_run_per_new_head(
+    tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from casm_dagster.resources import CasmResource
     from casm_dagster.sensors.sentinel import pr_sensor
 
@@ -302,3 +303,58 @@ def test_pr_sensor_launches_one_run_per_new_head(tmp_path: Path, gh: FakeGitHub,
     (tmp_path / "bad.json").write_text(json.dumps({"action": "opened"}))
     bad = run_casm(["webhook", "--event", "pull_request", "--payload", str(tmp_path / "bad.json")], work, env)
     assert bad.returncode == 2 and "missing 'repository.full_name'" in bad.stderr
+
+
+def test_comment_approval_from_a_webhook_is_confirmed_on_github(tmp_path: Path, gh: FakeGitHub) -> None:
+    source = _pr_repo(tmp_path)
+    # The default branch's .casm.yaml switches this repo to approval by comment.
+    (source / ".casm.yaml").write_text("hitl:\n  mode: github_comment\n")
+    git(source, "commit", "-qam", "approve by comment")
+    gh.create_repo(REPO, source)
+    git(source, "checkout", "-q", "-b", "deps")
+    _commit(source, {"package.json": '{"dependencies": {"left-pad": "1.3.0"}}\n'}, "a dependency")
+    number = gh.open_pr(REPO, "deps", commits=source)
+    env = _env(tmp_path, gh)
+    work = tmp_path / "work"
+    work.mkdir()
+    template = str(_pr_template(tmp_path))
+    held = run_casm(["run", "--template", template, "--repo", REPO, "--pr", str(number), "--json"], work, env)
+    assert held.returncode == 3, held.stderr
+    (posted,) = _our_comments(gh, number, "pr-sentinel")
+    assert "comments matching" in posted["body"]
+
+    def deliver(author: str, body: str) -> dict:
+        comment_id = gh.add_comment(REPO, number, body, author=author)
+        (created,) = [c for c in gh.comments(REPO, number) if c["id"] == comment_id]
+        payload = {
+            "action": "created",
+            "issue": {"number": number, "pull_request": {"url": "x"}},
+            "comment": {
+                "id": comment_id,
+                "body": body,
+                "user": {"login": author},
+                "created_at": created["created_at"].isoformat().replace("+00:00", "Z"),
+            },
+            "repository": {"full_name": REPO},
+        }
+        path = tmp_path / f"comment-{comment_id}.json"
+        path.write_text(json.dumps(payload))
+        proc = run_casm(["webhook", "--event", "issue_comment", "--payload", str(path)], work, env)
+        assert proc.returncode == 0, proc.stderr
+        (record,) = json.loads(proc.stdout)
+        return record
+
+    # A forged payload (the comment does not exist on GitHub as claimed) approves nothing.
+    forged = {
+        "action": "created",
+        "issue": {"number": number, "pull_request": {"url": "x"}},
+        "comment": {"body": "/casm approve trust me", "user": {"login": "maint"}, "created_at": "2099-01-01T00:00:00Z"},
+        "repository": {"full_name": REPO},
+    }
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    proc = run_casm(["webhook", "--event", "issue_comment", "--payload", str(tmp_path / "forged.json")], work, env)
+    assert json.loads(proc.stdout)[0]["requests"][0]["outcome"] != "approved"
+    assert deliver("maint", "looks fine")["requests"][0]["outcome"] == "not_an_approval"  # no /casm approve
+    record = deliver("maint", "/casm approve reviewed the dependency")
+    assert record["requests"][0]["outcome"] == "approved", record
+    assert "reviewed the dependency" in record["requests"][0]["detail"]

@@ -28,8 +28,8 @@ def test_local_range_writes_the_comment_and_reports_bad_settings(tmp_path: Path,
     out = last_json(proc.stdout)
     comment = (Path(out["artifacts_dir"]) / "pr_comment.md").read_text()
     assert comment.startswith("<!-- casm:pr-sentinel {")
-    assert "`lib.py:1`" in comment and "F401" in comment
-    assert "`vendor/dep.py` — generated or vendored" in comment
+    assert "<code>lib.py:1</code>" in comment and "F401" in comment
+    assert "<code>vendor/dep.py</code> — generated or vendored" in comment
     assert ".casm.yaml is malformed, defaults used" in comment and "max_findings" in comment
     assert (Path(out["artifacts_dir"]) / "cost_report.md").exists()
     assert out["branch"] is None  # nothing is ever applied

@@ -208,7 +208,7 @@ def test_repo_settings_defaults_and_clear_errors() -> None:
 def test_scope_cuts_in_order_with_reasons() -> None:
     files = [
         SourceFile(p, "python", "x = 1\n" * n)
-        for p, n in [("a.py", 10), ("big.py", 40_000), ("c.py", 5), ("docs/x.py", 1)]
+        for p, n in [("a.py", 10), ("big.py", 40_000), ("c.py", 5), ("d.py", 3), ("docs/x.py", 1)]
     ]
     inventory = Inventory(
         files=[*files, SourceFile("vendor/lib.py", "python", "x")],
@@ -222,11 +222,12 @@ def test_scope_cuts_in_order_with_reasons() -> None:
         "vendor/lib.py": "A",
         "img.png": "A",
         "gone.py": "D",
+        "d.py": "M",
     }
     settings = RepoSettings(ignore=["docs/**"], token_budget=5_000)
-    scope = select(changed, inventory, settings, since={"a.py", "big.py"}, incremental_from="f" * 40)
-    assert scope.reviewed == ["a.py"]
-    assert scope.carried == ["c.py"]  # unchanged since the last review
+    scope = select(changed, inventory, settings, {"a.py", "big.py"}, "f" * 40, covered={"a.py", "c.py"})
+    assert scope.reviewed == ["a.py", "d.py"]  # d.py: unchanged, but the last review skipped it
+    assert scope.carried == ["c.py"]  # unchanged since the last review, which covered it
     assert scope.not_reviewed["gone.py"] == "deleted"
     assert scope.not_reviewed["docs/x.py"] == "ignored by .casm.yaml"
     assert scope.not_reviewed["vendor/lib.py"].startswith("generated or vendored")

@@ -32,6 +32,10 @@ def pr_review(context: dg.AssetExecutionContext, config: PrReviewConfig, casm: C
     state_dir = casm.state_path()
     options = config.options()
     info, github = resolve_repo(repo, state_dir, config.pr)
+    if github and config.head_sha and github.head_commit != config.head_sha:
+        # Pushed again since the trigger: the run for the newer head reviews it.
+        context.log.info(f"PR #{config.pr} moved from {config.head_sha[:12]} to {github.head_commit[:12]}; skipped")
+        return dg.MaterializeResult(metadata={"pr": config.pr or 0, "status": "superseded", "head": github.head_commit})
     artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
     spec = build_spec(
         template, repo, info, state_dir, artifacts, config.seed, config.run_id or None, options, github=github

@@ -11,6 +11,7 @@ dataclasses, so callers never hold lazy PyGithub objects.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,9 @@ TOKEN_ENV, API_URL_ENV = "GITHUB_TOKEN", "GITHUB_API_URL"
 # GitHub asks integrations to space writes (secondary rate limits); tests against a local
 # server set it to 0.
 WRITE_INTERVAL_ENV = "CASM_GITHUB_WRITE_INTERVAL"
+# The login CASM comments as. Read from GET /user when unset; installation tokens (GitHub
+# Actions' GITHUB_TOKEN, GitHub Apps) cannot read /user, and their comments are by a bot.
+LOGIN_ENV = "CASM_GITHUB_LOGIN"
 
 
 class GitHubError(CasmError):
@@ -37,6 +41,10 @@ class GitHubError(CasmError):
 
 class GitHubUnavailable(RunFailedError):
     """GitHub kept failing (5xx, rate limit, network) after the retries."""
+
+
+# Everything the connector raises: a sensor catches these per repo and carries on.
+GITHUB_FAILURES = (GitHubError, GitHubUnavailable)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class GitHubSettings:
     backoff_s: float = 1.0  # exponential: 1, 2, 4, ... (a Retry-After or reset wins)
     max_wait_s: float = 900.0  # the longest rate-limit wait CASM accepts before giving up
     timeout_s: int = 30
+    login: str | None = None  # the token's user, when known without asking GitHub
 
     def __repr__(self) -> str:  # the token never reaches a log through repr()
         return f"GitHubSettings(api_url={self.api_url!r}, token=[REDACTED])"
@@ -69,7 +78,12 @@ class GitHubSettings:
             write_interval = float(interval) if interval else 1.0
         except ValueError:
             raise ConfigError(f"{WRITE_INTERVAL_ENV}={interval!r} is not a number of seconds") from None
-        return cls(token=token, api_url=api_url, write_interval_s=max(write_interval, 0.0))
+        login = (env.get(LOGIN_ENV) or "").strip() or None
+        return cls(token=token, api_url=api_url, write_interval_s=max(write_interval, 0.0), login=login)
+
+    def for_sensor(self) -> GitHubSettings:
+        """A sensor tick has 60 s: few retries, short waits; the next tick tries again."""
+        return dataclasses.replace(self, retries=2, backoff_s=0.5, max_wait_s=5.0, timeout_s=10)
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,7 @@ class Comment:
     author: str
     body: str
     created_at: str
+    author_is_bot: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,6 +230,10 @@ class GitHubConnector:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GitHubConnector:
         return cls(GitHubSettings.from_env(environ))
 
+    @classmethod
+    def for_sensor(cls) -> GitHubConnector:
+        return cls(GitHubSettings.from_env().for_sensor())
+
     @contextlib.contextmanager
     def _call(self, what: str, repo: str = "") -> Iterator[None]:
         where = f" on {repo}" if repo else ""
@@ -288,7 +307,9 @@ class GitHubConnector:
         """Open PRs, polled with ``If-None-Match``: ``(etag, None)`` when nothing changed (a 304,
         which costs no rate limit), else ``(new etag, PRs)``."""
         url = f"/repos/{full_name}/pulls"
-        params: dict[str, Any] | None = {"state": "open", "per_page": 100, "sort": "created", "direction": "asc"}
+        # Most recently updated first: a push to any PR changes page 1 (and its ETag), so a 304
+        # on page 1 means no open PR changed, however many pages there are.
+        params: dict[str, Any] | None = {"state": "open", "per_page": 100, "sort": "updated", "direction": "desc"}
         headers = {"If-None-Match": etag} if etag else {}
         pulls: list[PullRequest] = []
         first_etag: str | None = None
@@ -311,11 +332,11 @@ class GitHubConnector:
                 for f in self._gh.get_repo(full_name).get_pull(number).get_files()
             ]
 
-    def find_pull(self, full_name: str, head_branch: str) -> PullRequest | None:
-        """The PR (open or closed) whose head is ``head_branch`` of this repository."""
+    def find_pull(self, full_name: str, head_branch: str, state: str = "open") -> PullRequest | None:
+        """The PR (``state``: open, closed or all) whose head is ``head_branch`` of this repository."""
         owner = full_name.split("/", 1)[0]
         with self._call(f"looking up the PR of {head_branch}", full_name):
-            for pr in self._gh.get_repo(full_name).get_pulls(state="all", head=f"{owner}:{head_branch}"):
+            for pr in self._gh.get_repo(full_name).get_pulls(state=state, head=f"{owner}:{head_branch}"):
                 return _pull(pr)
         return None
 
@@ -323,7 +344,13 @@ class GitHubConnector:
         with self._call(f"reading the comments of #{number}", full_name):
             issue = self._gh.get_repo(full_name).get_issue(number)
             return [
-                Comment(c.id, c.user.login if c.user else "", c.body or "", _iso(c.created_at))
+                Comment(
+                    c.id,
+                    c.user.login if c.user else "",
+                    c.body or "",
+                    _iso(c.created_at),
+                    bool(c.user and c.user.type == "Bot"),
+                )
                 for c in issue.get_comments()
             ]
 
@@ -350,7 +377,8 @@ class GitHubConnector:
     def open_or_update_pull(
         self, full_name: str, head_branch: str, base: str, title: str, body: str
     ) -> tuple[PullRequest, bool]:
-        """The PR for ``head_branch``: opened once; a rerun updates its body instead."""
+        """The open PR for ``head_branch``: opened once; later runs update its title and body
+        (a closed or merged one is left alone and a new PR is opened)."""
         existing = self.find_pull(full_name, head_branch)
         with self._call(f"opening the PR for {head_branch}", full_name):
             repo = self._gh.get_repo(full_name)
@@ -364,28 +392,43 @@ class GitHubConnector:
     def upsert_comment(self, full_name: str, number: int, marker: str, body: str) -> tuple[Comment, str]:
         """One comment per ``marker`` (a hidden HTML comment in its body): created the first
         time, edited in place afterwards. Returns the comment and created|updated|unchanged.
-        Only CASM's own comments (by the token's user) are considered, so nobody can hijack
-        the sticky comment by pasting the marker."""
+        Only CASM's own comments (by the token's user, or a bot when that is unknown) are
+        considered, so nobody can hijack the sticky comment by pasting the marker."""
         me = self.whoami()
         with self._call(f"commenting on #{number}", full_name):
             issue = self._gh.get_repo(full_name).get_issue(number)
             for c in issue.get_comments():
-                if marker in (c.body or "") and c.user is not None and c.user.login == me:
+                if marker in (c.body or "") and self.is_mine(c.user.login if c.user else "", c.user):
+                    author = c.user.login if c.user else ""
                     if (c.body or "") == body:
-                        return Comment(c.id, me, body, _iso(c.created_at)), "unchanged"
+                        return Comment(c.id, author, body, _iso(c.created_at)), "unchanged"
                     c.edit(body)
-                    return Comment(c.id, me, body, _iso(c.created_at)), "updated"
+                    return Comment(c.id, author, body, _iso(c.created_at)), "updated"
             c = issue.create_comment(body)
-            return Comment(c.id, me, body, _iso(c.created_at)), "created"
+            return Comment(c.id, c.user.login if c.user else (me or ""), body, _iso(c.created_at)), "created"
+
+    def is_mine(self, login: str, user: Any = None, is_bot: bool | None = None) -> bool:
+        me = self.whoami()
+        if me:
+            return login == me
+        bot = is_bot if is_bot is not None else bool(user is not None and user.type == "Bot")
+        return bot
 
     def add_labels(self, full_name: str, number: int, *labels: str) -> None:
         with self._call(f"labelling #{number}", full_name):
             self._gh.get_repo(full_name).get_issue(number).add_to_labels(*labels)
 
-    def whoami(self) -> str:
+    def whoami(self) -> str | None:
+        """The token's login (``CASM_GITHUB_LOGIN``, else ``GET /user``); None for an
+        installation token, which may not read /user (its comments are by a bot)."""
         if not hasattr(self, "_login"):
-            with self._call("reading the token's user"):
-                self._login = self._gh.get_user().login
+            self._login = self.settings.login
+            if self._login is None:
+                try:
+                    with self._call("reading the token's user"):
+                        self._login = self._gh.get_user().login
+                except GitHubError:
+                    self._login = None
         return self._login
 
 

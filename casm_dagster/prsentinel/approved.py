@@ -25,6 +25,14 @@ def approved_body(body: str, record: ApprovalRecord) -> str:
     return re.sub(r"^(## CASM pr-sentinel — risk [0-9.]+) .*$", r"\1 ✅ APPROVED", body, count=1, flags=re.M)
 
 
+def _sticky_head(connector: GitHubConnector, gh: GitHubCheckout) -> str | None:
+    for c in connector.comments(gh.repo, gh.pr or 0):
+        if markers.marker_tag(MARKER) in c.body and connector.is_mine(c.author, is_bot=c.author_is_bot):
+            head = (markers.read(c.body, MARKER) or {}).get("head")
+            return head if isinstance(head, str) else None
+    return None
+
+
 def acknowledge(
     store: ApprovalStore, record: ApprovalRecord, spec: RunSpec, journal: Journal, continuation_run_id: str
 ) -> bool:
@@ -44,8 +52,16 @@ def acknowledge(
     run = spec.effective_config["run"]
     if run.get("github"):
         gh = GitHubCheckout.from_config(run["github"])
-        _, action = GitHubConnector.from_env().upsert_comment(gh.repo, gh.pr or 0, markers.marker_tag(MARKER), body)
-        journal.decision("report", f"pr_comment_{action}", f"comment {action}: approved by {record.approver}")
+        connector = GitHubConnector.from_env()
+        current = _sticky_head(connector, gh)
+        if current not in (None, gh.head_commit):  # a newer push was reviewed since: its comment stays
+            journal.decision(
+                "report", "pr_comment_kept", f"approved by {record.approver}, but the PR comment now reviews "
+                f"{current[:12]}; left as is",
+            )  # fmt: skip
+        else:
+            _, action = connector.upsert_comment(gh.repo, gh.pr or 0, markers.marker_tag(MARKER), body)
+            journal.decision("report", f"pr_comment_{action}", f"comment {action}: approved by {record.approver}")
     if Path(spec.artifacts_dir, COMMENT_FILE).exists():
         write_text_atomic(Path(spec.artifacts_dir) / COMMENT_FILE, body)
     store.finish(record.request_id, f"acknowledged: approved by {record.approver}", utc_now())

@@ -7,6 +7,9 @@ reviewed incrementally and earlier findings on untouched files are carried over.
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from dataclasses import dataclass, field
 
 from casm_dagster.contracts.findings import SEVERITY_ORDER, Finding
@@ -17,8 +20,9 @@ from casm_dagster.redact import redact
 
 MARKER = "pr-sentinel"
 NITPICKS = ("low", "info")  # folded into one collapsed list
-MAX_BODY_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
-MAX_STATE_FINDINGS = 200
+MAX_COMMENT_CHARS = 65_000  # GitHub refuses comments over 65,536 characters (marker included)
+MAX_STATE_CHARS = 20_000  # the hidden marker's share
+MAX_COVERAGE_LINES = 40
 HITL_START, HITL_END = "<!-- casm:hitl -->", "<!-- /casm:hitl -->"  # rewritten once approved
 _FIX_HINTS = {
     "ruff": "`ruff check --fix` (or let repo-auditor patch it)",
@@ -47,8 +51,21 @@ class CommentData:
     extra_notes: list[str] = field(default_factory=list)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u2028\u2029]")
+
+
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")[:300]
+    """Untrusted text (a TODO's words, a path) as inert markdown: no HTML, no links, no
+    @mentions, no table breaks, one line."""
+    text = _CONTROL.sub(" ", " ".join(text.split()))[:300]
+    text = html.escape(text, quote=False).replace("|", "\\|")
+    return re.sub(r"([\[\]()`*_~#@!])", r"\\\1", text)
+
+
+def _path(path: str) -> str:
+    """A repo path (chosen by the PR's author) as a code span that cannot be closed early."""
+    clean = html.escape(_CONTROL.sub("?", path)[:200], quote=False)
+    return "<code>" + re.sub(r"([\\\[\]()`*_~#@!|<>])", r"\\\1", clean) + "</code>"
 
 
 def _fix(f: Finding) -> str:
@@ -58,9 +75,9 @@ def _fix(f: Finding) -> str:
 
 
 def _row(f: Finding, carried: set[str]) -> str:
-    where = f"`{f.file}:{f.line}`" if f.line else f"`{f.file}`"
+    where = _path(f"{f.file}:{f.line}" if f.line else f.file)
     new = "" if f.id in carried else " 🆕"
-    return f"| {f.severity}{new} | {where} | `{f.rule}` | {_cell(f.message)} | {_fix(f)} |"
+    return f"| {f.severity}{new} | {where} | {_path(f.rule)} | {_cell(f.message)} | {_fix(f)} |"
 
 
 def visible(findings: list[Finding], threshold: str) -> list[Finding]:
@@ -135,15 +152,21 @@ def render(d: CommentData) -> str:
         f"models: {d.model_mode}.",
     ]
     lines += ["", "### Coverage", _coverage(d)]
-    for path, why in sorted(d.scope.not_reviewed.items()):
-        lines.append(f"- `{path}` — {why}")
-    settings = f"⚠️ {d.settings_note}" if d.settings_error else d.settings_note
-    lines += ["", f"<sub>{settings} · run `{d.run_id}` · head `{d.head[:12]}`</sub>"]
-    lines += [f"<sub>{n}</sub>" for n in d.extra_notes]
+    skipped = sorted(d.scope.not_reviewed.items())
+    for path, why in skipped[:MAX_COVERAGE_LINES]:
+        lines.append(f"- {_path(path)} — {_cell(why)}")
+    if len(skipped) > MAX_COVERAGE_LINES:
+        lines.append(f"- … and {len(skipped) - MAX_COVERAGE_LINES} more (the run's scope.json lists them all)")
+    note = html.escape(_CONTROL.sub(" ", d.settings_note), quote=False)  # CASM's own words
+    settings = f"⚠️ {note}" if d.settings_error else note
+    footer = [f"<sub>{settings} · run `{d.run_id}` · head `{d.head[:12]}`</sub>"]
+    footer += [f"<sub>{html.escape(n, quote=False)}</sub>" for n in d.extra_notes]
+    marker = markers.render(MARKER, _state(d))
+    room = MAX_COMMENT_CHARS - len(marker) - sum(len(x) + 1 for x in footer) - 200
     body = redact("\n".join(lines))
-    if len(body) > MAX_BODY_CHARS:
-        body = body[:MAX_BODY_CHARS] + "\n\n_(truncated: the full review is in the run's report)_"
-    return markers.render(MARKER, _state(d)) + "\n" + body + "\n"
+    if len(body) > room:  # the footer (settings, run id) always survives
+        body = body[:room] + "\n\n_(truncated: the full review is in the run's report)_"
+    return "\n".join([marker, body, "", *footer]) + "\n"
 
 
 def _coverage(d: CommentData) -> str:
@@ -158,25 +181,29 @@ def _coverage(d: CommentData) -> str:
 
 
 def _state(d: CommentData) -> dict:
-    kept = sorted(d.findings, key=lambda f: (SEVERITY_ORDER[f.severity], f.file, f.line))[:MAX_STATE_FINDINGS]
-    return {
-        "v": 1,
-        "head": d.head,
-        "run_id": d.run_id,
-        "findings": [
-            {
-                "id": f.id,
-                "analyser": f.analyser,
-                "rule": f.rule,
-                "file": f.file,
-                "line": f.line,
-                "severity": f.severity,
-                "message": redact(f.message)[:300],
-                "auto_fixable": f.auto_fixable,
-            }
-            for f in kept
-        ],
-    }
+    """What the next push's review needs: the head, the files this review covered (reviewed
+    or carried), and the findings to carry over — most severe first, within a size cap."""
+    findings: list[dict] = []
+    size = 0
+    for f in sorted(d.findings, key=lambda f: (SEVERITY_ORDER[f.severity], f.file, f.line)):
+        item = {
+            "id": f.id,
+            "analyser": f.analyser,
+            "rule": f.rule,
+            "file": f.file,
+            "line": f.line,
+            "severity": f.severity,
+            "message": redact(f.message)[:200],
+            "auto_fixable": f.auto_fixable,
+        }
+        size += len(json.dumps(item))
+        if size > MAX_STATE_CHARS:
+            break
+        findings.append(item)
+    covered = sorted({*d.scope.reviewed, *d.scope.carried})
+    if len(json.dumps(covered)) > MAX_STATE_CHARS:
+        covered = []  # too many to carry: the next push is reviewed in full
+    return {"v": 1, "head": d.head, "run_id": d.run_id, "covered": covered, "findings": findings}
 
 
 def carried_findings(state: dict | None, paths: list[str]) -> list[Finding]:

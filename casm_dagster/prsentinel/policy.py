@@ -52,7 +52,15 @@ def score(
         result = engine_for(ruleset).evaluate(parse_diff(diff), GitRange(repo, start, snap.head_commit))
         hitl = HitlInfo()
         if result.status == "gate":
-            mode = (mode_override or manifest_of(spec).policy.hitl.mode) if pull else "local"
+            mode = manifest_of(spec).policy.hitl.mode if pull else "local"
+            if pull and mode_override and mode_override != mode:
+                if hitl_info(spec, mode_override).approvers:
+                    mode = mode_override
+                else:  # an allowlist is what makes a GitHub approval mean something
+                    journal.decision(
+                        "policy", "hitl_mode_kept", f".casm.yaml asks for {mode_override}, but the template "
+                        f"lists no GitHub approvers: {mode} is kept",
+                    )  # fmt: skip
             hitl = hitl_info(spec, mode)
         ctx = RunContext(
             run_id=spec.run_id,

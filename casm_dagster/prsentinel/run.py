@@ -7,15 +7,17 @@ writes the same comment to ``pr_comment.md``. Nothing is ever applied to the rep
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from casm_dagster import gitops, pipeline, planning, proof, report
+from casm_dagster import gitops, hitl, pipeline, planning, proof, report
 from casm_dagster.contracts.run import RunSpec, Snapshot
 from casm_dagster.cost.run_cost import Counts
 from casm_dagster.github import markers
+from casm_dagster.github.approvals import pending_for
 from casm_dagster.github.checkout import GitHubCheckout
 from casm_dagster.github.connector import GitHubConnector
 from casm_dagster.github.mirror import show_file
@@ -45,11 +47,17 @@ class PrOutcome:
 
 def _previous_state(connector: GitHubConnector, gh: GitHubCheckout) -> dict | None:
     """The state in CASM's own sticky comment on the PR (None before the first review)."""
-    me = connector.whoami()
     for c in connector.comments(gh.repo, gh.pr or 0):
-        if c.author == me and markers.marker_tag(comment.MARKER) in c.body:
+        if markers.marker_tag(comment.MARKER) in c.body and connector.is_mine(c.author, is_bot=c.author_is_bot):
             return markers.read(c.body, comment.MARKER)
     return None
+
+
+def _known(repo: Path, commit: str) -> bool:
+    """A commit from the marker (text anyone with edit rights could change) that the mirror has."""
+    if not re.fullmatch(r"[0-9a-f]{40}", commit):
+        return False
+    return gitops.git(repo, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
 
 
 def _scope(
@@ -58,17 +66,21 @@ def _scope(
     repo = Path(snap.spec.repo_path)
     head = snap.head_commit
     last = (previous or {}).get("head")
+    covered = {p for p in (previous or {}).get("covered") or [] if isinstance(p, str)}
     since = None
-    if isinstance(last, str) and last != head and is_ancestor(repo, last, head):
+    if isinstance(last, str) and last != head and covered and _known(repo, last) and is_ancestor(repo, last, head):
         since = set(changed_files(repo, last, head))
     elif isinstance(last, str) and last != head:
         journal.decision(
-            "ingest", "review_full", f"last reviewed {last[:12]} is not an ancestor (force-push?): full review"
+            "ingest",
+            "review_full",
+            f"last reviewed head {last[:12]} is unknown or not an ancestor (force-push?), or the "
+            "earlier review's coverage is not recorded: full review",
         )
     changed = changed_files(repo, start, head)
     with pipeline.scratch_checkout(repo, head) as tree:
         inventory = scan(tree)
-    scope = select(changed, inventory, settings, since, last if since is not None else None)
+    scope = select(changed, inventory, settings, since, last if since is not None else None, covered)
     save_scope(journal.run_dir, scope)
     journal.decision(
         "ingest",
@@ -111,7 +123,14 @@ def review_pull(
     in_scope = set(scope.reviewed)
     fresh = [f for f in review.findings if f.file in in_scope]
     carried = comment.carried_findings(previous, scope.carried)
-    pull = {"repo": gh.repo, "pr": gh.pr, "head": snap.head_commit, "url": gh.pr_url} if gh else None
+    pull = None
+    if gh:
+        pull = {"repo": gh.repo, "pr": gh.pr, "head": snap.head_commit, "url": gh.pr_url, "author": gh.pr_author}
+        for old in pending_for(approvals, gh.repo, gh.pr):  # a new head needs a new approval
+            if (old.packet.get("hitl") or {}).get("github", {}).get("head") != snap.head_commit:
+                why = f"superseded by the review of {snap.head_commit[:12]} (run {spec.run_id})"
+                if hitl.supersede(approvals, old, why):
+                    journal.decision("policy", "hitl_superseded", f"request {old.request_id} {why}")
     policy = score(snap, journal, approvals, start, settings.hitl.mode, pull)
     with pipeline.stage(journal, "report", "writing the PR comment"):
         counts = Counts(findings=len(fresh) + len(carried), loc_audited=review.loc_audited)

@@ -57,8 +57,11 @@ def select(
     settings: RepoSettings,
     since: set[str] | None = None,
     incremental_from: str | None = None,
+    covered: set[str] | None = None,
 ) -> Scope:
-    """``since``: the files changed since the last reviewed head (None: review everything)."""
+    """``since``: the files changed since the last reviewed head (None: review everything);
+    ``covered``: the files that review reviewed or carried — only those can be carried again
+    (a file it skipped, e.g. over the token budget, is still owed a review)."""
     ignored = GlobSet(settings.ignore)
     generated = GlobSet([] if settings.review_generated else DEFAULT_IGNORE)
     readable = {f.path: f for f in inventory.files}
@@ -78,7 +81,7 @@ def select(
             skipped[path] = unreadable[path].replace("_", " ")
         elif path not in readable:
             skipped[path] = "not a regular text file"
-        elif since is not None and path not in since:
+        elif since is not None and path not in since and path in (covered or set()):
             carried.append(path)
         else:
             cost = estimate_tokens(readable[path].text)

@@ -6,13 +6,14 @@ twice, and the continuation claims the approval atomically before it applies any
 Each tick also expires pending requests past their deadline (their runs end "expired").
 """
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from casm_dagster import hitl
 from casm_dagster.github import approvals as gh_approvals
-from casm_dagster.github.connector import GitHubConnector, GitHubError
+from casm_dagster.github.connector import GITHUB_FAILURES, GitHubConnector, GitHubError
 from casm_dagster.ops.hitl import hitl_continuation_job
 from casm_dagster.resources import CasmResource
 from casm_dagster.stores.approvals import ApprovalRecord
@@ -21,6 +22,7 @@ from casm_dagster.stores.approvals import ApprovalRecord
 # or a commit that landed behind the cursor): it is requested again; the run key dedupes.
 RESWEEP_AFTER = timedelta(minutes=10)
 MAX_PER_TICK = 50
+POLL_BUDGET_S = 25.0  # of the tick's 60 s, for reading approvals on GitHub
 
 
 def continuation_request(record: ApprovalRecord) -> dg.RunRequest:
@@ -44,14 +46,17 @@ def _poll_github(context: dg.SensorEvaluationContext, store) -> None:
     if not pending:
         return
     try:
-        connector = GitHubConnector.from_env()
+        connector = GitHubConnector.for_sensor()
     except GitHubError as exc:
         context.log.warning(f"{len(pending)} GitHub approval requests are not polled: {exc}")
         return
+    deadline = time.monotonic() + POLL_BUDGET_S  # approvals recorded locally must not wait on GitHub
     for record in pending:
+        if time.monotonic() > deadline:
+            break
         try:
             outcome = gh_approvals.poll_pull(store, connector, record, connector.user_orgs)
-        except GitHubError as exc:
+        except GITHUB_FAILURES as exc:
             context.log.warning(f"request {record.request_id}: {exc}")
             continue
         if outcome:

@@ -91,7 +91,7 @@ def pr_sensor(context: dg.SensorEvaluationContext, casm: CasmResource) -> dg.Sen
         cursor.heads.setdefault(s.partition_key, {})[str(item.pr)] = item.head_sha
     if watched:  # only GitHub repos are watched for PRs
         try:
-            connector = GitHubConnector.from_env()
+            connector = GitHubConnector.for_sensor()
         except GitHubError as exc:
             context.log.warning(f"PR polling is off: {exc}")
         else:
