@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import requests
-from github import Auth, Github, GithubException, GithubRetry
-from github.GithubException import BadCredentialsException, RateLimitExceededException, UnknownObjectException
 
 from casm_dagster.errors import CasmError, ConfigError, RunFailedError
 from casm_dagster.redact import redact
@@ -180,7 +177,7 @@ def pull_from_json(data: Mapping[str, Any]) -> PullRequest:
     )
 
 
-def _message(exc: GithubException) -> str:
+def _message(exc: Any) -> str:
     data = exc.data if isinstance(exc.data, dict) else {}
     text = str(data.get("message") or exc.data or "")
     errors = data.get("errors")
@@ -190,24 +187,32 @@ def _message(exc: GithubException) -> str:
     return text.strip()
 
 
-class _Retry(GithubRetry):
+@functools.cache
+def _retry_class() -> type:
     """GithubRetry, except that a POST answered with a 5xx is not sent again: GitHub may have
     created the PR or comment before failing, and a blind retry would duplicate it. (Rate
     limits refuse the request before it is processed, so those POSTs are retried.) The next
-    run finds what was created by its marker instead."""
+    run finds what was created by its marker instead. Built on first use: PyGithub is only
+    imported by runs that talk to GitHub (it costs every ``casm`` start a quarter second)."""
+    from github import GithubRetry
 
-    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        if method.upper() == "POST" and status_code >= 500:
-            return False
-        return super().is_retry(method, status_code, has_retry_after)
+    class _Retry(GithubRetry):
+        def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+            if method.upper() == "POST" and status_code >= 500:
+                return False
+            return super().is_retry(method, status_code, has_retry_after)
+
+    return _Retry
 
 
 class GitHubConnector:
     """One authenticated client. ``what`` in every error says which operation failed."""
 
     def __init__(self, settings: GitHubSettings) -> None:
+        from github import Auth, Github
+
         self.settings = settings
-        retry = _Retry(
+        retry = _retry_class()(
             total=settings.retries,
             backoff_factor=settings.backoff_s,
             max_rate_limit_wait=settings.max_wait_s,
@@ -236,6 +241,14 @@ class GitHubConnector:
 
     @contextlib.contextmanager
     def _call(self, what: str, repo: str = "") -> Iterator[None]:
+        import requests
+        from github import GithubException
+        from github.GithubException import (
+            BadCredentialsException,
+            RateLimitExceededException,
+            UnknownObjectException,
+        )
+
         where = f" on {repo}" if repo else ""
         try:
             yield
