@@ -66,6 +66,7 @@ def _replayed(state_dir: Path, run_id: str) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "available_providers": models["available_providers"],
         "offline_reason": models["offline_reason"],
+        "routing_policy": models.get("routing_policy"),
     }
 
 
@@ -100,6 +101,7 @@ def build_spec(
     run_id: str | None = None,
     options: RunOptions | None = None,
     github: GitHubCheckout | None = None,
+    routing_policy: dict[str, Any] | None = None,
 ) -> RunSpec:
     location = str(repo_info.root)
     manifest = template.manifest
@@ -145,6 +147,7 @@ def build_spec(
         prices_path=options.prices,
         proof_mode=options.proof_mode,
         replay_of=replay,
+        routing_policy=routing_policy,
     )
     if manifest.policy.hitl.mode != "local" and not reviews_pr:
         raise TemplateError(

@@ -13,6 +13,7 @@ stop).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -83,6 +84,9 @@ class RoutingSettings:
     max_wait_s: float = 60.0  # a longer retry-after is treated as the provider being down
     backoff_base_s: float = 0.5
     seed: int = 0
+    # The diurnal optimization's routing policy, as the run recorded it (``routing_view``):
+    # per task type a chosen model, models measured below target, measured qualities.
+    policy: Mapping[str, Any] | None = None
 
     @property
     def offline(self) -> bool:
@@ -222,6 +226,31 @@ class Router:
             return [c for p in PROFILES[: upto + 1] for c in self.catalog.candidates(p)]
         return self.catalog.candidates(profile)
 
+    def _with_policy(self, task_type: str, profile: str) -> tuple[list[Candidate], str | None, set[str]]:
+        """The profile's pool with measured qualities in place of the catalog's assumptions,
+        plus the policy's chosen model for this task type (added if the profile lacks it)."""
+        pool = self._pool(profile)
+        policy = self.settings.policy
+        if not policy:
+            return pool, None, set()
+        measured = policy.get("measured", {}).get(task_type, {})
+        pool = [dataclasses.replace(c, quality=measured[c.key]) if c.key in measured else c for c in pool]
+        choice = policy.get("choices", {}).get(task_type)
+        key = f"{choice['provider']}/{choice['model']}" if choice else None
+        if key and key not in {c.key for c in pool}:
+            known = self.catalog.model.models.get(key)
+            pool.append(
+                Candidate(
+                    choice["provider"],  # type: ignore[index]
+                    choice["model"],  # type: ignore[index]
+                    profile,
+                    len(pool),
+                    measured.get(key, known.quality if known else 0.0),
+                    known.latency_ms if known else 0,
+                )
+            )
+        return pool, key, set(policy.get("avoid", {}).get(task_type, []))
+
     def _estimate(self, c: Candidate, est_in: int, est_out: int) -> Decimal | None:
         try:
             rates = self.prices.rates(c.provider, c.model)
@@ -250,9 +279,13 @@ class Router:
         est_out = task.expected_output_tokens
         applied = {"budget": False, "latency": False, "quality": False}
         scored: list[tuple[Candidate, Decimal | None, list[str]]] = []
-        for c in self._pool(profile):
+        pool, choice_key, avoid = self._with_policy(task.task_type, profile)
+        for c in pool:
             cost = self._estimate(c, est_in, est_out)
             reasons = []
+            if c.key in avoid:
+                reasons.append("below_measured_quality")
+                applied["quality"] = True
             if c.provider not in s.available:
                 reasons.append("provider_unavailable")
             if cost is None:
@@ -276,7 +309,15 @@ class Router:
         if s.offline:
             codes.append(s.offline_reason)
         elif eligible:
-            selected = self._pick(eligible, codes)
+            chosen = [c for c, _ in eligible if c.key == choice_key]
+            follows = s.strategy in ("cost_aware_quality_floor", "budget_first")
+            if chosen and follows:
+                selected = chosen[0]
+                codes += [f"routing_policy:{s.policy['version']}", "routing_policy_choice"]  # type: ignore[index]
+            else:
+                selected = self._pick(eligible, codes)
+                if choice_key and follows:
+                    codes.append(f"routing_policy:{s.policy['version']}:choice_not_eligible")  # type: ignore[index]
         else:
             codes.append("no_eligible_candidate")
         scores = self._scores(scored)

@@ -40,8 +40,10 @@ def model_settings(
     proof_mode: bool | None = None,
     replay_of: dict[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    routing_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model part of a run's effective config, fixed before the run (and recorded)."""
+    """``routing_policy``: the latest diurnal optimization (``routing_view``); a replay
+    reuses the one its original run recorded."""
     env = os.environ if env is None else env
     prices = load_prices(Path(p) if (p := prices_path or env.get(PRICES_ENV)) else None)
     catalog = load_catalog(Path(c) if (c := catalog_path or env.get(CATALOG_ENV)) else None)
@@ -71,6 +73,7 @@ def model_settings(
         "replay_of": replay_of["run_id"] if replay_of else None,
         "replay_dir": replay_of["run_dir"] if replay_of else None,
         "max_parallel": routing.max_parallel,
+        "routing_policy": replay_of.get("routing_policy") if replay_of else routing_policy,
     }
 
 
@@ -94,6 +97,7 @@ def routing_settings(spec: RunSpec) -> RoutingSettings:
         available=frozenset(s["available_providers"]),
         offline_reason=s["offline_reason"],
         seed=spec.seed,
+        policy=s.get("routing_policy"),
     )
 
 

@@ -1,0 +1,1 @@
+"""Economics: routing policy from measured outcomes (diurnal optimization). Plain pandas."""
