@@ -145,6 +145,7 @@ def _run(
     from casm_dagster.runspec import build_spec
 
     build_spec(template, repo, info, _state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options, github)
+    _announce_policy(instance)
     result = launch_audit(
         instance,
         template,
@@ -212,6 +213,16 @@ def _run(
             )
         )
     sys.exit(RUN_EXIT_CODES.get(status, EXIT_RUN_FAILED))
+
+
+def _announce_policy(instance) -> None:
+    from casm_dagster.resources import latest_routing_policy
+
+    policy = latest_routing_policy(instance)
+    if policy:
+        click.echo(
+            f"casm: routing policy {policy['version']} (diurnal optimization of {policy['created_at']})", err=True
+        )
 
 
 def _pull_request(run_dir: Path) -> str | None:
@@ -359,9 +370,25 @@ def demo(template_ref: str, artifacts_dir: Path, as_json: bool, seed: int, **fla
 
 
 @main.command()
-@click.option("--run-id", required=True, help="The CASM run id (a ULID) printed by `casm run`.")
-def explain(run_id: str) -> None:
-    """Print a run's stage outcomes and decisions from its persisted events (deterministic)."""
+@click.option("--run-id", default=None, help="The CASM run id (a ULID) printed by `casm run`.")
+@click.option(
+    "--decision",
+    "task_type",
+    default=None,
+    metavar="TASK_TYPE",
+    help="Why the routing of a task type (review, fix, doc, redteam...) changed in the latest routing policy.",
+)
+def explain(run_id: str | None, task_type: str | None) -> None:
+    """Print a run's stage outcomes and decisions from its persisted events (deterministic),
+    or (--decision) the latest routing policy's choice for a task type with its evidence."""
+    if bool(run_id) == bool(task_type):
+        raise CasmError("pass --run-id RUN_ID or --decision TASK_TYPE")
+    if task_type:
+        from casm_dagster.economics.routing_policy import explain_decision
+        from casm_dagster.resources import latest_routing_policy
+
+        click.echo(explain_decision(latest_routing_policy(_instance()), task_type), nl=False)
+        return
     from casm_dagster.explain import explain_run
 
     click.echo(explain_run(_state_dir(), run_id), nl=False)

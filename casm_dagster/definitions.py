@@ -4,7 +4,7 @@ import warnings
 
 import dagster as dg
 
-from casm_dagster.assets import pr_sentinel
+from casm_dagster.assets import economics, pr_sentinel
 from casm_dagster.assets.stages import GROUP, STAGE_ASSETS
 from casm_dagster.ops.hitl import hitl_continuation_job
 from casm_dagster.resources import CasmResource
@@ -31,10 +31,27 @@ pr_sentinel_job = dg.define_asset_job(
     description="pr-sentinel on one PR head: score the diff, review the changed files, update the sticky comment.",
 )
 
+diurnal_optimization_job = dg.define_asset_job(
+    "diurnal_optimization_job",
+    selection=dg.AssetSelection.groups(economics.GROUP),
+    executor_def=dg.in_process_executor,
+    description="Reads the call telemetry and retunes routing: materializes routing_policy.",
+)
+
+# Daily, after the night's heartbeat audits: the next runs route by the fresh policy.
+diurnal_optimization = dg.ScheduleDefinition(
+    name="diurnal_optimization",
+    job=diurnal_optimization_job,
+    cron_schedule="0 4 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Diurnal optimization: per task type, the cheapest model meeting the quality target.",
+)
+
 defs = dg.Definitions(
-    assets=[*STAGE_ASSETS, pr_sentinel.pr_review],
-    jobs=[audit_job, pr_sentinel_job, hitl_continuation_job],
-    schedules=[heartbeat_hourly, heartbeat_daily],
+    assets=[*STAGE_ASSETS, pr_sentinel.pr_review, *economics.ECONOMICS_ASSETS],
+    jobs=[audit_job, pr_sentinel_job, hitl_continuation_job, diurnal_optimization_job],
+    schedules=[heartbeat_hourly, heartbeat_daily, diurnal_optimization],
     sensors=[hitl_approval_sensor, pr_sensor],
     resources={"casm": CasmResource(state_dir=dg.EnvVar("CASM_STATE_DIR").get_value(".casm") or ".casm")},
 )

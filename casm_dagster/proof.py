@@ -84,10 +84,12 @@ def routing_document(spec: RunSpec, started_at: str) -> dict[str, Any]:
     for e in entries:
         first.setdefault(e["task_id"], e)
     offline = not s["available_providers"]
+    policy = s.get("routing_policy")
+    version = f"{ROUTER_VERSION}+policy.{policy['version']}" if policy else ROUTER_VERSION
     return {
         "schema_version": "0.1",
         "run": _run_block(spec, started_at),
-        "routing_strategy": {"name": s["strategy"], "version": ROUTER_VERSION},
+        "routing_strategy": {"name": s["strategy"], "version": version},
         "constraints": {
             "budget": {
                 "max_usd_per_run": float(s["budget_usd"]),
@@ -104,9 +106,24 @@ def routing_document(spec: RunSpec, started_at: str) -> dict[str, Any]:
                 f"{len(first)} model tasks, {len(entries)} routing decisions; catalog {s['catalog']['version']}, "
                 f"price registry {s['prices']['version']}"
                 + ("; offline: no provider key was set, no model was called" if offline else "")
+                + _policy_note(policy)
             ),
         },
     }
+
+
+def _policy_note(policy: dict[str, Any] | None) -> str:
+    """Which routing policy the router followed, and why (SPEC §8's daily retuning)."""
+    if not policy:
+        return "; routing policy: none yet (catalog assumptions; the daily optimization has not run)"
+    choices = ", ".join(
+        f"{t} → {c['provider']}/{c['model']} ({c['why']})" for t, c in sorted(policy["choices"].items())
+    )
+    avoid = "; ".join(f"{t}: avoid {', '.join(ms)}" for t, ms in sorted(policy["avoid"].items()))
+    return (
+        f"; routing policy {policy['version']} of {policy['created_at']} (the latest diurnal optimization): "
+        f"{choices or 'no choices'}" + (f"; {avoid}" if avoid else "")
+    )
 
 
 def forecast_document(rc: RunCost) -> dict[str, Any]:

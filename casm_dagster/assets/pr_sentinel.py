@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from casm_dagster.assets.stages import AuditConfig
+from casm_dagster.economics.routing_policy import routing_view
 from casm_dagster.partitions import repos_partitions
 from casm_dagster.prsentinel.run import review_pull
-from casm_dagster.resources import CasmResource
+from casm_dagster.resources import CasmResource, latest_routing_policy
 from casm_dagster.runspec import build_spec, resolve_repo
 from casm_dagster.templates import load_template
 
@@ -38,7 +39,16 @@ def pr_review(context: dg.AssetExecutionContext, config: PrReviewConfig, casm: C
         return dg.MaterializeResult(metadata={"pr": config.pr or 0, "status": "superseded", "head": github.head_commit})
     artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
     spec = build_spec(
-        template, repo, info, state_dir, artifacts, config.seed, config.run_id or None, options, github=github
+        template,
+        repo,
+        info,
+        state_dir,
+        artifacts,
+        config.seed,
+        config.run_id or None,
+        options,
+        github=github,
+        routing_policy=routing_view(latest_routing_policy(context.instance)),
     )
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id

@@ -13,8 +13,9 @@ from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import GateResult
 from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
+from casm_dagster.economics.routing_policy import routing_view
 from casm_dagster.partitions import repos_partitions
-from casm_dagster.resources import CasmResource
+from casm_dagster.resources import CasmResource, latest_routing_policy
 from casm_dagster.runspec import RunOptions, build_spec, resolve_repo
 from casm_dagster.templates import load_template
 
@@ -79,6 +80,7 @@ def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: 
         run_id=config.run_id or None,
         options=config.options(),
         github=github,
+        routing_policy=routing_view(latest_routing_policy(context.instance)),
     )
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id

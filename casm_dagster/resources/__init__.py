@@ -36,3 +36,13 @@ class CasmResource(dg.ConfigurableResource):
 
     def approvals(self, instance: dg.DagsterInstance) -> ApprovalStore:
         return ApprovalStore(engine_for(instance_db_url(instance)))
+
+
+def latest_routing_policy(instance: dg.DagsterInstance) -> dict | None:
+    """The last materialized ``routing_policy`` (its full document), or None before the first
+    diurnal optimization. Runs record the router's view of it (``routing_view``)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("routing_policy"))
+    if event is None or event.asset_materialization is None:
+        return None
+    entry = event.asset_materialization.metadata.get("policy")
+    return entry.value if entry is not None else None  # type: ignore[return-value]
