@@ -35,7 +35,7 @@ diurnal_optimization_job = dg.define_asset_job(
     "diurnal_optimization_job",
     selection=dg.AssetSelection.groups(economics.GROUP),
     executor_def=dg.in_process_executor,
-    description="Reads the call telemetry and retunes routing: materializes routing_policy.",
+    description="The cost/KPI tables and the routing_policy the router reads next: daily.",
 )
 
 # Daily, after the night's heartbeat audits: the next runs route by the fresh policy.
@@ -50,6 +50,7 @@ diurnal_optimization = dg.ScheduleDefinition(
 
 defs = dg.Definitions(
     assets=[*STAGE_ASSETS, pr_sentinel.pr_review, *economics.ECONOMICS_ASSETS],
+    asset_checks=economics.ECONOMICS_CHECKS,
     jobs=[audit_job, pr_sentinel_job, hitl_continuation_job, diurnal_optimization_job],
     schedules=[heartbeat_hourly, heartbeat_daily, diurnal_optimization],
     sensors=[hitl_approval_sensor, pr_sensor],

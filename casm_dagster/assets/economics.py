@@ -1,18 +1,25 @@
 """Economics assets (group ``economics``): the call telemetry as a DataFrame and the daily
 ``routing_policy`` the router reads on its next run. Bodies call ``casm_dagster.economics``."""
 
+import base64
+import os
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from casm_dagster.cost.prices import UnknownModelError, load_prices
+from casm_dagster.economics import charts, kpis
 from casm_dagster.economics.frames import call_events as load_call_events
+from casm_dagster.economics.outcomes import outcome_reader
 from casm_dagster.economics.routing_policy import PolicySettings, compute
+from casm_dagster.github.connector import GITHUB_FAILURES, TOKEN_ENV, GitHubConnector
 from casm_dagster.resources import CasmResource, latest_routing_policy
 
 GROUP = "economics"
+CUSTOMERS_ENV = "CASM_CUSTOMERS"
 
 
 def _preview(df: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -91,4 +98,182 @@ def routing_policy(
     )
 
 
-ECONOMICS_ASSETS = [call_events, routing_policy]
+def _png(title: str, png: bytes) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def _total(df: pd.DataFrame, column: str = "cost_usd") -> Decimal:
+    return sum((Decimal(str(v)) for v in df[column]), Decimal(0)) if len(df) else Decimal(0)
+
+
+def _cost_table(key: str, name: str, title: str):
+    @dg.asset(name=name, group_name=GROUP, kinds={"pandas"}, description=f"Model cost per {title}, exact.")
+    def table(call_events: pd.DataFrame) -> dg.MaterializeResult:
+        df = kpis.cost_by(call_events, key)
+        metadata = {
+            "dagster/row_count": len(df),
+            "total_cost_usd": float(_total(df)),
+            "calls": int(df["calls"].sum()) if len(df) else 0,
+            "preview": _preview(df.drop(columns=["cost"])),
+        }
+        if key == "model":
+            metadata["daily_spend_by_model"] = _png("daily spend by model", charts.daily_spend_by_model(
+                kpis.daily_spend_by_model(call_events)))  # fmt: skip
+        return dg.MaterializeResult(value=df, metadata=metadata)
+
+    return table
+
+
+cost_by_run = _cost_table("run_id", "cost_by_run", "run")
+cost_by_model = _cost_table("model", "cost_by_model", "model")
+cost_by_task_type = _cost_table("task_type", "cost_by_task_type", "task type")
+cost_by_repo = _cost_table("repo", "cost_by_repo", "repo")
+COST_TABLES = [cost_by_run, cost_by_model, cost_by_task_type, cost_by_repo]
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def run_outcomes(context: dg.AssetExecutionContext, casm: CasmResource) -> dg.MaterializeResult:
+    """One row per run (its run_summary.json) with what became of its PR or branch: merged,
+    open, closed unmerged or reverted (GitHub mode: asks GitHub; local: the repo's branches)."""
+    try:
+        connector = GitHubConnector.for_sensor() if os.environ.get(TOKEN_ENV) else None
+    except GITHUB_FAILURES:
+        connector = None
+    df = kpis.load_runs(casm.state_path(), outcome_reader(connector))
+    counts = df["outcome"].value_counts().to_dict() if len(df) else {}
+    return dg.MaterializeResult(
+        value=df,
+        metadata={
+            "dagster/row_count": len(df),
+            "total_outcome_cost_usd": float(_total(df, "outcome_cost_usd")),
+            "outcomes": dg.MetadataValue.json({k: int(v) for k, v in counts.items()}),
+            "preview": _preview(df[["run_id", "repo", "status", "outcome", "findings", "fixed", "run_cost_usd"]]),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def unit_economics(run_outcomes: pd.DataFrame) -> dg.MaterializeResult:
+    """$/issue found, $/issue fixed, $/PR created, $/PR merged, $/1k LOC, $/1% perf improvement."""
+    df = kpis.unit_economics(run_outcomes)
+    values = {r["metric"]: r["usd_per_unit"] for r in df.to_dict(orient="records")}
+    return dg.MaterializeResult(
+        value=df,
+        metadata={
+            "dagster/row_count": len(df),
+            "total_outcome_cost_usd": float(_total(run_outcomes, "outcome_cost_usd")),
+            **{k: float(v) if v is not None else "n/a" for k, v in values.items()},
+            "preview": _preview(df),
+        },
+    )
+
+
+class KpiConfig(dg.Config):
+    customers_file: str = ""  # empty: $CASM_CUSTOMERS; unset: no customers (zero rows)
+    days: int = 30
+    as_of: str = ""
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def business_kpis(
+    context: dg.AssetExecutionContext, config: KpiConfig, casm: CasmResource, run_outcomes: pd.DataFrame
+) -> dg.MaterializeResult:
+    """Per customer and business line (Templates, Sentinel, AgentForge): MRR, cost, gross
+    margin and an explained churn risk, from the customers/plans file plus telemetry."""
+    path = config.customers_file or os.environ.get(CUSTOMERS_ENV, "")
+    now = datetime.fromisoformat(config.as_of.replace("Z", "+00:00")) if config.as_of else datetime.now(UTC)
+    if not path:
+        df = kpis.business_kpis(kpis.CustomersConfig(plans={}, customers=[]), run_outcomes, {}, now, config.days)
+        note = f"no customers configured (set {CUSTOMERS_ENV} or customers_file; see docs/economics.md)"
+    else:
+        customers = kpis.load_customers(Path(path))
+        pending: dict[str, int] = {}
+        for record in casm.approvals(context.instance).list(status="pending", limit=10_000):
+            pending[record.repo.lower()] = pending.get(record.repo.lower(), 0) + 1
+        df = kpis.business_kpis(customers, run_outcomes, pending, now, config.days)
+        note = f"{len(df)} customers from {path}"
+    lines = kpis.by_business_line(df)
+    return dg.MaterializeResult(
+        value=df,
+        metadata={
+            "dagster/row_count": len(df),
+            "mrr_usd": float(df["mrr_usd"].sum()) if len(df) else 0.0,
+            "source": note,
+            "by_business_line": _preview(lines),
+            "preview": _preview(df),
+            "margin_per_customer": _png("margin per customer", charts.margin_per_customer(df)),
+        },
+    )
+
+
+# -- asset checks: the invariants a finance reader relies on ------------------------------
+
+
+@dg.asset_check(asset=call_events, blocking=True, description="No call is counted twice.")
+def call_events_unique(call_events: pd.DataFrame) -> dg.AssetCheckResult:
+    dupes = call_events["call_id"][call_events["call_id"].duplicated()].tolist() if len(call_events) else []
+    return dg.AssetCheckResult(passed=not dupes, metadata={"duplicated_call_ids": len(dupes)})
+
+
+@dg.asset_check(asset=call_events, blocking=True, description="Every call's cost is a non-negative number.")
+def call_costs_non_negative(call_events: pd.DataFrame) -> dg.AssetCheckResult:
+    bad = [c for c, v in zip(call_events["call_id"], call_events["cost_usd"], strict=True) if not _non_negative(v)]
+    return dg.AssetCheckResult(passed=not bad, metadata={"bad_calls": len(bad), "first": bad[0] if bad else ""})
+
+
+def _non_negative(value) -> bool:
+    try:
+        return Decimal(str(value)) >= 0
+    except ArithmeticError:
+        return False
+
+
+def _reconcile(table: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+    """Exact decimal sums must match (so they match to the cent), and so must the call counts
+    (a call counted twice is caught even when it cost $0)."""
+    ours, calls = _total(table), _total(call_events)
+    counted = int(table["calls"].sum()) if len(table) else 0
+    return dg.AssetCheckResult(
+        passed=ours == calls and counted == len(call_events),
+        metadata={
+            "table_total_usd": str(ours),
+            "calls_total_usd": str(calls),
+            "table_calls": counted,
+            "calls": len(call_events),
+        },
+    )
+
+
+_RECONCILES = "The table's total and call count equal the per-call sum and count, exactly (so to the cent)."
+_CALLS = {"call_events": dg.AssetIn("call_events")}
+
+
+@dg.asset_check(asset=cost_by_run, additional_ins=_CALLS, description=_RECONCILES)
+def cost_by_run_reconciles(cost_by_run: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+    return _reconcile(cost_by_run, call_events)
+
+
+@dg.asset_check(asset=cost_by_model, additional_ins=_CALLS, description=_RECONCILES)
+def cost_by_model_reconciles(cost_by_model: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+    return _reconcile(cost_by_model, call_events)
+
+
+@dg.asset_check(asset=cost_by_task_type, additional_ins=_CALLS, description=_RECONCILES)
+def cost_by_task_type_reconciles(cost_by_task_type: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+    return _reconcile(cost_by_task_type, call_events)
+
+
+@dg.asset_check(asset=cost_by_repo, additional_ins=_CALLS, description=_RECONCILES)
+def cost_by_repo_reconciles(cost_by_repo: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+    return _reconcile(cost_by_repo, call_events)
+
+
+ECONOMICS_ASSETS = [call_events, *COST_TABLES, run_outcomes, unit_economics, business_kpis, routing_policy]
+ECONOMICS_CHECKS = [
+    call_events_unique,
+    call_costs_non_negative,
+    cost_by_run_reconciles,
+    cost_by_model_reconciles,
+    cost_by_task_type_reconciles,
+    cost_by_repo_reconciles,
+]

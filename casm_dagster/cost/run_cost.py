@@ -8,6 +8,7 @@ measured seconds at the worker rate; HITL is the human decisions at the reviewer
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -321,6 +322,7 @@ def run_summary(rc: RunCost) -> dict[str, Any]:
         "by_model": breakdown(lambda c: f"{c.provider}/{c.model}"),
         "by_task_type": breakdown(lambda c: c.task_type),
         "unit_economics": rc.unit_economics(),
+        "counts": dataclasses.asdict(rc.counts),
         "margin": {
             "price_charged_usd": str(rc.price_charged) if rc.price_charged is not None else None,
             "gross_margin": float(round(margin, 4)) if margin is not None else None,

@@ -16,11 +16,11 @@ from helpers import isolated_env, run_casm
 
 from casm_dagster.cost.forecast import price
 from casm_dagster.cost.formulas import CostRates
-from casm_dagster.definitions import defs
+from casm_dagster.assets import economics
 from casm_dagster.economics.routing_policy import routing_view
 from casm_dagster.instance import instance_db_url
 from casm_dagster.planning import as_model_task, planning_router, route_for_forecast
-from casm_dagster.resources import latest_routing_policy
+from casm_dagster.resources import CasmResource, latest_routing_policy
 from casm_dagster.runspec import build_spec, resolve_local_repo
 from casm_dagster.stores.db import engine_for, model_calls_table
 from casm_dagster.templates import load_template
@@ -30,7 +30,7 @@ def _insert(instance: dg.DagsterInstance, rows: list[dict]) -> None:
     engine = engine_for(instance_db_url(instance))
     defaults = {
         "task_id": "t", "stage": "plan", "repo": "acme/app", "template_id": "repo-auditor", "profile": "code_mid",
-        "attempt": 1, "retries": 0, "input_tokens": 3000, "output_tokens": 800, "cache_read_tokens": 0,
+        "attempt": 1, "retries": 0, "cache_read_tokens": 0,
         "cache_write_tokens": 0, "reasoning_tokens": 0, "route_reason": "strategy:cost_aware_quality_floor",
         "quality": 1.0, "priced_by_default": False, "price_registry": "2026-11-23",
     }  # fmt: skip
@@ -38,10 +38,14 @@ def _insert(instance: dg.DagsterInstance, rows: list[dict]) -> None:
         conn.execute(sa.insert(model_calls_table), [{**defaults, **r} for r in rows])
 
 
-def _optimize(instance: dg.DagsterInstance, as_of: str) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def("diurnal_optimization_job")
-    return job.execute_in_process(
-        instance=instance, run_config={"ops": {"routing_policy": {"config": {"as_of": as_of}}}}
+def _optimize(instance: dg.DagsterInstance, as_of: str, state_dir: Path, **config) -> dg.ExecuteInProcessResult:
+    """What diurnal_optimization_job runs: every economics asset and check, in-process."""
+    return dg.materialize(
+        [*economics.ECONOMICS_ASSETS, *economics.ECONOMICS_CHECKS],
+        instance=instance,
+        resources={"casm": CasmResource(state_dir=str(state_dir))},
+        run_config={"ops": {"routing_policy": {"config": {"as_of": as_of}}, **config}},
+        raise_on_error=False,
     )
 
 
@@ -57,7 +61,7 @@ def test_daily_job_retunes_routing_for_the_next_run(
     rows = _calls(SYNTHETIC).to_dict(orient="records")
     _insert(instance, rows)
 
-    result = _optimize(instance, NOW.isoformat())
+    result = _optimize(instance, NOW.isoformat(), tmp_path / "state")
     assert result.success
     (events,) = [result.asset_materializations_for_node("call_events")]
     meta = events[0].metadata
@@ -99,7 +103,7 @@ def test_daily_job_retunes_routing_for_the_next_run(
     assert review_after == "gpt-4.1-mini" and review_cost_after.llm_p50 < review_cost_before.llm_p50
 
     # The next day with too little new evidence: the choices are kept, a new version recorded.
-    again = _optimize(instance, NOW.replace(day=NOW.day + 1).isoformat())
+    again = _optimize(instance, NOW.replace(day=NOW.day + 1).isoformat(), tmp_path / "state")
     assert again.success
     kept = latest_routing_policy(instance)
     assert kept["previous_version"] == policy["version"] and kept["choices"]["fix"]["why"].startswith("kept")

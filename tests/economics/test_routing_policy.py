@@ -41,6 +41,8 @@ def _calls(spec: list[tuple[str, tuple[str, str], int, int]], hours_ago: float =
                     "error": "" if outcome == "pass" else "invalid_output: the diff does not apply",
                     "cost_usd": "0.0031" if provider == "openai" else "0.0420",
                     "latency_ms": 4000 if provider == "openai" else 11000,
+                    "input_tokens": 3000,
+                    "output_tokens": 800,
                     "ts": (NOW - timedelta(hours=hours_ago, seconds=i)).isoformat().replace("+00:00", "Z"),
                 }
             )
