@@ -259,7 +259,17 @@ def render_cost_report(rc: RunCost) -> str:
         lines += ["", "## Unit economics", ""]
         for m in units:
             lines.append(f"- {m['name']}: ${m['value']:.6f} ({m['basis']['count']} {m['basis']['description']})")
+    lines += ["", *_cost_review(rc)]
     return "\n".join(lines) + "\n"
+
+
+def _cost_review(rc: RunCost) -> list[str]:
+    from casm_dagster.agents.cost_auditor import review
+    from casm_dagster.cost.prices import load_prices
+
+    models = rc.spec.effective_config["run"]["models"]
+    prices = load_prices(Path(models["prices"]["path"]))
+    return review(rc.calls, rc.forecast, models.get("routing_policy"), prices.rates)
 
 
 def run_summary(rc: RunCost) -> dict[str, Any]:
