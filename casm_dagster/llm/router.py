@@ -217,6 +217,9 @@ class Router:
         self._rng = random.Random(settings.seed)
         self._lock = threading.Lock()
         self.stopped: str | None = None  # set by a ``stop`` fallback: no further calls
+        # SPEC §1's in-run control: a model measured over the latency SLO in this run is not
+        # routed to again (the stage's other tasks switch model).
+        self.slow: set[str] = set()
 
     # -- selection ---------------------------------------------------------------------
 
@@ -265,9 +268,13 @@ class Router:
         excluded: frozenset[str] = frozenset(),
         cost_ceiling: Decimal | None = None,
         fallback: tuple[str, str] | None = None,
+        control: str | None = None,
     ) -> RouteChoice:
+        """``control``: why an in-run control rule re-routes the task (recorded as a code)."""
         s = self.settings
         codes: list[str] = [f"strategy:{s.strategy}"]
+        if control:
+            codes.append(f"control:{control}")
         if profile is None:
             profile = task.profile
             if task.risk_high and s.strategy != "budget_first":
@@ -286,6 +293,9 @@ class Router:
             if c.key in avoid:
                 reasons.append("below_measured_quality")
                 applied["quality"] = True
+            if c.key in self.slow:
+                reasons.append("over_latency_slo_measured")
+                applied["latency"] = True
             if c.provider not in s.available:
                 reasons.append("provider_unavailable")
             if cost is None:
@@ -373,11 +383,12 @@ class Router:
         ceiling: Decimal | None = None
         profile: str | None = None
         fallback: tuple[str, str] | None = None
+        control: str | None = None
         while True:
             if self.stopped:
                 self.recorder.dropped(task, f"stopped: {self.stopped}")
                 return TaskResult(task, None, calls, "stopped", self.stopped)
-            choice = self.route(task, profile, frozenset(excluded), ceiling, fallback)
+            choice = self.route(task, profile, frozenset(excluded), ceiling, fallback, control)
             if choice.selected is None:
                 reason = "no model left to try" if fallback else "no eligible model"
                 self.recorder.dropped(task, reason)
@@ -385,6 +396,13 @@ class Router:
             value, trigger, detail = self._attempt(task, choice, parse, calls)
             if trigger is None:
                 return TaskResult(task, value, calls, "done")
+            stronger = higher_profile(choice.profile)
+            if trigger == "low_quality" and control is None and stronger != choice.profile:
+                # Quality under target: re-run once on a stronger profile before any fallback.
+                control = f"quality_below_target:rerun_on_{stronger}"
+                excluded.add(choice.selected.key)
+                profile, fallback, ceiling = stronger, None, None
+                continue
             action = self.settings.fallback(trigger)
             failed = choice.selected
             fallback = (trigger, action)
@@ -492,6 +510,9 @@ class Router:
                 )
                 continue
             record("pass", latency, reply.usage, cost, text=reply.text, quality=0.5 if reasked else 1.0)
+            if latency > self.settings.latency_slo_ms:
+                with self._lock:  # over the SLO: the run's next tasks switch model
+                    self.slow.add(c.key)
             return value, None, ""
 
     def _backoff(self, retries: int, retry_after: float | None) -> float | None:

@@ -4,6 +4,7 @@ concurrency. The fake server is the only stand-in (it is the network edge)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -176,15 +177,39 @@ def test_timeout_downgrades_to_a_cheaper_model(server, monkeypatch):
     assert "fallback:timeout->downgrade_model" in rec.routes[-1].reason_codes
 
 
-def test_invalid_output_is_reasked_once_then_dropped_as_a_failure(server, monkeypatch):
+def test_invalid_output_is_reasked_then_rerun_stronger_then_dropped_as_a_failure(server, monkeypatch):
     router, rec = _router(server, monkeypatch)
-    server.script(Reply("not json", usage=openai_usage(10, 5)), Reply("still not", usage=openai_usage(20, 5)))
+    bad = [Reply(f"not json {i}", usage=openai_usage(10 + i, 5)) for i in range(4)]
+    server.script(*bad)
     result = router.run(_task(), _json)
     assert result.status == "dropped" and result.value is None
-    assert [r.outcome for r, _, _ in rec.calls] == ["fail", "fail"]
+    assert [r.outcome for r, _, _ in rec.calls] == ["fail", "fail", "fail", "fail"]
     assert "rejected" in server.requests[1].body["messages"][1]["content"]  # the re-ask says why
+    # Quality under target (SPEC §1): one re-run on a stronger profile before the fallback.
+    first, stronger = rec.calls[0][0], rec.calls[2][0]
+    assert (first.profile, stronger.profile) == ("cheap", "code_mid")
+    assert "control:quality_below_target:rerun_on_code_mid" in rec.routes[1].reason_codes
     assert rec.drops and "low_quality" in rec.drops[0][1]
     assert router.ledger.spent == sum(r.cost for r, _, _ in rec.calls)  # failed answers are still paid
+
+
+def test_a_model_over_the_latency_slo_is_not_routed_to_again(server, monkeypatch):
+    router, rec = _router(server, monkeypatch)
+    # Assume fast models (10 ms), then measure one at 300 ms against a 150 ms SLO.
+    models = {k: v.model_copy(update={"latency_ms": 10}) for k, v in router.catalog.model.models.items()}
+    router.catalog = dataclasses.replace(
+        router.catalog, model=router.catalog.model.model_copy(update={"models": models})
+    )
+    router.settings = dataclasses.replace(router.settings, latency_slo_ms=150)
+    server.script(Hang(0.3, Reply("{}", usage=openai_usage(10, 5))), Reply("{}", usage=openai_usage(10, 5)))
+    first = router.run(_task(1), _json)
+    second = router.run(_task(2), _json)
+    assert first.status == second.status == "done"
+    slow = f"{rec.calls[0][0].provider}/{rec.calls[0][0].model}"
+    assert router.slow == {slow}
+    assert f"{rec.calls[1][0].provider}/{rec.calls[1][0].model}" != slow
+    rejected = {c.candidate.key: c.reject_reasons for c in rec.routes[1].candidates}
+    assert "over_latency_slo_measured" in rejected[slow]
 
 
 def test_stop_fallback_stops_every_later_task(server, monkeypatch):
