@@ -16,7 +16,8 @@ PRICES = load_prices()
 def _call(i: int, task: str, task_type: str, model: tuple[str, str], attempt: int = 1, outcome: str = "pass"):
     usage = Usage(input=4000, output=1000)
     return StoredCall(
-        call_id=f"c{i}", run_id="R", task_id=task, task_type=task_type, stage="plan" if task_type == "fix" else "analyze",
+        call_id=f"c{i}", run_id="R", task_id=task, task_type=task_type,
+        stage="plan" if task_type == "fix" else "analyze",
         provider=model[0], model=model[1], profile="code_mid", attempt=attempt, retries=attempt - 1, usage=usage,
         latency_ms=1000, outcome=outcome, quality=1.0, cost=llm_cost(usage, PRICES.rates(*model)),
         priced_by_default=False, price_registry="x", route_reason="", error="", ts="2026-11-24T00:00:00Z",

@@ -11,12 +11,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from economics.test_routing_policy import NOW, SYNTHETIC, _calls, _task
 from helpers import isolated_env, run_casm
 
+from casm_dagster.assets import economics
 from casm_dagster.cost.forecast import price
 from casm_dagster.cost.formulas import CostRates
-from casm_dagster.assets import economics
 from casm_dagster.economics.routing_policy import routing_view
 from casm_dagster.instance import instance_db_url
 from casm_dagster.planning import as_model_task, planning_router, route_for_forecast
@@ -24,6 +23,7 @@ from casm_dagster.resources import CasmResource, latest_routing_policy
 from casm_dagster.runspec import build_spec, resolve_local_repo
 from casm_dagster.stores.db import engine_for, model_calls_table
 from casm_dagster.templates import load_template
+from economics.test_routing_policy import NOW, SYNTHETIC, _calls, _task
 
 
 def _insert(instance: dg.DagsterInstance, rows: list[dict]) -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from economics.test_diurnal_dagster import _insert
-from economics.test_routing_policy import NOW, SYNTHETIC, _calls
 from helpers import git, last_json, run_casm
 
 from casm_dagster.assets import economics
 from casm_dagster.economics.kpis import CustomersConfig, load_customers
 from casm_dagster.errors import ConfigError
 from casm_dagster.resources import CasmResource
+from economics.test_diurnal_dagster import _insert
+from economics.test_routing_policy import NOW, SYNTHETIC, _calls
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +121,38 @@ def test_customers_file_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="business_line"):
         load_customers(bad)
     assert CustomersConfig(plans={}, customers=[]).customers == []
+
+
+def test_the_example_customers_file_is_valid() -> None:
+    config = load_customers(Path(__file__).resolve().parents[2] / "examples" / "customers.yaml")
+    assert {c.id for c in config.customers} == {"acme", "globex", "initech"}
+    assert {p.business_line for p in config.plans.values()} == {"templates", "sentinel", "agentforge"}
+
+
+def test_github_outcomes_come_from_the_pull_request(tmp_path: Path) -> None:
+    from github_fake.fake_github import FakeGitHub
+    from helpers import make_repo
+
+    from casm_dagster.economics.outcomes import outcome_reader
+    from casm_dagster.github.connector import GitHubConnector, GitHubSettings
+
+    source = make_repo(tmp_path / "src", {"a.py": "x = 1\n"})
+    for name in ("casm/repo-auditor/main", "casm/other"):
+        git(source, "checkout", "-q", "-b", name.replace("/", "-"))
+        (source / "a.py").write_text(f"x = '{name}'\n")
+        git(source, "commit", "-qam", name)
+        git(source, "checkout", "-q", "main")
+    with FakeGitHub(token="ghp_" + "o" * 36) as gh:
+        gh.create_repo("acme/widgets", source)
+        gh.push_branch("acme/widgets", "casm/repo-auditor/main", source, ref="refs/heads/casm-repo-auditor-main")
+        gh.push_branch("acme/widgets", "casm/other", source, ref="refs/heads/casm-other")
+        merged = gh.open_pr("acme/widgets", "casm/repo-auditor/main")
+        closed = gh.open_pr("acme/widgets", "casm/other")
+        gh.merge_pr("acme/widgets", merged)
+        gh.close_pr("acme/widgets", closed)
+        settings = GitHubSettings(token=gh.token, api_url=gh.api_url, write_interval_s=0, backoff_s=0.01, retries=1)
+        outcome_of = outcome_reader(GitHubConnector(settings))
+        assert outcome_of({"repo": "acme/widgets", "branch": "casm/repo-auditor/main"}) == "merged"
+        assert outcome_of({"repo": "acme/widgets", "branch": "casm/other"}) == "closed_unmerged"
+        assert outcome_of({"repo": "acme/widgets", "branch": "casm/none"}) == "no_pr"
+        assert outcome_reader(None)({"repo": "acme/widgets", "branch": "casm/other"}) == "unknown"

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from casm_dagster.cost.forecast import PlannedTask, price
-from casm_dagster.cost.prices import UnknownModelError, load_prices
 from casm_dagster.cost.formulas import CostRates
+from casm_dagster.cost.prices import UnknownModelError, load_prices
 from casm_dagster.economics.routing_policy import PolicySettings, compute, routing_view, wilson_lower
 from casm_dagster.llm.catalog import load_catalog
 from casm_dagster.llm.router import Router, RoutingSettings
