@@ -6,7 +6,6 @@ PR sensor launches one run per new head; no token in any log or artifact."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
