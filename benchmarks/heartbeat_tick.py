@@ -44,12 +44,12 @@ def _register(instance: dg.DagsterInstance, n: int) -> None:
 
 
 def tick(instance: dg.DagsterInstance, state_dir: str) -> tuple[float, list[dg.RunRequest]]:
-    context = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=AT, resources={"casm": CasmResource(state_dir=state_dir)}
-    )
-    start = time.perf_counter()
-    requests = list(heartbeat_hourly(context))
-    return time.perf_counter() - start, requests
+    ) as context:  # a context manager: its resources and scopes are closed after the tick
+        start = time.perf_counter()
+        requests = list(heartbeat_hourly(context))
+        return time.perf_counter() - start, requests
 
 
 def run(sizes: list[int], repeat: int) -> dict:

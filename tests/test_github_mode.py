@@ -190,7 +190,8 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     resources = {"casm": CasmResource(state_dir=env["CASM_STATE_DIR"])}
 
     def tick(cursor: str | None):
-        return hitl_approval_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return hitl_approval_sensor(context)
 
     # Someone not on the allowlist adds the label: refused, logged once, nothing launched.
     gh.add_label(REPO, number, "casm-approved", actor="mallory")
@@ -256,7 +257,8 @@ def test_pr_sensor_launches_one_run_per_new_head(
     resources = {"casm": CasmResource(state_dir=env["CASM_STATE_DIR"])}
 
     def tick(cursor: str | None):
-        return pr_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return pr_sensor(context)
 
     result = tick(None)
     (request,) = result.run_requests

@@ -28,10 +28,10 @@ def _register(instance: dg.DagsterInstance, repo: str, schedule: str, template: 
 
 
 def _tick(schedule, instance: dg.DagsterInstance, tmp_path: Path, at: datetime) -> list[dg.RunRequest]:
-    context = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=at, resources={"casm": CasmResource(state_dir=str(tmp_path))}
-    )
-    return list(schedule(context))
+    ) as context:
+        return list(schedule(context))
 
 
 def test_heartbeat_requests_are_valid_audit_runs_once_per_window(tmp_path: Path) -> None:

@@ -57,7 +57,11 @@ def test_daily_job_retunes_routing_for_the_next_run(
     env = isolated_env(home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("CASM_STATE_DIR", str(tmp_path / "state"))
-    instance = dg.DagsterInstance.get()
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # as a context: Dagster's own scoping
+        _closed_loop(tmp_path, demo_repo, env, instance, monkeypatch)
+
+
+def _closed_loop(tmp_path: Path, demo_repo: Path, env: dict, instance: dg.DagsterInstance, monkeypatch) -> None:
     rows = _calls(SYNTHETIC).to_dict(orient="records")
     _insert(instance, rows)
 
@@ -115,7 +119,6 @@ def test_daily_job_retunes_routing_for_the_next_run(
     assert proc.returncode == 0, proc.stderr
     assert f"routing policy {kept['version']}" in proc.stdout
     assert "unchanged: anthropic/claude-sonnet-4-5" in proc.stdout and "kept" in proc.stdout
-    instance.dispose()
 
 
 def test_explain_decision_before_any_policy(tmp_path: Path) -> None:
@@ -126,3 +129,26 @@ def test_explain_decision_before_any_policy(tmp_path: Path) -> None:
     text = explain_decision(policy, "fix")
     assert "changed: catalog default → anthropic/claude-sonnet-4-5" in text
     assert "avoid:   openai/gpt-4.1-mini" in text and "drift: invalid_output" in text
+
+
+def test_routing_decisions_name_the_policy_and_stay_schema_valid(tmp_path: Path, demo_repo: Path) -> None:
+    import json
+
+    import jsonschema
+
+    from casm_dagster.economics.routing_policy import compute
+    from casm_dagster.proof import routing_document
+
+    policy = routing_view(compute(_calls(SYNTHETIC), NOW, lambda p, m: True))
+    template = load_template("repo-auditor")
+    spec = build_spec(
+        template, str(demo_repo), resolve_local_repo(str(demo_repo)), tmp_path / "s", tmp_path / "a",
+        routing_policy=policy,
+    )  # fmt: skip
+    spec.run_dir.mkdir(parents=True)
+    document = routing_document(spec, "2026-11-24T04:00:00Z")
+    assert document["routing_strategy"]["version"].endswith(f"+policy.{policy['version']}")
+    assert f"routing policy {policy['version']}" in document["summary"]["notes"]
+    assert "fix → anthropic/claude-sonnet-4-5" in document["summary"]["notes"]
+    schema_path = Path(__file__).resolve().parents[2] / "casm_dagster" / "schemas" / "routing_decisions.schema.json"
+    jsonschema.validate(document, json.loads(schema_path.read_text()))

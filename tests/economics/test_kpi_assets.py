@@ -40,13 +40,17 @@ def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 def test_kpis_reconcile_render_and_follow_outcomes(
     tmp_path: Path, demo_repo: Path, casm_env: dict, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state = workdir / ".casm"
     proc = run_casm(["run", "--template", "repo-auditor", "--repo", str(demo_repo), "--json"], workdir, casm_env)
     assert proc.returncode == 0, proc.stderr
     out = last_json(proc.stdout)
     git(demo_repo, "merge", "--quiet", "--no-edit", out["branch"])  # the delivered branch is merged
     monkeypatch.setenv("DAGSTER_HOME", casm_env["DAGSTER_HOME"])
-    instance = dg.DagsterInstance.get()
+    with dg.DagsterInstance.from_config(casm_env["DAGSTER_HOME"]) as instance:
+        _check_kpis(tmp_path, demo_repo, out, instance)
+
+
+def _check_kpis(tmp_path: Path, demo_repo: Path, out: dict, instance: dg.DagsterInstance) -> None:
+    state = Path(out["run_dir"]).parents[1]
     # A run's timestamps are "now"; the synthetic calls sit in the KPI window too.
     rows = _calls(SYNTHETIC).to_dict(orient="records")
     for row in rows:
