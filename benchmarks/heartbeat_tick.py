@@ -20,26 +20,40 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 
 from casm_dagster.instance import instance_db_url
 from casm_dagster.partitions import repos_partitions
 from casm_dagster.resources import CasmResource
 from casm_dagster.sensors.sentinel import heartbeat_hourly
-from casm_dagster.stores.db import engine_for
-from casm_dagster.stores.repos import RepoRegistry
-from casm_dagster.stores.sentinels import SentinelStore
+from casm_dagster.stores.db import engine_for, repos_table, sentinels_table
+from casm_dagster.stores.repos import partition_key_for
 
 AT = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 
 
 def _register(instance: dg.DagsterInstance, n: int) -> None:
+    """n registered repos, written in bulk (registration is not what is measured)."""
     engine = engine_for(instance_db_url(instance))
-    registry, store = RepoRegistry(engine), SentinelStore(engine)
-    keys = []
-    for i in range(n):
-        record = registry.add("github", f"bench-org/repo-{i:04d}")
-        store.register(record.partition_key, record.location, "hourly", "repo-auditor", "pr-sentinel")
-        keys.append(record.partition_key)
+    now = "2026-11-23T00:00:00.000Z"
+    repos = [f"bench-org/repo-{i:04d}" for i in range(n)]
+    keys = [partition_key_for("github", r) for r in repos]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(repos_table),
+            [
+                {"partition_key": k, "kind": "github", "location": r, "added_at": now}
+                for k, r in zip(keys, repos, strict=True)
+            ],
+        )
+        conn.execute(
+            sa.insert(sentinels_table),
+            [
+                {"partition_key": k, "repo": r, "schedule": "hourly", "template": "repo-auditor",
+                 "pr_template": "pr-sentinel", "added_at": now, "updated_at": now}
+                for k, r in zip(keys, repos, strict=True)
+            ],
+        )  # fmt: skip
     instance.add_dynamic_partitions(repos_partitions.name, keys)
 
 
