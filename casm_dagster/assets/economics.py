@@ -139,7 +139,7 @@ def run_outcomes(context: dg.AssetExecutionContext, casm: CasmResource) -> dg.Ma
         connector = GitHubConnector.for_sensor() if os.environ.get(TOKEN_ENV) else None
     except GITHUB_FAILURES:
         connector = None
-    df = kpis.load_runs(casm.state_path(), outcome_reader(connector))
+    df = kpis.load_runs(casm.state_path(), outcome_reader(connector, casm.state_path()))
     counts = df["outcome"].value_counts().to_dict() if len(df) else {}
     return dg.MaterializeResult(
         value=df,

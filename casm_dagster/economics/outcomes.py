@@ -15,7 +15,8 @@ from typing import Any
 
 from casm_dagster import gitops
 from casm_dagster.github.connector import GITHUB_FAILURES, GitHubConnector
-from casm_dagster.stores.repos import is_github_name
+from casm_dagster.github.mirror import fetch, mirror_path
+from casm_dagster.stores.repos import is_github_name, partition_key_for
 
 _REVERTS = re.compile(r"This reverts commit ([0-9a-f]{7,40})")
 
@@ -36,8 +37,9 @@ def local_outcome(repo: Path, branch: str, target: str, base: str) -> str:
     return "merged"
 
 
-def outcome_reader(connector: GitHubConnector | None):
-    """``outcome_of(run)`` for ``kpis.load_runs``; GitHub answers are cached per branch."""
+def outcome_reader(connector: GitHubConnector | None, state_dir: Path | None = None):
+    """``outcome_of(run)`` for ``kpis.load_runs``; GitHub answers are cached per branch.
+    ``state_dir``: where the GitHub mirrors live (a merged PR's revert is looked up there)."""
     cache: dict[tuple[str, str], str] = {}
 
     def outcome_of(run: dict[str, Any]) -> str:
@@ -47,7 +49,7 @@ def outcome_reader(connector: GitHubConnector | None):
         if is_github_name(run["repo"]):
             key = (run["repo"], branch)
             if key not in cache:
-                cache[key] = _github(connector, run["repo"], branch)
+                cache[key] = _github(connector, run["repo"], branch, state_dir)
             return cache[key]
         spec = json.loads((Path(run["run_dir"]) / "spec.json").read_text(encoding="utf-8"))
         snapshot_file = Path(run["run_dir"]) / "snapshot.json"
@@ -64,7 +66,7 @@ def outcome_reader(connector: GitHubConnector | None):
     return outcome_of
 
 
-def _github(connector: GitHubConnector | None, repo: str, branch: str) -> str:
+def _github(connector: GitHubConnector | None, repo: str, branch: str, state_dir: Path | None) -> str:
     if connector is None:
         return "unknown"
     try:
@@ -74,5 +76,21 @@ def _github(connector: GitHubConnector | None, repo: str, branch: str) -> str:
     if pr is None:
         return "no_pr"
     if pr.merged:
+        if state_dir is not None and pr.merge_commit_sha and _reverted(connector, repo, pr.merge_commit_sha, state_dir):
+            return "reverted"
         return "merged"
     return "open" if pr.state == "open" else "closed_unmerged"
+
+
+def _reverted(connector: GitHubConnector, repo: str, merge_sha: str, state_dir: Path) -> bool:
+    """GitHub's Revert button (and ``git revert``) write "This reverts commit <merge sha>" on
+    the default branch: fetch it into the mirror and look."""
+    try:
+        meta = connector.repo(repo)
+        path = mirror_path(state_dir, partition_key_for("github", repo))
+        ref = f"refs/remotes/origin/{meta.default_branch}"
+        fetch(path, meta.clone_url, connector.settings.token, {f"refs/heads/{meta.default_branch}": ref})
+        log = gitops.git(path, "log", "--format=%B", f"{merge_sha}..{ref}", check=False).stdout
+    except (*GITHUB_FAILURES, gitops.RepoError):
+        return False
+    return f"This reverts commit {merge_sha}" in log.decode("utf-8", "replace")

@@ -107,6 +107,7 @@ class PullRequest:
     base_sha: str
     html_url: str
     updated_at: str
+    merge_commit_sha: str | None = None  # once merged: the merge (or squash) commit
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ def _pull(pr: Any) -> PullRequest:
         base_sha=pr.base.sha,
         html_url=pr.html_url or "",
         updated_at=_iso(pr.updated_at),
+        merge_commit_sha=pr.merge_commit_sha if pr.merged else None,
     )
 
 
@@ -174,6 +176,7 @@ def pull_from_json(data: Mapping[str, Any]) -> PullRequest:
         base_sha=base["sha"],
         html_url=data.get("html_url") or "",
         updated_at=data.get("updated_at") or "",
+        merge_commit_sha=data.get("merge_commit_sha") if data.get("merged_at") else None,
     )
 
 

@@ -155,8 +155,19 @@ def test_github_outcomes_come_from_the_pull_request(tmp_path: Path) -> None:
         gh.merge_pr("acme/widgets", merged)
         gh.close_pr("acme/widgets", closed)
         settings = GitHubSettings(token=gh.token, api_url=gh.api_url, write_interval_s=0, backoff_s=0.01, retries=1)
-        outcome_of = outcome_reader(GitHubConnector(settings))
+        connector = GitHubConnector(settings)
+        outcome_of = outcome_reader(connector, tmp_path / "state")
         assert outcome_of({"repo": "acme/widgets", "branch": "casm/repo-auditor/main"}) == "merged"
+        # Someone reverts the merge on main: the next reading says reverted.
+        merge_sha = gh.branch_sha("acme/widgets", "main")
+        clone = tmp_path / "clone"
+        git(tmp_path, "clone", "-q", str(gh.repo_path("acme/widgets")), str(clone))
+        git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "revert", "--no-edit", "-m", "1", merge_sha)
+        gh.push_branch("acme/widgets", "main", clone)
+        assert (
+            outcome_reader(connector, tmp_path / "state")({"repo": "acme/widgets", "branch": "casm/repo-auditor/main"})
+            == "reverted"
+        )
         assert outcome_of({"repo": "acme/widgets", "branch": "casm/other"}) == "closed_unmerged"
         assert outcome_of({"repo": "acme/widgets", "branch": "casm/none"}) == "no_pr"
         assert outcome_reader(None)({"repo": "acme/widgets", "branch": "casm/other"}) == "unknown"
