@@ -376,7 +376,7 @@ def demo(template_ref: str, artifacts_dir: Path, as_json: bool, seed: int, **fla
     "task_type",
     default=None,
     metavar="TASK_TYPE",
-    help="Why the routing of a task type (review, fix, doc, redteam...) changed in the latest routing policy.",
+    help="Why the routing of a task type (review, fix, docgen, redteam) changed in the latest routing policy.",
 )
 def explain(run_id: str | None, task_type: str | None) -> None:
     """Print a run's stage outcomes and decisions from its persisted events (deterministic),

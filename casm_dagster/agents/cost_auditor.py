@@ -68,7 +68,8 @@ def review(
         p50 = Decimal(task["p50"])
         actual = spent.get(task["task_id"], Decimal(0))
         if p50 > 0 and actual > p50 * OVER_FORECAST:
-            over.append(f"{task['task_type']} `{task['target']}` {_usd(actual)} vs P50 {_usd(p50)}")
+            target = str(task["target"]).replace("`", "'")  # a repo path: kept inside its code span
+            over.append(f"{task['task_type']} `{target}` {_usd(actual)} vs P50 {_usd(p50)}")
     lines.append(f"- Over forecast (> {OVER_FORECAST}× P50): " + ("; ".join(over[:5]) if over else "none") + ".")
     return [*lines, *_policy_lines(calls, policy, rates_of, total)]
 

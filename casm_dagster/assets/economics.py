@@ -22,6 +22,14 @@ GROUP = "economics"
 CUSTOMERS_ENV = "CASM_CUSTOMERS"
 
 
+def _as_of(value: str) -> datetime:
+    """An ISO time (naive means UTC), or now."""
+    if not value:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _preview(df: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(df.head(rows).to_markdown(index=False) if len(df) else "_no rows_")
 
@@ -66,7 +74,7 @@ def routing_policy(
 ) -> dg.MaterializeResult:
     """Diurnal optimization: per task type, the cheapest model whose measured success (95%
     lower bound) meets the quality target, with the evidence. The router reads the latest one."""
-    now = datetime.fromisoformat(config.as_of.replace("Z", "+00:00")) if config.as_of else datetime.now(UTC)
+    now = _as_of(config.as_of)
     settings = PolicySettings(
         window_hours=config.window_hours,
         half_life_hours=config.half_life_hours,
@@ -162,7 +170,7 @@ def unit_economics(run_outcomes: pd.DataFrame) -> dg.MaterializeResult:
         metadata={
             "dagster/row_count": len(df),
             "total_outcome_cost_usd": float(_total(run_outcomes, "outcome_cost_usd")),
-            **{k: float(v) if v is not None else "n/a" for k, v in values.items()},
+            **{k: float(v) for k, v in values.items() if v is not None},  # a metric without a basis is absent
             "preview": _preview(df),
         },
     )
@@ -181,7 +189,7 @@ def business_kpis(
     """Per customer and business line (Templates, Sentinel, AgentForge): MRR, cost, gross
     margin and an explained churn risk, from the customers/plans file plus telemetry."""
     path = config.customers_file or os.environ.get(CUSTOMERS_ENV, "")
-    now = datetime.fromisoformat(config.as_of.replace("Z", "+00:00")) if config.as_of else datetime.now(UTC)
+    now = _as_of(config.as_of)
     if not path:
         df = kpis.business_kpis(kpis.CustomersConfig(plans={}, customers=[]), run_outcomes, {}, now, config.days)
         note = f"no customers configured (set {CUSTOMERS_ENV} or customers_file; see docs/economics.md)"

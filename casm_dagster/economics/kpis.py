@@ -118,7 +118,7 @@ def _perf(run_dir: Path) -> float:
 def unit_economics(runs: pd.DataFrame) -> pd.DataFrame:
     """$ per outcome over all runs (SPEC §8): the outcome cost divided by each count."""
     total = _money(runs["outcome_cost_usd"]) if len(runs) else Decimal(0)
-    merged = int((runs["outcome"] == "merged").sum()) if len(runs) else 0
+    merged = int(runs["outcome"].isin(["merged", "reverted"]).sum()) if len(runs) else 0  # reverted were merged
     bases = [
         ("cost_per_issue_found", int(runs["findings"].sum()) if len(runs) else 0),
         ("cost_per_issue_fixed", int(runs["fixed"].sum()) if len(runs) else 0),
@@ -195,13 +195,14 @@ def business_kpis(
     at = pd.to_datetime(runs["started_at"], utc=True, format="ISO8601") if len(runs) else pd.Series(dtype="object")
     for c in config.customers:
         plan = config.plans[c.plan]
-        mine = runs[(runs["repo"].str.lower().isin([r.lower() for r in c.repos])) & (at > start)] if len(runs) else runs
+        in_window = (at > start) & (at <= now) if len(runs) else None
+        mine = runs[(runs["repo"].str.lower().isin([r.lower() for r in c.repos])) & in_window] if len(runs) else runs
         recent = mine[pd.to_datetime(mine["started_at"], utc=True, format="ISO8601") > half] if len(mine) else mine
         earlier = mine.drop(recent.index) if len(mine) else mine
         mrr = Decimal(str(plan.price_usd_month)) + Decimal(str(plan.price_per_run_usd)) * len(mine)
         cost = _money(mine["outcome_cost_usd"]) if len(mine) else Decimal(0)
         margin = float(1 - cost / mrr) if mrr else None
-        drop = max(0.0, _merge_rate(earlier) - _merge_rate(recent))
+        drop = max(0.0, _merge_rate(earlier) - _merge_rate(recent)) if _decided(recent) and _decided(earlier) else 0.0
         rework = _rework_rate(mine)
         overruns = float(mine["over_budget"].mean()) if len(mine) else 0.0
         backlog = sum(pending_hitl.get(r.lower(), 0) for r in c.repos)
@@ -243,11 +244,18 @@ def by_business_line(kpis: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+DECIDED = ("merged", "closed_unmerged", "reverted")  # an open PR has not been decided yet
+
+
+def _decided(runs: pd.DataFrame) -> int:
+    return int(runs["outcome"].isin(DECIDED).sum()) if len(runs) else 0
+
+
 def _merge_rate(runs: pd.DataFrame) -> float:
-    with_pr = runs[runs["outcome"] != "no_pr"] if len(runs) else runs
-    return float((with_pr["outcome"] == "merged").mean()) if len(with_pr) else 0.0
+    decided = runs[runs["outcome"].isin(DECIDED)] if len(runs) else runs
+    return float((decided["outcome"] == "merged").mean()) if len(decided) else 0.0
 
 
 def _rework_rate(runs: pd.DataFrame) -> float:
-    with_pr = runs[runs["outcome"] != "no_pr"] if len(runs) else runs
-    return float(with_pr["outcome"].isin(["closed_unmerged", "reverted"]).mean()) if len(with_pr) else 0.0
+    decided = runs[runs["outcome"].isin(DECIDED)] if len(runs) else runs
+    return float(decided["outcome"].isin(["closed_unmerged", "reverted"]).mean()) if len(decided) else 0.0

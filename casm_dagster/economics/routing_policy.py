@@ -48,10 +48,14 @@ def wilson_lower(successes: float, n: float, z: float) -> float:
 
 
 def _failure_kind(error: str, outcome: str) -> str:
+    """What kind of quality failure a call was (drift groups them)."""
     if outcome == "pass":
         return ""
     text = (error or "").strip().lower()
-    return text.split(":", 1)[0].split()[0] if text else "invalid_output"
+    if not text or text.startswith(("invalid output", "invalid_output")):
+        return "invalid_output"
+    words = text.split(":", 1)[-1].split()
+    return words[0] if words else "failed"
 
 
 def model_stats(calls: pd.DataFrame, now: datetime, settings: PolicySettings) -> pd.DataFrame:
@@ -64,7 +68,9 @@ def model_stats(calls: pd.DataFrame, now: datetime, settings: PolicySettings) ->
     ]  # fmt: skip
     if calls.empty:
         return pd.DataFrame(columns=columns)
-    df = calls[calls["provider"] != "offline"].copy()
+    # Quality is what a model answered: a valid answer passes, an invalid one fails. Provider
+    # errors (429, 5xx, timeouts) say nothing about quality and are left out.
+    df = calls[(calls["provider"] != "offline") & calls["outcome"].isin(["pass", "fail"])].copy()
     df["at"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
     start = pd.Timestamp(now - timedelta(hours=settings.window_hours))
     df = df[(df["at"] > start) & (df["at"] <= pd.Timestamp(now))]
@@ -150,8 +156,11 @@ def compute(
             kept = before[task_type]
             if f"{kept['provider']}/{kept['model']}" in avoid.get(task_type, []):
                 notes.append(f"{task_type}: the previous choice {kept['model']} fails the target; none meets it")
+            elif not priced(kept["provider"], kept["model"]):
+                notes.append(f"{task_type}: the previous choice {kept['model']} has no price any more: dropped")
             else:
-                choices[task_type] = {**kept, "why": f"kept: too little new evidence ({kept['why']})"}
+                original = kept["why"].removeprefix("kept: too little new evidence (").removesuffix(")")
+                choices[task_type] = {**kept, "why": f"kept: too little new evidence ({original})"}
         else:
             notes.append(f"{task_type}: no model has {settings.min_samples:g} calls meeting the target yet")
     changes = []

@@ -229,7 +229,9 @@ class Router:
             return [c for p in PROFILES[: upto + 1] for c in self.catalog.candidates(p)]
         return self.catalog.candidates(profile)
 
-    def _with_policy(self, task_type: str, profile: str) -> tuple[list[Candidate], str | None, set[str]]:
+    def _with_policy(
+        self, task_type: str, profile: str, use_choice: bool = True
+    ) -> tuple[list[Candidate], str | None, set[str]]:
         """The profile's pool with measured qualities in place of the catalog's assumptions,
         plus the policy's chosen model for this task type (added if the profile lacks it)."""
         pool = self._pool(profile)
@@ -238,7 +240,7 @@ class Router:
             return pool, None, set()
         measured = policy.get("measured", {}).get(task_type, {})
         pool = [dataclasses.replace(c, quality=measured[c.key]) if c.key in measured else c for c in pool]
-        choice = policy.get("choices", {}).get(task_type)
+        choice = policy.get("choices", {}).get(task_type) if use_choice else None
         key = f"{choice['provider']}/{choice['model']}" if choice else None
         if key and key not in {c.key for c in pool}:
             known = self.catalog.model.models.get(key)
@@ -286,7 +288,10 @@ class Router:
         est_out = task.expected_output_tokens
         applied = {"budget": False, "latency": False, "quality": False}
         scored: list[tuple[Candidate, Decimal | None, list[str]]] = []
-        pool, choice_key, avoid = self._with_policy(task.task_type, profile)
+        # The policy's choice is for ordinary routing; a risk raise, a fallback or a control
+        # re-run asks for something else (measured qualities and the avoid list still apply).
+        own = profile == task.profile and fallback is None and control is None
+        pool, choice_key, avoid = self._with_policy(task.task_type, profile, own)
         for c in pool:
             cost = self._estimate(c, est_in, est_out)
             reasons = []

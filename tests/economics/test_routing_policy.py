@@ -129,3 +129,36 @@ def test_minimum_sample_decay_window_and_unknown_prices() -> None:
     unpriced = compute(_calls(SYNTHETIC), NOW, lambda p, m: m != "claude-sonnet-4-5")
     assert "fix" not in unpriced["choices"]
     assert any("no price" in n for n in unpriced["notes"])
+
+
+def test_provider_errors_are_not_quality_failures_and_odd_errors_do_not_crash() -> None:
+    calls = _calls([("review", CHEAP, 59, 1)])
+    errors = _calls([("review", CHEAP, 0, 40)])
+    errors["outcome"], errors["error"] = "error", ": boom"  # a throttled evening, an odd message
+    errors["call_id"] = "e" + errors["call_id"]
+    policy = compute(pd.concat([calls, errors]), NOW, _priced)
+    assert policy["choices"]["review"]["model"] == "gpt-4.1-mini" and policy["avoid"] == {}
+    (row,) = policy["stats"]
+    assert row["calls"] == 60
+
+
+def test_a_high_risk_task_keeps_its_raised_profile_despite_a_cheap_choice() -> None:
+    cheap = compute(_calls([("fix", CHEAP, 60, 0)]), NOW, _priced)
+    assert cheap["choices"]["fix"]["model"] == "gpt-4.1-mini"
+    task = PlannedTask(
+        task_id="t-risky", task_type="fix", stage="plan", target=".github/workflows/ci.yml", profile="code_mid",
+        requested_profile="code_mid", input_tokens=3000, output_p50=800, output_p90=2000, likelihood=1.0,
+        exact_prompt=True, risk_high=True,
+    )  # fmt: skip
+    choice = _router(cheap).route(as_model_task(task))
+    assert choice.profile == "reasoning_low" and "profile_raised_for_risk" in choice.reason_codes
+    assert choice.selected.model != "gpt-4.1-mini"
+    assert not any(code.startswith("routing_policy:") for code in choice.reason_codes)
+
+
+def test_kept_choices_do_not_nest_their_reasons() -> None:
+    policy = compute(_calls(SYNTHETIC), NOW, _priced)
+    for day in range(1, 4):
+        later = NOW + timedelta(days=day)
+        policy = compute(_calls([("fix", CHEAP, 1, 0)]), later, _priced, previous=policy)
+    assert policy["choices"]["fix"]["why"].count("kept:") == 1
