@@ -108,6 +108,25 @@ def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
+def _github_pr(
+    tmp_path: Path, gh: FakeGitHub, branch: str, *commits: dict[str, str], settings: str | None = None
+) -> tuple[Path, int, Path]:
+    """The PR repo on the fake GitHub (``settings``: the default branch's .casm.yaml), a PR
+    from ``branch`` with one commit per dict of files, and an empty work dir for ``casm``."""
+    source = _pr_repo(tmp_path)
+    if settings is not None:
+        (source / ".casm.yaml").write_text(settings)
+        git(source, "commit", "-qam", "repo settings")
+    gh.create_repo(REPO, source)
+    git(source, "checkout", "-q", "-b", branch)
+    for i, files in enumerate(commits):
+        _commit(source, files, f"change {i}")
+    number = gh.open_pr(REPO, branch, commits=source, author="alice")
+    work = tmp_path / "work"
+    work.mkdir()
+    return source, number, work
+
+
 def _pr_template(tmp_path: Path, approvers: str = '["USER:maint"]') -> Path:
     text = (ROOT / "templates" / "pr-sentinel" / "manifest.yaml").read_text()
     path = tmp_path / "pr-sentinel.yaml"
@@ -116,16 +135,15 @@ def _pr_template(tmp_path: Path, approvers: str = '["USER:maint"]') -> Path:
 
 
 def test_pr_sentinel_comments_once_and_updates_incrementally_on_push(tmp_path: Path, gh: FakeGitHub) -> None:
-    source = _pr_repo(tmp_path)
-    gh.create_repo(REPO, source)
-    git(source, "checkout", "-q", "-b", "feature")
-    _commit(source, {"app/core.py": "import os\ndef add(a, b):\n    return a + b\n", "docs/x.py": "import sys\n"}, "a")
-    # The PR author tries to silence the review through .casm.yaml on the PR head: ignored.
-    _commit(source, {".casm.yaml": "ignore: ['**']\n"}, "silence")
-    number = gh.open_pr(REPO, "feature", commits=source, author="alice")
+    source, number, work = _github_pr(
+        tmp_path,
+        gh,
+        "feature",
+        {"app/core.py": "import os\ndef add(a, b):\n    return a + b\n", "docs/x.py": "import sys\n"},
+        # The PR author tries to silence the review through .casm.yaml on the PR head: ignored.
+        {".casm.yaml": "ignore: ['**']\n"},
+    )
     env = _env(tmp_path, gh)
-    work = tmp_path / "work"
-    work.mkdir()
     template = str(_pr_template(tmp_path))
     args = ["run", "--template", template, "--repo", REPO, "--pr", str(number), "--json"]
     first = run_casm(args, work, env)
@@ -170,14 +188,8 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     from casm_dagster.resources import CasmResource
     from casm_dagster.sensors.hitl import hitl_approval_sensor
 
-    source = _pr_repo(tmp_path)
-    gh.create_repo(REPO, source)
-    git(source, "checkout", "-q", "-b", "ci")
-    _commit(source, {".github/workflows/ci.yml": "on: push\njobs: {}\n"}, "touch the workflow")
-    number = gh.open_pr(REPO, "ci", commits=source)
+    _, number, work = _github_pr(tmp_path, gh, "ci", {".github/workflows/ci.yml": "on: push\njobs: {}\n"})
     env = _env(tmp_path, gh)
-    work = tmp_path / "work"
-    work.mkdir()
     template = str(_pr_template(tmp_path, '["USER:maint", "USER:alice"]'))
     proc = run_casm(["run", "--template", template, "--repo", REPO, "--pr", str(number), "--json"], work, env)
     assert proc.returncode == 3, proc.stderr  # held for approval
@@ -233,14 +245,8 @@ def test_pr_sensor_launches_one_run_per_new_head(
     from casm_dagster.resources import CasmResource
     from casm_dagster.sensors.sentinel import pr_sensor
 
-    source = _pr_repo(tmp_path)
-    gh.create_repo(REPO, source)
-    git(source, "checkout", "-q", "-b", "feature")
-    _commit(source, {"app/core.py": "x = 1\n"}, "a")
-    first_pr = gh.open_pr(REPO, "feature", commits=source)
+    source, first_pr, work = _github_pr(tmp_path, gh, "feature", {"app/core.py": "x = 1\n"})
     env = _env(tmp_path, gh)
-    work = tmp_path / "work"
-    work.mkdir()
     reg = run_casm(["sentinel", "--repo", REPO, "--schedule", "hourly"], work, env)
     assert reg.returncode == 0, reg.stderr
     assert "registered as partition acme__widgets" in reg.stdout
@@ -307,17 +313,15 @@ def test_pr_sensor_launches_one_run_per_new_head(
 
 
 def test_comment_approval_from_a_webhook_is_confirmed_on_github(tmp_path: Path, gh: FakeGitHub) -> None:
-    source = _pr_repo(tmp_path)
     # The default branch's .casm.yaml switches this repo to approval by comment.
-    (source / ".casm.yaml").write_text("hitl:\n  mode: github_comment\n")
-    git(source, "commit", "-qam", "approve by comment")
-    gh.create_repo(REPO, source)
-    git(source, "checkout", "-q", "-b", "deps")
-    _commit(source, {"package.json": '{"dependencies": {"left-pad": "1.3.0"}}\n'}, "a dependency")
-    number = gh.open_pr(REPO, "deps", commits=source)
+    _, number, work = _github_pr(
+        tmp_path,
+        gh,
+        "deps",
+        {"package.json": '{"dependencies": {"left-pad": "1.3.0"}}\n'},
+        settings="hitl:\n  mode: github_comment\n",
+    )
     env = _env(tmp_path, gh)
-    work = tmp_path / "work"
-    work.mkdir()
     template = str(_pr_template(tmp_path))
     held = run_casm(["run", "--template", template, "--repo", REPO, "--pr", str(number), "--json"], work, env)
     assert held.returncode == 3, held.stderr
