@@ -22,9 +22,9 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from casm_dagster.instance import instance_db_url
-from casm_dagster.partitions import repos_partitions
-from casm_dagster.resources import CasmResource
+from casm_dagster.assets.partitions import repos_partitions
+from casm_dagster.resources import CasmResource, GitHubResource
+from casm_dagster.resources.instance import instance_db_url
 from casm_dagster.sensors.sentinel import heartbeat_hourly
 from casm_dagster.stores.db import engine_for, repos_table, sentinels_table
 from casm_dagster.stores.repos import partition_key_for
@@ -59,7 +59,9 @@ def _register(instance: dg.DagsterInstance, n: int) -> None:
 
 def tick(instance: dg.DagsterInstance, state_dir: str) -> tuple[float, list[dg.RunRequest]]:
     with dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=AT, resources={"casm": CasmResource(state_dir=state_dir)}
+        instance=instance,
+        scheduled_execution_time=AT,
+        resources={"casm": CasmResource(state_dir=state_dir), "github": GitHubResource()},
     ) as context:  # a context manager: its resources and scopes are closed after the tick
         start = time.perf_counter()
         requests = list(heartbeat_hourly(context))

@@ -33,7 +33,7 @@ def casm_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def demo_repo(tmp_path: Path) -> Path:
-    from casm_dagster.demo import make_demo_repo
+    from casm_dagster.cli.demo import make_demo_repo
 
     return make_demo_repo(parent=tmp_path)
 

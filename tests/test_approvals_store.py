@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from casm_dagster import hitl
 from casm_dagster.contracts.manifest import DEFAULT_APPROVAL_COMMENT
+from casm_dagster.policy import hitl
 from casm_dagster.stores.approvals import APPROVED, DENIED, EXPIRED, PENDING, ApprovalRecord, ApprovalStore
 from casm_dagster.stores.db import engine_for
 

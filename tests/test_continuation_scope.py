@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from helpers import git, make_repo
 
-from casm_dagster import continuation
 from casm_dagster.contracts.plan import PatchGroup, PatchPlan
 from casm_dagster.errors import TemplateError
-from casm_dagster.gitops import inspect_repo
-from casm_dagster.runspec import build_spec
-from casm_dagster.templates import Template, load_template
+from casm_dagster.run.spec import build_spec
+from casm_dagster.run.templates import Template, load_template
+from casm_dagster.safety.gitops import inspect_repo
+from casm_dagster.stages import resume
 
 
 def _two_file_patch(tmp_path: Path) -> tuple[Path, bytes, str]:
@@ -38,7 +38,7 @@ def test_a_group_whose_file_list_lies_is_still_trimmed(tmp_path: Path) -> None:
         patch_sha256=hashlib.sha256(patch).hexdigest(), lines_added=0, lines_removed=2,
     )  # fmt: skip
     plan = PatchPlan(base_commit=base, groups=[group], plan_sha256="x")
-    scoped, notes = continuation.scoped_plan(spec, plan, {"app.py"})
+    scoped, notes = resume.scoped_plan(spec, plan, {"app.py"})
     (kept,) = scoped.groups
     assert kept.files == ["app.py"] and kept.patch_file.startswith("patches/scoped/")
     text = (spec.run_dir / kept.patch_file).read_text()

@@ -19,7 +19,7 @@ JSON_KEYS = {"run_id", "status", "repo", "branch", "report", "artifacts_dir", "f
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> dict:
     """One audit shared by the read-only tests of this module (each run costs seconds)."""
-    from casm_dagster.demo import make_demo_repo
+    from casm_dagster.cli.demo import make_demo_repo
 
     base = tmp_path_factory.mktemp("e2e")
     workdir = base / "work"
@@ -141,7 +141,7 @@ def test_run_is_a_tagged_dagster_run_in_the_instance(audited, casm_env: dict[str
 
 
 def test_noop_template_runs_ingest_and_report_only(tmp_path: Path) -> None:
-    from casm_dagster.demo import make_demo_repo
+    from casm_dagster.cli.demo import make_demo_repo
 
     demo_repo, workdir, casm_env = make_demo_repo(parent=tmp_path), tmp_path, isolated_env(tmp_path / "dh")
     proc = run_casm(["run", "--template", "noop", "--repo", str(demo_repo), "--json"], workdir, casm_env)

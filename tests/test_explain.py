@@ -1,4 +1,4 @@
-"""casm_dagster.explain + journal: events.jsonl / state.json, and the story told from them."""
+"""casm_dagster.run.explain + journal: events.jsonl / state.json, and the story told from them."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pytest
 from casm_dagster.contracts.events import RunEvent
 from casm_dagster.contracts.run import RunSpec, RunState
 from casm_dagster.errors import RunNotFoundError
-from casm_dagster.explain import explain, explain_run, run_dir_for
-from casm_dagster.gitops import inspect_repo
-from casm_dagster.ids import is_ulid, new_ulid
-from casm_dagster.journal import Journal, read_events
-from casm_dagster.runspec import build_spec
-from casm_dagster.templates import load_template
+from casm_dagster.run.explain import explain, explain_run, run_dir_for
+from casm_dagster.run.ids import is_ulid, new_ulid
+from casm_dagster.run.journal import Journal, read_events
+from casm_dagster.run.spec import build_spec
+from casm_dagster.run.templates import load_template
+from casm_dagster.safety.gitops import inspect_repo
 
 RUN_ID = "01JDQ7ZK6Y3M8N9P0QRSTVWXYZ"
 
@@ -95,7 +95,7 @@ def test_spec_is_built_from_template_and_repo(repo: Path, tmp_path: Path) -> Non
     assert spec.repo_path == str(repo.resolve())
     assert spec.run_dir == (tmp_path / "state").resolve() / "runs" / RUN_ID
     assert spec.partition_key.startswith("local__target__")
-    assert spec.effective_config["run"]["seed"] == 0
+    assert spec.effective_config.run.seed == 0
 
 
 def test_explain_twice_is_byte_identical_and_tells_the_story(repo: Path, tmp_path: Path) -> None:

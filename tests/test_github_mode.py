@@ -184,8 +184,8 @@ def _instance(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dg.Dagste
 def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from casm_dagster.launcher import launch_continuation
-    from casm_dagster.resources import CasmResource
+    from casm_dagster.cli.launch import launch_continuation
+    from casm_dagster.resources import CasmResource, GitHubResource
     from casm_dagster.sensors.hitl import hitl_approval_sensor
 
     _, number, work = _github_pr(tmp_path, gh, "ci", {".github/workflows/ci.yml": "on: push\njobs: {}\n"})
@@ -199,7 +199,10 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     assert "<code>USER:maint</code>" in posted["body"] or "`USER:maint`" in posted["body"]
 
     instance = _instance(env, monkeypatch)
-    resources = {"casm": CasmResource(state_dir=env["CASM_STATE_DIR"])}
+    resources = {
+        "casm": CasmResource(state_dir=env["CASM_STATE_DIR"]),
+        "github": GitHubResource(token=env["GITHUB_TOKEN"], api_url=env["GITHUB_API_URL"]),
+    }
 
     def tick(cursor: str | None):
         with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
@@ -211,7 +214,7 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     assert result.run_requests == []
     result = tick(result.cursor)
     assert result.run_requests == []
-    from casm_dagster.launcher import approvals
+    from casm_dagster.cli.launch import approvals
 
     store = approvals(instance)
     record = store.latest_for_run(run_id)
@@ -242,7 +245,7 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
 def test_pr_sensor_launches_one_run_per_new_head(
     tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from casm_dagster.resources import CasmResource
+    from casm_dagster.resources import CasmResource, GitHubResource
     from casm_dagster.sensors.sentinel import pr_sensor
 
     source, first_pr, work = _github_pr(tmp_path, gh, "feature", {"app/core.py": "x = 1\n"})
@@ -260,7 +263,10 @@ def test_pr_sensor_launches_one_run_per_new_head(
     )
     instance = _instance(env, monkeypatch)
     assert instance.has_dynamic_partition("repos", "acme__widgets")
-    resources = {"casm": CasmResource(state_dir=env["CASM_STATE_DIR"])}
+    resources = {
+        "casm": CasmResource(state_dir=env["CASM_STATE_DIR"]),
+        "github": GitHubResource(token=env["GITHUB_TOKEN"], api_url=env["GITHUB_API_URL"]),
+    }
 
     def tick(cursor: str | None):
         with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:

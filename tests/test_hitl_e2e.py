@@ -26,7 +26,7 @@ import dagster as dg
 import pytest
 from helpers import CASM, git, isolated_env, last_json, make_repo
 
-from casm_dagster import hitl
+from casm_dagster.policy import hitl
 from casm_dagster.stores.approvals import APPROVED, ApprovalRecord, ApprovalStore
 from casm_dagster.stores.db import engine_for
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from casm_dagster import hitl
 from casm_dagster.contracts.manifest import DEFAULT_APPROVAL_COMMENT
-from casm_dagster.journal import utc_now
+from casm_dagster.policy import hitl
+from casm_dagster.run.journal import utc_now
 from casm_dagster.stores.approvals import ApprovalStore
 from casm_dagster.stores.db import engine_for
 

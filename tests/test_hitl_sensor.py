@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 from helpers import git, make_repo
 
-from casm_dagster import hitl
+from casm_dagster.cli.launch import LaunchResult, approvals, launch_audit
 from casm_dagster.contracts.run import RunState
 from casm_dagster.definitions import defs
-from casm_dagster.launcher import LaunchResult, approvals, launch_audit
+from casm_dagster.policy import hitl
+from casm_dagster.run.templates import load_template
 from casm_dagster.stores.approvals import APPROVED, DENIED, EXPIRED, PENDING, ApprovalRecord, ApprovalStore
 from casm_dagster.stores.db import approvals_table
-from casm_dagster.templates import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 GATED_FILES = {
@@ -123,7 +123,7 @@ def test_an_approval_is_requested_once(instance: dg.DagsterInstance, gated: Gate
     assert request.tags["casm/run_id"] == gated.launch.run_id
     assert request.tags["casm/hitl_request"] == gated.record.request_id
     assert request.tags["casm/partition"] == gated.record.partition_key
-    assert request.run_config == {"ops": {"continue_approved_run": {"config": {"request_id": gated.record.request_id}}}}
+    assert request.run_config["ops"] == {"continue_approved_run": {"config": {"request_id": gated.record.request_id}}}
     assert int(first.cursor) > int(pending.cursor or 0)
 
     again = tick(instance, first.cursor)
@@ -247,3 +247,37 @@ def test_a_missed_approval_is_swept_up_until_a_continuation_run_exists(
     # Once a continuation run carries the request's tag, the sweep leaves it alone.
     JOB.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags, raise_on_error=False)
     assert tick(instance, beyond).run_requests == []
+
+
+def test_an_approved_run_ends_with_telemetry_and_reconciles_its_cost(
+    instance: dg.DagsterInstance, gated: Gated
+) -> None:
+    """The continuation runs apply → validate → report → telemetry: the approved run's
+    run_cost is materialized and its summary reconciles with the recorded calls."""
+    from casm_dagster.cost.run_cost import SUMMARY_FILE
+    from casm_dagster.llm.telemetry import calls_for_run
+
+    hitl.decide(gated.store, gated.record, APPROVED, "alice", "reviewed the packet", via="local")
+    (request,) = tick(instance, None).run_requests
+    run = JOB.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
+    assert run.success
+    state = gated.state()
+    assert state.status == "succeeded"
+    assert state.stages["telemetry"] == "completed", state.stages
+    events = [e for e in (gated.launch.run_dir / "events.jsonl").read_text().splitlines() if '"telemetry"' in e]
+    assert any('"stage_completed"' in e for e in events), events
+
+    (record,) = [
+        r
+        for r in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("run_cost"), asset_partitions=[gated.record.partition_key]),
+            limit=10,
+        ).records
+        if r.run_id == run.run_id
+    ]
+    metadata = record.asset_materialization.metadata
+    assert metadata["casm_run_id"].value == gated.launch.run_id
+    summary = __import__("json").loads((gated.launch.run_dir / SUMMARY_FILE).read_text())
+    calls = calls_for_run(gated.store.engine, gated.launch.run_id)
+    assert metadata["calls"].value == summary["calls"]["count"] == len(calls)
+    assert metadata["run_cost_usd"].value == float(summary["totals"]["run_cost_usd"])

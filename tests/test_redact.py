@@ -1,10 +1,10 @@
-"""casm_dagster.redact: token shapes and secret env values are scrubbed, nothing else."""
+"""casm_dagster.safety.redact: token shapes and secret env values are scrubbed, nothing else."""
 
 from __future__ import annotations
 
 import pytest
 
-from casm_dagster.redact import REDACTED, is_secret_name, redact, secret_env_values
+from casm_dagster.safety.redact import REDACTED, is_secret_name, redact, secret_env_values
 
 PEM = (
     "-----BEGIN RSA PRIVATE KEY-----\n"

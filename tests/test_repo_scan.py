@@ -1,4 +1,4 @@
-"""casm_dagster.repo_scan: only safe, regular, UTF-8, small files of the commit are read."""
+"""casm_dagster.safety.repo_scan: only safe, regular, UTF-8, small files of the commit are read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from casm_dagster.repo_scan import MAX_FILE_BYTES, scan
+from casm_dagster.safety.repo_scan import MAX_FILE_BYTES, scan
 
 SENTINEL = "SENTINEL-outside-the-repo-7f3a9c"
 WEIRD = "we ird $(touch pwned); name.py"

@@ -1,4 +1,4 @@
-"""casm_dagster.sandbox: allowlisted argv only, scrubbed env, timeouts, network isolation."""
+"""casm_dagster.safety.sandbox: allowlisted argv only, scrubbed env, timeouts, network isolation."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from casm_dagster.errors import SandboxError
-from casm_dagster.redact import REDACTED
-from casm_dagster.sandbox import Sandbox, network_isolation_prefix, scrubbed_env
+from casm_dagster.safety.redact import REDACTED
+from casm_dagster.safety.sandbox import Sandbox, network_isolation_prefix, scrubbed_env
 
 
 def _py(code: str, *args: str) -> str:

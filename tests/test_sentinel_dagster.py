@@ -8,12 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from casm_dagster.assets.partitions import repos_partitions
+from casm_dagster.continuous.rules import PrReview
 from casm_dagster.definitions import defs
-from casm_dagster.instance import instance_db_url
-from casm_dagster.partitions import repos_partitions
-from casm_dagster.resources import CasmResource
+from casm_dagster.resources import CasmResource, GitHubResource
+from casm_dagster.resources.instance import instance_db_url
 from casm_dagster.sensors.sentinel import heartbeat_daily, heartbeat_hourly, review_request
-from casm_dagster.sentinel import PrReview
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRegistry
 from casm_dagster.stores.sentinels import SentinelStore
@@ -29,7 +29,9 @@ def _register(instance: dg.DagsterInstance, repo: str, schedule: str, template: 
 
 def _tick(schedule, instance: dg.DagsterInstance, tmp_path: Path, at: datetime) -> list[dg.RunRequest]:
     with dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=at, resources={"casm": CasmResource(state_dir=str(tmp_path))}
+        instance=instance,
+        scheduled_execution_time=at,
+        resources={"casm": CasmResource(state_dir=str(tmp_path)), "github": GitHubResource()},
     ) as context:
         return list(schedule(context))
 

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from casm_dagster import sentinel
+from casm_dagster.continuous import rules
 from casm_dagster.github import markers
 from casm_dagster.github.connector import GitHubError, PullRequest
 from casm_dagster.github.webhooks import ApprovalCandidate, ReviewRequest, WebhookError, derive, verify_signature
 from casm_dagster.prsentinel.scope import select
 from casm_dagster.prsentinel.settings import RepoSettings, parse_settings
-from casm_dagster.repo_scan import Inventory, SkippedFile, SourceFile
+from casm_dagster.safety.repo_scan import Inventory, SkippedFile, SourceFile
 from casm_dagster.stores.sentinels import Sentinel
 
 
@@ -35,14 +35,14 @@ def _pr(number: int, sha: str, draft: bool = False) -> PullRequest:
 def test_due_once_per_window_with_stable_run_keys() -> None:
     regs = [_sentinel("o/a"), _sentinel("o/b", "daily"), _sentinel("o/c", template="")]
     at = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
-    hourly = sentinel.due(regs, "hourly", at)
+    hourly = rules.due(regs, "hourly", at)
     assert [d.repo for d in hourly] == ["o/a"]  # o/b is daily, o/c watches PRs only
     assert hourly[0].run_key == "hb:o__a:2026-11-23T14"
     # The same tick evaluated again (or later in the same hour) asks for the same run key.
-    again = sentinel.due(regs, "hourly", datetime(2026, 11, 23, 14, 59, tzinfo=UTC))
+    again = rules.due(regs, "hourly", datetime(2026, 11, 23, 14, 59, tzinfo=UTC))
     assert [d.run_key for d in again] == [d.run_key for d in hourly]
-    assert sentinel.due(regs, "hourly", datetime(2026, 11, 23, 15, 0, tzinfo=UTC))[0].run_key.endswith("T15")
-    daily = sentinel.due(regs, "daily", at)
+    assert rules.due(regs, "hourly", datetime(2026, 11, 23, 15, 0, tzinfo=UTC))[0].run_key.endswith("T15")
+    daily = rules.due(regs, "daily", at)
     assert [(d.repo, d.run_key) for d in daily] == [("o/b", "hb:o__b:2026-11-23")]
 
 
@@ -58,18 +58,18 @@ def test_poll_reports_each_new_head_once_and_skips_drafts_and_304s() -> None:
         seen_etags.append((repo, etag))
         return answers[repo]
 
-    cursor = sentinel.PollCursor()
-    reviews, errors = sentinel.poll(cursor, regs, lister, 10)
+    cursor = rules.PollCursor()
+    reviews, errors = rules.poll(cursor, regs, lister, 10)
     assert [(r.repo, r.pr, r.head_sha) for r in reviews] == [("o/a", 1, "a1")] and errors == []
     assert reviews[0].run_key == "pr:o__a:1:a1"
     # Persisted and reloaded: nothing new → nothing requested; the ETags are sent back.
-    cursor = sentinel.PollCursor.load(cursor.dump())
+    cursor = rules.PollCursor.load(cursor.dump())
     answers["o/a"] = ('"e1"', None)  # 304
-    assert sentinel.poll(cursor, regs, lister, 10) == ([], [])
+    assert rules.poll(cursor, regs, lister, 10) == ([], [])
     assert ("o/a", '"e1"') in seen_etags and ("o/b", '"e2"') in seen_etags
     # A push (new head) and the draft marked ready → two reviews; PR 1's old head is gone.
     answers["o/a"] = ('"e3"', [_pr(1, "a1b"), _pr(2, "a2")])
-    reviews, _ = sentinel.poll(cursor, regs, lister, 10)
+    reviews, _ = rules.poll(cursor, regs, lister, 10)
     assert [(r.pr, r.head_sha) for r in reviews] == [(1, "a1b"), (2, "a2")]
     assert cursor.heads["o__a"] == {"1": "a1b", "2": "a2"}
 
@@ -84,18 +84,18 @@ def test_poll_round_robin_bounds_work_and_one_failing_repo_does_not_stop_the_res
             raise GitHubError("reading o/r1: not found (404)")
         return None, [_pr(1, repo)]
 
-    cursor = sentinel.PollCursor()
-    reviews, errors = sentinel.poll(cursor, regs, lister, 2)
+    cursor = rules.PollCursor()
+    reviews, errors = rules.poll(cursor, regs, lister, 2)
     assert polled == ["o/r0", "o/r1"] and errors == ["reading o/r1: not found (404)"]
     assert [r.repo for r in reviews] == ["o/r0"]
-    sentinel.poll(cursor, regs, lister, 2)
-    sentinel.poll(cursor, regs, lister, 2)
+    rules.poll(cursor, regs, lister, 2)
+    rules.poll(cursor, regs, lister, 2)
     assert polled[2:] == ["o/r2", "o/r3", "o/r4", "o/r0"]
 
 
 def test_garbled_cursor_starts_over() -> None:
-    assert sentinel.PollCursor.load("{not json") == sentinel.PollCursor()
-    assert sentinel.PollCursor.load('{"heads": 3}') == sentinel.PollCursor()
+    assert rules.PollCursor.load("{not json") == rules.PollCursor()
+    assert rules.PollCursor.load('{"heads": 3}') == rules.PollCursor()
 
 
 # -- webhooks ---------------------------------------------------------------------------

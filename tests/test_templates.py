@@ -1,4 +1,4 @@
-"""casm_dagster.templates: discovery by id or path, workflows and their stages."""
+"""casm_dagster.run.templates: discovery by id or path, workflows and their stages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from casm_dagster.contracts.events import STAGES
 from casm_dagster.errors import TemplateError
-from casm_dagster.templates import WORKFLOWS, bundled_dir, list_templates, load_template, template_ids
+from casm_dagster.run.templates import WORKFLOWS, bundled_dir, list_templates, load_template, template_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 NOOP_TEXT = (ROOT / "templates" / "noop" / "manifest.yaml").read_text(encoding="utf-8")
@@ -143,8 +143,8 @@ def test_list_templates_loads_every_bundled_template() -> None:
 
 @pytest.mark.parametrize("template_id", ["repo-auditor", "pr-sentinel"])
 def test_sellable_templates_ship_docs_example_config_telemetry_and_a_workflow(template_id: str) -> None:
+    from casm_dagster.contracts.yaml12 import load_yaml
     from casm_dagster.prsentinel.settings import parse_settings
-    from casm_dagster.yaml12 import load_yaml
 
     folder = ROOT / "templates" / template_id
     template = load_template(template_id)

@@ -12,9 +12,9 @@ import urllib.request
 
 import dagster as dg
 
-from casm_dagster.instance import instance_db_url
-from casm_dagster.partitions import repos_partitions
-from casm_dagster.sentinel_cli import serve, store
+from casm_dagster.assets.partitions import repos_partitions
+from casm_dagster.cli.sentinel import serve, store
+from casm_dagster.resources.instance import instance_db_url
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRegistry
 

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from casm_dagster.contracts.validation import BenchmarkResult
-from casm_dagster.sandbox import Sandbox
+from casm_dagster.safety.sandbox import Sandbox
 
 DEFAULT_REPEATS = 5
 

@@ -11,10 +11,10 @@ import hashlib
 from collections import defaultdict
 from pathlib import Path
 
-from casm_dagster import gitops
 from casm_dagster.agents import python_tools
 from casm_dagster.contracts.findings import Finding
 from casm_dagster.contracts.plan import PatchGroup, PatchPlan
+from casm_dagster.safety import gitops
 
 
 def count_lines(patch: bytes) -> tuple[int, int]:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casm_dagster import gitops
 from casm_dagster.agents import model_tasks
 from casm_dagster.agents.fixer import record_group
 from casm_dagster.contracts.findings import SEVERITY_ORDER, Finding
@@ -24,7 +23,8 @@ from casm_dagster.errors import RepoError
 from casm_dagster.llm.providers import Prompt
 from casm_dagster.llm.router import InvalidOutput, ModelTask, Router, TaskResult
 from casm_dagster.policy.engine import SemanticScore
-from casm_dagster.repo_scan import SourceFile
+from casm_dagster.safety import gitops
+from casm_dagster.safety.repo_scan import SourceFile
 
 MAX_FIX_FINDINGS = 10  # per file, most severe first
 

@@ -18,7 +18,7 @@ from typing import Any
 from casm_dagster.contracts.findings import Finding
 from casm_dagster.llm.providers import Prompt
 from casm_dagster.llm.router import InvalidOutput
-from casm_dagster.redact import redact
+from casm_dagster.safety.redact import redact
 
 MAX_FILE_CHARS = 24_000  # larger files are not sent whole (recorded as not model-reviewed)
 NO_CHANGE = "NO_CHANGE"

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 from casm_dagster.agents import python_tools
 from casm_dagster.contracts.findings import SEVERITY_ORDER, AnalyserRun, Finding, Severity
 from casm_dagster.contracts.validation import CheckRun
-from casm_dagster.redact import redact
-from casm_dagster.repo_scan import Inventory
+from casm_dagster.safety.redact import redact
+from casm_dagster.safety.repo_scan import Inventory
 
 _TODO = re.compile(r"(?:#|//|/\*|<!--|--|^\s*\*)\s*(TODO|FIXME|XXX|HACK)\b[:(\s]?(.*)")
 _TODO_SEVERITY: dict[str, Severity] = {"TODO": "info", "XXX": "low", "HACK": "low", "FIXME": "low"}

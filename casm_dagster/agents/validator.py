@@ -14,8 +14,8 @@ import shlex
 from pathlib import Path
 
 from casm_dagster.contracts.validation import CheckRun
-from casm_dagster.repo_scan import Inventory
-from casm_dagster.sandbox import CommandResult, Sandbox
+from casm_dagster.safety.repo_scan import Inventory
+from casm_dagster.safety.sandbox import CommandResult, Sandbox
 
 _JS_RUNNERS = {"npm", "pnpm", "yarn"}
 _PYTHON_TOOLS = {"pytest", "ruff", "mypy", "flake8", "pylint", "black"}

@@ -15,8 +15,8 @@ from casm_dagster.economics import charts, kpis
 from casm_dagster.economics.frames import call_events as load_call_events
 from casm_dagster.economics.outcomes import outcome_reader
 from casm_dagster.economics.routing_policy import PolicySettings, compute
-from casm_dagster.github.connector import GITHUB_FAILURES, TOKEN_ENV, GitHubConnector
-from casm_dagster.resources import CasmResource, latest_routing_policy
+from casm_dagster.github.connector import GITHUB_FAILURES
+from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
 
 GROUP = "economics"
 CUSTOMERS_ENV = "CASM_CUSTOMERS"
@@ -140,11 +140,11 @@ COST_TABLES = [cost_by_run, cost_by_model, cost_by_task_type, cost_by_repo]
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
-def run_outcomes(context: dg.AssetExecutionContext, casm: CasmResource) -> dg.MaterializeResult:
+def run_outcomes(context: dg.AssetExecutionContext, casm: CasmResource, github: GitHubResource) -> dg.MaterializeResult:
     """One row per run (its run_summary.json) with what became of its PR or branch: merged,
     open, closed unmerged or reverted (GitHub mode: asks GitHub; local: the repo's branches)."""
     try:
-        connector = GitHubConnector.for_sensor() if os.environ.get(TOKEN_ENV) else None
+        connector = github.get_sensor_client() if github.configured else None
     except GITHUB_FAILURES:
         connector = None
     df = kpis.load_runs(casm.state_path(), outcome_reader(connector, casm.state_path()))

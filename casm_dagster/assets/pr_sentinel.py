@@ -6,37 +6,34 @@ from pathlib import Path
 
 import dagster as dg
 
-from casm_dagster.assets.stages import AuditConfig
+from casm_dagster.assets.config import PrReviewConfig
+from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.economics.routing_policy import routing_view
-from casm_dagster.partitions import repos_partitions
 from casm_dagster.prsentinel.run import review_pull
-from casm_dagster.resources import CasmResource, latest_routing_policy
-from casm_dagster.runspec import build_spec, resolve_repo
-from casm_dagster.templates import load_template
+from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
+from casm_dagster.run.spec import build_spec, resolve_repo
+from casm_dagster.run.templates import load_template
 
 GROUP = "pr_sentinel"
 
 
-class PrReviewConfig(AuditConfig):
-    """Which PR (GitHub mode: ``pr``), or which range of a local repo (``base``/``head``)."""
-
-    template: str = "pr-sentinel"
-    head_sha: str = ""  # the head the trigger saw (recorded; the fetched head is reviewed)
-
-
 @dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"github"})
-def pr_review(context: dg.AssetExecutionContext, config: PrReviewConfig, casm: CasmResource) -> dg.MaterializeResult:
+def pr_review(
+    context: dg.AssetExecutionContext, config: PrReviewConfig, casm: CasmResource, github: GitHubResource
+) -> dg.MaterializeResult:
     """The PR's risk score, findings on its changed files, and the sticky comment."""
     record = casm.registry(context.instance).require(context.partition_key)
     repo = config.repo or record.location
     template = load_template(config.template)
     state_dir = casm.state_path()
     options = config.options()
-    info, github = resolve_repo(repo, state_dir, config.pr)
-    if github and config.head_sha and github.head_commit != config.head_sha:
+    info, checkout = resolve_repo(repo, state_dir, config.pr, connect=github.get_client)
+    if checkout and config.head_sha and checkout.head_commit != config.head_sha:
         # Pushed again since the trigger: the run for the newer head reviews it.
-        context.log.info(f"PR #{config.pr} moved from {config.head_sha[:12]} to {github.head_commit[:12]}; skipped")
-        return dg.MaterializeResult(metadata={"pr": config.pr or 0, "status": "superseded", "head": github.head_commit})
+        context.log.info(f"PR #{config.pr} moved from {config.head_sha[:12]} to {checkout.head_commit[:12]}; skipped")
+        return dg.MaterializeResult(
+            metadata={"pr": config.pr or 0, "status": "superseded", "head": checkout.head_commit}
+        )
     artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
     spec = build_spec(
         template,
@@ -47,19 +44,25 @@ def pr_review(context: dg.AssetExecutionContext, config: PrReviewConfig, casm: C
         config.seed,
         config.run_id or None,
         options,
-        github=github,
+        github=checkout,
         routing_policy=routing_view(latest_routing_policy(context.instance)),
     )
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id
-    outcome = review_pull(spec, journal, casm.engine(context.instance), casm.approvals(context.instance))
+    outcome = review_pull(
+        spec,
+        journal,
+        casm.engine(context.instance),
+        casm.approvals(context.instance),
+        github.get_client() if checkout else None,
+    )
     if outcome.policy_status == "gate":
         context.instance.add_run_tags(context.run.run_id, {"casm/hitl": "pending"})
     return dg.MaterializeResult(
         metadata={
             "casm_run_id": spec.run_id,
             "pr": config.pr or 0,
-            "head": spec.effective_config["run"]["head"] or "",
+            "head": spec.effective_config.run.head or "",
             "status": outcome.status,
             "risk_score": outcome.risk_score,
             "policy": outcome.policy_status,

@@ -1,75 +1,54 @@
 """The audit stages as partitioned assets (one partition per repo), in lineage order:
 repo_snapshot → cost_forecast → review_findings → patch_plan → policy_decision →
-applied_patches → validation_result → audit_report → run_cost. Each body calls the matching
-function in ``casm_dagster.pipeline`` (or ``planning``, ``gate``, ``proof``)."""
+applied_patches → validation_result → audit_report → run_cost. Each body calls its stage in
+``casm_dagster.stages`` and returns the value with metadata."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from casm_dagster import gate, pipeline, planning
+from casm_dagster.assets.config import AuditConfig
+from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
-from casm_dagster.contracts.policy import GateResult
+from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.economics.routing_policy import routing_view
-from casm_dagster.partitions import repos_partitions
-from casm_dagster.resources import CasmResource, latest_routing_policy
-from casm_dagster.runspec import RunOptions, build_spec, resolve_repo
-from casm_dagster.templates import load_template
+from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
+from casm_dagster.run.spec import build_spec, resolve_repo
+from casm_dagster.run.templates import load_template
+from casm_dagster.stages.analyze import analyze
+from casm_dagster.stages.apply import apply
+from casm_dagster.stages.forecast import ForecastResult, forecast
+from casm_dagster.stages.ingest import ingest
+from casm_dagster.stages.plan import plan
+from casm_dagster.stages.policy import approve_command, policy
+from casm_dagster.stages.report import report
+from casm_dagster.stages.telemetry import telemetry
+from casm_dagster.stages.validate import validate
 
 GROUP = "audit"
+# Concurrency pools (limits in dagster.yaml): stages that call models, and stages that run
+# the target repo's commands in the sandbox — the scarce things an audit holds.
+MODEL_POOL, SANDBOX_POOL = "casm_models", "casm_sandbox"
 
 
-class AuditConfig(dg.Config):
-    """What to run. From the UI, only ``template`` matters; the CLI fills in the rest."""
-
-    template: str = "repo-auditor"
-    run_id: str = ""  # empty: a new ULID
-    repo: str = ""  # empty: the location registered for the partition
-    artifacts_dir: str = ""  # empty: <state_dir>/artifacts
-    seed: int = 0
-    # The replay flags (SPEC §3); None: the template's setting.
-    budget_usd: float | None = None
-    proof_mode: bool | None = None
-    routing: str | None = None
-    prices: str | None = None
-    replay_of: str | None = None
-    base: str | None = None
-    head: str | None = None
-    ruleset: str | None = None
-    ruleset_hash: str | None = None
-    pr: int | None = None  # GitHub mode, pr-sentinel: the pull request
-
-    def options(self) -> RunOptions:
-        return RunOptions(
-            budget_usd=self.budget_usd,
-            proof_mode=self.proof_mode,
-            routing=self.routing,
-            prices=self.prices,
-            replay_of=self.replay_of,
-            base=self.base,
-            head=self.head,
-            ruleset=self.ruleset,
-            ruleset_hash=self.ruleset_hash,
-            pr=self.pr,
-        )
+def _asset(**kwargs):
+    return dg.asset(partitions_def=repos_partitions, group_name=GROUP, **kwargs)
 
 
-def _journal(casm: CasmResource, snap: Snapshot):
-    return casm.journal(snap.spec)
-
-
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"git"})
-def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: CasmResource) -> dg.MaterializeResult:
+@_asset(kinds={"git"})
+def repo_snapshot(
+    context: dg.AssetExecutionContext, config: AuditConfig, casm: CasmResource, github: GitHubResource
+) -> dg.MaterializeResult:
     """Ingest: the commit being audited (HEAD of the repo), with the run's fixed spec."""
     record = casm.registry(context.instance).require(context.partition_key)
     repo = config.repo or record.location
     template = load_template(config.template)
     state_dir = casm.state_path()
     artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
-    info, github = resolve_repo(record.location, state_dir)
+    info, checkout = resolve_repo(record.location, state_dir, connect=github.get_client)
     spec = build_spec(
         template,
         repo,
@@ -79,12 +58,12 @@ def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: 
         seed=config.seed,
         run_id=config.run_id or None,
         options=config.options(),
-        github=github,
+        github=checkout,
         routing_policy=routing_view(latest_routing_policy(context.instance)),
     )
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id
-    snap = pipeline.ingest(spec, journal)
+    snap = ingest(spec, journal)
     return dg.MaterializeResult(
         value=snap,
         metadata={
@@ -97,11 +76,11 @@ def repo_snapshot(context: dg.AssetExecutionContext, config: AuditConfig, casm: 
     )
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"}, output_required=False)
+@_asset(kinds={"python"}, output_required=False)
 def cost_forecast(context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot):
     """Forecast: the run's model tasks, their routed models and cost (P50/P90), fitted to the
     budget (downgrade, reduce scope, stop). A stopped run materializes nothing further."""
-    result = planning.forecast(repo_snapshot, _journal(casm, repo_snapshot), casm.engine(context.instance))
+    result = forecast(repo_snapshot, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
     if not result.proceeds:
         context.instance.add_run_tags(context.run.run_id, {"casm/budget": "stopped"})
         return
@@ -118,15 +97,12 @@ def cost_forecast(context: dg.AssetExecutionContext, casm: CasmResource, repo_sn
     )
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
+@_asset(kinds={"python"}, pool=MODEL_POOL)
 def review_findings(
-    context: dg.AssetExecutionContext,
-    casm: CasmResource,
-    repo_snapshot: Snapshot,
-    cost_forecast: planning.ForecastResult,
+    context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, cost_forecast: ForecastResult
 ) -> dg.MaterializeResult:
     """Analyze: the reviewer's findings (issues.json) and the baseline checks."""
-    review = pipeline.analyze(repo_snapshot, _journal(casm, repo_snapshot), casm.engine(context.instance))
+    review = analyze(repo_snapshot, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
     return dg.MaterializeResult(
         value=review,
         metadata={
@@ -138,24 +114,24 @@ def review_findings(
     )
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
+@_asset(kinds={"python"}, pool=MODEL_POOL)
 def patch_plan(
     context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, review_findings: Review
 ) -> dg.MaterializeResult:
     """Plan: the fixer's patch groups (deterministic, then model-written fixes and docs), one
     patch file each, bound by the plan hash."""
-    plan = pipeline.plan(repo_snapshot, review_findings, _journal(casm, repo_snapshot), casm.engine(context.instance))
+    result = plan(repo_snapshot, review_findings, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
     return dg.MaterializeResult(
-        value=plan,
+        value=result,
         metadata={
             "casm_run_id": repo_snapshot.spec.run_id,
-            "groups": len(plan.groups),
-            "plan_sha256": plan.plan_sha256,
+            "groups": len(result.groups),
+            "plan_sha256": result.plan_sha256,
         },
     )
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
+@_asset(kinds={"python"})
 def policy_decision(
     context: dg.AssetExecutionContext,
     casm: CasmResource,
@@ -164,11 +140,11 @@ def policy_decision(
     patch_plan: PatchPlan,
 ) -> dg.MaterializeResult:
     """Policy: the planned patch scored before apply (pass/warn proceed; gate holds for a human; block stops)."""
-    result = gate.gate(
+    result = policy(
         repo_snapshot,
         review_findings,
         patch_plan,
-        _journal(casm, repo_snapshot),
+        casm.journal(repo_snapshot.spec),
         casm.approvals(context.instance),
         casm.engine(context.instance),
     )
@@ -184,7 +160,7 @@ def policy_decision(
             "hitl": "pending approval",
             "hitl_request_id": result.request_id,
             "expires_at": result.expires_at,
-            "approve_with": dg.MetadataValue.md(f"`{gate.approve_command(repo_snapshot.spec.run_id)}`"),
+            "approve_with": dg.MetadataValue.md(f"`{approve_command(repo_snapshot.spec.run_id)}`"),
             "suggested_scope": result.scope_notes,
         }
         context.instance.add_run_tags(
@@ -197,31 +173,29 @@ def policy_decision(
     return dg.MaterializeResult(value=result, metadata=metadata)
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"git"}, output_required=False)
-def applied_patches(casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan, policy_decision: GateResult):
+@_asset(kinds={"git"}, output_required=False)
+def applied_patches(
+    casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan, policy_decision: PolicyDecision
+):
     """Apply: one commit per patch group on a detached checkout (the user's tree untouched).
 
     Nothing is materialized when the policy gated or blocked the plan, so validation and
     the report are skipped; the HITL continuation applies the plan after approval."""
     if not policy_decision.proceeds:
         return
-    applied = pipeline.apply(repo_snapshot, patch_plan, _journal(casm, repo_snapshot))
+    applied = apply(repo_snapshot, patch_plan, casm.journal(repo_snapshot.spec))
     yield dg.MaterializeResult(
         value=applied,
-        metadata={
-            "casm_run_id": repo_snapshot.spec.run_id,
-            "commits": len(applied.commits),
-            "tip": applied.tip,
-        },
+        metadata={"casm_run_id": repo_snapshot.spec.run_id, "commits": len(applied.commits), "tip": applied.tip},
     )
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"python"})
+@_asset(kinds={"python"}, pool=SANDBOX_POOL)
 def validation_result(
     casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan, applied_patches: Applied
 ) -> dg.MaterializeResult:
     """Validate: allowlisted checks after the patch; groups that break a passing check are dropped."""
-    validation = pipeline.validate(repo_snapshot, patch_plan, applied_patches, _journal(casm, repo_snapshot))
+    validation = validate(repo_snapshot, patch_plan, applied_patches, casm.journal(repo_snapshot.spec))
     return dg.MaterializeResult(
         value=validation,
         metadata={
@@ -233,25 +207,27 @@ def validation_result(
     )
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"markdown"})
+@_asset(kinds={"markdown"})
 def audit_report(
     context: dg.AssetExecutionContext,
     casm: CasmResource,
+    github: GitHubResource,
     repo_snapshot: Snapshot,
     review_findings: Review,
     patch_plan: PatchPlan,
-    policy_decision: GateResult,
+    policy_decision: PolicyDecision,
     validation_result: Validation,
 ) -> dg.MaterializeResult:
-    """Report: report.md, cost_report.md, issues.json, and the delivered branch."""
-    delivery: Delivery = pipeline.deliver(
+    """Report: report.md, cost_report.md, issues.json, and the delivered branch (or PR)."""
+    delivery: Delivery = report(
         repo_snapshot,
         review_findings,
         patch_plan,
         validation_result,
-        _journal(casm, repo_snapshot),
+        casm.journal(repo_snapshot.spec),
         casm.engine(context.instance),
         policy_decision,
+        github.get_client() if repo_snapshot.spec.github else None,
     )
     return dg.MaterializeResult(
         value=delivery,
@@ -266,29 +242,29 @@ def audit_report(
     )
 
 
-@dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"sql"})
+def run_cost_metadata(run_id: str, summary: dict) -> dict:
+    """``run_cost``'s metadata (also recorded by the HITL continuation)."""
+    if not summary:
+        return {"casm_run_id": run_id}
+    totals = summary["totals"]
+    return {
+        "casm_run_id": run_id,
+        "model_mode": summary["model_mode"],
+        "calls": summary["calls"]["count"],
+        "llm_usd": float(totals["llm_usd"]),
+        "run_cost_usd": float(totals["run_cost_usd"]),
+        "forecast_p50_usd": float(summary["forecast"]["p50_usd"] or 0),
+        "forecast_error_pct": summary["forecast"]["error_pct"],
+        "price_registry": summary["price_registry"]["version"],
+        "by_model": dg.MetadataValue.json(summary["by_model"]),
+    }
+
+
+@_asset(kinds={"sql"})
 def run_cost(context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, audit_report: Delivery):
     """Telemetry: the run's model calls and costs, as recorded (run_summary.json, cost_report.md)."""
-    from casm_dagster import proof
-
-    summary = proof.telemetry(repo_snapshot.spec, _journal(casm, repo_snapshot), casm.engine(context.instance))
-    if not summary:
-        return dg.MaterializeResult(value=summary, metadata={"casm_run_id": repo_snapshot.spec.run_id})
-    totals = summary["totals"]
-    return dg.MaterializeResult(
-        value=summary,
-        metadata={
-            "casm_run_id": repo_snapshot.spec.run_id,
-            "model_mode": summary["model_mode"],
-            "calls": summary["calls"]["count"],
-            "llm_usd": float(totals["llm_usd"]),
-            "run_cost_usd": float(totals["run_cost_usd"]),
-            "forecast_p50_usd": float(summary["forecast"]["p50_usd"] or 0),
-            "forecast_error_pct": summary["forecast"]["error_pct"],
-            "price_registry": summary["price_registry"]["version"],
-            "by_model": dg.MetadataValue.json(summary["by_model"]),
-        },
-    )
+    summary = telemetry(repo_snapshot.spec, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
+    return dg.MaterializeResult(value=summary, metadata=run_cost_metadata(repo_snapshot.spec.run_id, summary))
 
 
 STAGE_ASSETS = [

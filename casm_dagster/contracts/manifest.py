@@ -14,8 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from casm_dagster.contracts.checks import regex_compiles
+from casm_dagster.contracts.yaml12 import load_yaml, yaml_problem
 from casm_dagster.errors import TemplateError
-from casm_dagster.yaml12 import load_yaml, yaml_problem
 
 AgentName = Literal["reviewer", "fixer", "validator", "benchmarker", "docgen", "redteam", "cost_auditor"]
 ModelProfile = Literal["cheap", "code_mid", "reasoning_low", "reasoning_high"]

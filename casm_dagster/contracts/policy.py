@@ -7,7 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 
-class GateResult(BaseModel):
+class PolicyDecision(BaseModel):
+    """The policy stage's decision (the asset ``policy_decision``): proceed (pass/warn), hold for
+    a human (gate) or stop (block)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: Literal["pass", "warn", "gate", "block", "skipped"]

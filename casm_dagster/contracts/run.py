@@ -7,8 +7,97 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from casm_dagster.contracts.manifest import TemplateManifest
+
 RunStatus = Literal["running", "succeeded", "failed", "awaiting_approval", "blocked", "denied", "expired", "stopped"]
 StageStatus = Literal["pending", "running", "completed", "skipped", "failed"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PricesPin(_Record):
+    path: str
+    version: str
+    sha256: str
+
+
+class CatalogPin(_Record):
+    path: str
+    version: str
+
+
+class ModelSettings(_Record):
+    """How the run calls models (``llm.session.model_settings``): fixed at the start, so
+    the forecast, every stage and a replay route alike."""
+
+    available_providers: list[str]  # empty: offline
+    offline_reason: str
+    strategy: str
+    budget_usd: str  # exact decimal
+    max_usd_per_task: str
+    quality_floor: float
+    latency_slo_ms: int
+    fallbacks: dict[str, str]
+    prices: PricesPin
+    catalog: CatalogPin
+    proof_mode: bool
+    replay_of: str | None = None
+    replay_dir: str | None = None
+    max_parallel: int
+    routing_policy: dict[str, Any] | None = None  # the diurnal optimization's view, as recorded
+
+    @property
+    def offline(self) -> bool:
+        return not self.available_providers
+
+
+class RulesetPin(_Record):
+    ref: str
+    sha256: str
+    overridden: bool
+
+
+class GitHubCheckout(_Record):
+    """GitHub mode: the repo as fetched into the local mirror (``github.checkout``)."""
+
+    repo: str  # owner/name
+    api_url: str
+    html_url: str
+    clone_url: str
+    default_branch: str
+    default_commit: str
+    mirror: str
+    head_commit: str
+    head_ref: str
+    pr: int | None = None
+    pr_url: str | None = None
+    pr_author: str | None = None
+    base_ref: str | None = None
+    base_commit: str | None = None
+
+
+class RunSettings(_Record):
+    """The run's own options, beside the template."""
+
+    artifacts_dir: str
+    seed: int
+    audited: str  # what was audited, in words
+    model_provider: str
+    head: str | None = None  # the pinned commit (--head, or the fetched one in GitHub mode)
+    base: str | None = None
+    ruleset: RulesetPin | None = None  # --ruleset/--ruleset-hash
+    models: ModelSettings
+    github: GitHubCheckout | None = None
+
+
+class EffectiveConfig(_Record):
+    """The template merged with the run's overrides, as used (and recorded in spec.json)."""
+
+    template: TemplateManifest
+    artifact_names: dict[str, str]
+    run: RunSettings
 
 
 class RunSpec(BaseModel):
@@ -27,11 +116,23 @@ class RunSpec(BaseModel):
     state_dir: str  # holds runs/<run_id>/
     artifacts_dir: str
     seed: int
-    effective_config: dict[str, Any]  # the manifest merged with overrides, as used
+    effective_config: EffectiveConfig
 
     @property
     def run_dir(self) -> Path:
         return Path(self.state_dir) / "runs" / self.run_id
+
+    @property
+    def manifest(self) -> TemplateManifest:
+        return self.effective_config.template
+
+    @property
+    def models(self) -> ModelSettings:
+        return self.effective_config.run.models
+
+    @property
+    def github(self) -> GitHubCheckout | None:
+        return self.effective_config.run.github
 
 
 class RunState(BaseModel):

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from decimal import Decimal
 
-from casm_dagster.ids import new_ulid
+from casm_dagster.run.ids import new_ulid
 
 
 class OverBudget(Exception):

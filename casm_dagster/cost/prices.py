@@ -16,8 +16,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from casm_dagster.contracts.yaml12 import load_config
 from casm_dagster.errors import ConfigError
-from casm_dagster.yaml12 import load_config
 
 BUNDLED = Path(__file__).resolve().parent / "prices.yaml"
 NonNegative = Annotated[float, Field(ge=0)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from casm_dagster.contracts.manifest import TemplateManifest
-from casm_dagster.contracts.run import RunSpec
+from casm_dagster.contracts.run import PricesPin, RunSpec
 from casm_dagster.contracts.validation import CheckRun
 from casm_dagster.cost.formulas import CostRates, gross_margin, infra_cost, outcome_cost, per_unit, run_cost, tool_cost
 from casm_dagster.cost.usage import CENT, Usage, usd
@@ -51,7 +51,7 @@ class RunCost:
     counts: Counts
     forecast: dict[str, Any] | None
     plan: dict[str, Any] | None
-    prices: dict[str, Any]
+    prices: PricesPin
     llm: Decimal = field(init=False)
     tools: Decimal = field(init=False)
     infra: Decimal = field(init=False)
@@ -143,7 +143,7 @@ def mode_label(rc: RunCost) -> str:
     if rc.mode == "offline":
         return "offline (no model was called: deterministic answers, zero model cost)"
     if rc.mode == "replay":
-        original = rc.spec.effective_config["run"]["models"]["replay_of"]
+        original = rc.spec.models.replay_of
         return f"replay of run {original} (recorded answers, no model called; costs at this run's prices)"
     return "live model providers"
 
@@ -180,8 +180,8 @@ def render_cost_report(rc: RunCost) -> str:
         "",
         f"- Template: `{spec.template_id}`; repository: `{spec.repo}`; status: {rc.status}",
         f"- Model provider: {mode_label(rc)}",
-        f"- Price registry: `{rc.prices['version']}` (`{rc.prices['sha256'][:12]}`)",
-        f"- Routing strategy: `{spec.effective_config['run']['models']['strategy']}`",
+        f"- Price registry: `{rc.prices.version}` (`{rc.prices.sha256[:12]}`)",
+        f"- Routing strategy: `{spec.models.strategy}`",
         "",
         "## Totals",
         "",
@@ -267,9 +267,9 @@ def _cost_review(rc: RunCost) -> list[str]:
     from casm_dagster.agents.cost_auditor import review
     from casm_dagster.cost.prices import load_prices
 
-    models = rc.spec.effective_config["run"]["models"]
-    prices = load_prices(Path(models["prices"]["path"]))
-    return review(rc.calls, rc.forecast, models.get("routing_policy"), prices.rates)
+    models = rc.spec.models
+    prices = load_prices(Path(models.prices.path))
+    return review(rc.calls, rc.forecast, models.routing_policy, prices.rates)
 
 
 def run_summary(rc: RunCost) -> dict[str, Any]:
@@ -297,8 +297,8 @@ def run_summary(rc: RunCost) -> dict[str, Any]:
         "started_at": rc.started_at,
         "finished_at": rc.finished_at,
         "model_mode": rc.mode,
-        "routing_strategy": rc.spec.effective_config["run"]["models"]["strategy"],
-        "price_registry": rc.prices,
+        "routing_strategy": rc.spec.models.strategy,
+        "price_registry": rc.prices.model_dump(),
         "totals": {
             "llm_usd": str(rc.llm),
             "tools_usd": str(rc.tools),

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from casm_dagster.contracts.yaml12 import load_config
 from casm_dagster.cost.formulas import per_unit
-from casm_dagster.yaml12 import load_config
 
 BusinessLine = Literal["templates", "sentinel", "agentforge"]
 OUTCOMES = ("merged", "open", "closed_unmerged", "reverted", "no_pr", "unknown")

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from casm_dagster import gitops
 from casm_dagster.github.connector import GITHUB_FAILURES, GitHubConnector
 from casm_dagster.github.mirror import fetch, mirror_path
+from casm_dagster.safety import gitops
 from casm_dagster.stores.repos import is_github_name, partition_key_for
 
 _REVERTS = re.compile(r"This reverts commit ([0-9a-f]{7,40})")

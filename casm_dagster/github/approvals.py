@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from casm_dagster import hitl
 from casm_dagster.github.connector import GitHubConnector
+from casm_dagster.policy import hitl
 from casm_dagster.stores.approvals import PENDING, ApprovalRecord, ApprovalStore
 
 GITHUB_MODES = ("github_label", "github_comment")

@@ -3,38 +3,12 @@ request's head (pr-sentinel), fetched into the local mirror and pinned by commit
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from casm_dagster.contracts.run import GitHubCheckout
 from casm_dagster.github.connector import GitHubConnector, PullRequest
 from casm_dagster.github.mirror import fetch, mirror_path
 from casm_dagster.stores.repos import partition_key_for
-
-
-@dataclass(frozen=True)
-class GitHubCheckout:
-    repo: str  # owner/name
-    api_url: str
-    html_url: str
-    clone_url: str
-    default_branch: str
-    default_commit: str  # where .casm.yaml is read from (never the PR head)
-    mirror: str  # the local bare mirror's path
-    head_commit: str  # what is audited
-    head_ref: str
-    pr: int | None = None
-    pr_url: str | None = None
-    pr_author: str | None = None
-    base_ref: str | None = None
-    base_commit: str | None = None
-
-    def as_config(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_config(cls, data: dict[str, Any]) -> GitHubCheckout:
-        return cls(**data)
 
 
 def checkout(connector: GitHubConnector, name: str, state_dir: Path, pr: int | None = None) -> GitHubCheckout:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from casm_dagster.errors import CasmError, ConfigError, RunFailedError
-from casm_dagster.redact import redact
+from casm_dagster.safety.redact import redact
 
 DEFAULT_API_URL = "https://api.github.com"
 TOKEN_ENV, API_URL_ENV = "GITHUB_TOKEN", "GITHUB_API_URL"

@@ -6,15 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from casm_dagster import gitops
 from casm_dagster.contracts.run import RunSpec
 from casm_dagster.github import markers
-from casm_dagster.github.checkout import GitHubCheckout
 from casm_dagster.github.connector import GitHubConnector
 from casm_dagster.github.mirror import push
-from casm_dagster.journal import Journal
-from casm_dagster.pipeline import manifest_of
-from casm_dagster.redact import redact
+from casm_dagster.run.journal import Journal
+from casm_dagster.safety import gitops
+from casm_dagster.safety.redact import redact
 
 MAX_BODY = 60_000  # GitHub's limit is 65,536 characters
 
@@ -35,12 +33,18 @@ def _body(kind: str, run_id: str, text: str) -> str:
 
 
 def open_pull(
-    spec: RunSpec, journal: Journal, branch: str, commit: str, report: Path, cost_report: Path
+    connector: GitHubConnector,
+    spec: RunSpec,
+    journal: Journal,
+    branch: str,
+    commit: str,
+    report: Path,
+    cost_report: Path,
 ) -> PrDelivery | None:
     """None when the template does not open PRs (``outputs.github.create_pr: false``)."""
-    gh = GitHubCheckout.from_config(spec.effective_config["run"]["github"])
-    connector = GitHubConnector.from_env()
-    outputs = manifest_of(spec).outputs.github
+    gh = spec.github
+    assert gh is not None, "open_pull is GitHub mode's delivery"
+    outputs = spec.manifest.outputs.github
     mirror = Path(spec.repo_path)
     # The mirror is CASM's own: a rerun of this run may move its branch.
     gitops.git(mirror, "update-ref", f"refs/heads/{branch}", commit)

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from casm_dagster import gitops
 from casm_dagster.errors import RepoError
+from casm_dagster.safety import gitops
 
 
 def mirror_path(state_dir: Path, partition_key: str) -> Path:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from casm_dagster.yaml12 import load_config
+from casm_dagster.contracts.yaml12 import load_config
 
 BUNDLED = Path(__file__).resolve().parent / "catalog.yaml"
 PROFILES: tuple[str, ...] = ("cheap", "code_mid", "reasoning_low", "reasoning_high")  # weakest first

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 from casm_dagster.cost.usage import Usage, from_anthropic, from_openai
 from casm_dagster.llm.catalog import OFFLINE_MODEL, OFFLINE_PROVIDER, Catalog, ProviderInfo
 from casm_dagster.llm.tokens import estimate_tokens
-from casm_dagster.redact import redact
+from casm_dagster.safety.redact import redact
 
 ErrorKind = Literal["timeout", "rate_limited", "server_error", "connection", "auth", "not_found", "bad_request"]
 RETRYABLE: frozenset[str] = frozenset({"rate_limited", "server_error", "connection"})

@@ -25,7 +25,6 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from casm_dagster.cost.budget import BudgetLedger, OverBudget
 from casm_dagster.cost.prices import PriceRegistry, UnknownModelError
 from casm_dagster.cost.usage import Usage, llm_cost, usd
-from casm_dagster.ids import new_ulid
 from casm_dagster.llm.catalog import (
     OFFLINE_MODEL,
     OFFLINE_PROVIDER,
@@ -37,6 +36,7 @@ from casm_dagster.llm.catalog import (
 )
 from casm_dagster.llm.providers import Clients, Prompt, ProviderError, Reply, prompt_sha256
 from casm_dagster.llm.tokens import estimate_tokens, max_tokens
+from casm_dagster.run.ids import new_ulid
 
 ROUTER_VERSION = "1.0"
 STRATEGIES = ("cost_aware_quality_floor", "quality_first", "budget_first", "latency_first")

@@ -15,16 +15,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from casm_dagster.contracts.manifest import TemplateManifest
-from casm_dagster.contracts.run import RunSpec
+from casm_dagster.contracts.run import CatalogPin, ModelSettings, PricesPin, RunSpec
 from casm_dagster.cost.budget import BudgetLedger
 from casm_dagster.cost.prices import PriceRegistry, load_prices
 from casm_dagster.cost.usage import Usage
 from casm_dagster.errors import ConfigError
-from casm_dagster.journal import Journal
 from casm_dagster.llm.catalog import Catalog, load_catalog
 from casm_dagster.llm.providers import Clients, Prompt, ProviderError, Reply, prompt_sha256
 from casm_dagster.llm.router import DEFAULT_FALLBACKS, Router, RoutingSettings
 from casm_dagster.llm.telemetry import REPLIES_FILE, RunTelemetry, read_jsonl, spent
+from casm_dagster.run.journal import Journal
 
 FORCE_OFFLINE_ENV = "CASM_MODEL_PROVIDER"  # "offline": never call a model, keys or not
 PRICES_ENV, CATALOG_ENV = "CASM_PRICES", "CASM_MODEL_CATALOG"
@@ -41,7 +41,7 @@ def model_settings(
     replay_of: dict[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     routing_policy: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ModelSettings:
     """``routing_policy``: the latest diurnal optimization (``routing_view``); a replay
     reuses the one its original run recorded."""
     env = os.environ if env is None else env
@@ -58,46 +58,38 @@ def model_settings(
         available, offline_reason = sorted(catalog.available(env)), "offline_no_provider_key"
     routing = manifest.routing
     budget = routing.budget.max_usd_per_run if budget_usd is None else budget_usd
-    return {
-        "available_providers": available,
-        "offline_reason": offline_reason,
-        "strategy": strategy or routing.strategy,
-        "budget_usd": str(budget),
-        "max_usd_per_task": str(routing.budget.max_usd_per_task_default or budget),
-        "quality_floor": routing.quality_floor.min_confidence,
-        "latency_slo_ms": routing.latency_slo_ms,
-        "fallbacks": {**DEFAULT_FALLBACKS, **{f.on: f.action for f in routing.fallbacks}},
-        "prices": {"path": str(prices.path), "version": prices.version, "sha256": prices.sha256},
-        "catalog": {"path": str(catalog.path), "version": catalog.version},
-        "proof_mode": manifest.telemetry.proof_mode if proof_mode is None else proof_mode,
-        "replay_of": replay_of["run_id"] if replay_of else None,
-        "replay_dir": replay_of["run_dir"] if replay_of else None,
-        "max_parallel": routing.max_parallel,
-        "routing_policy": replay_of.get("routing_policy") if replay_of else routing_policy,
-    }
-
-
-def settings_of(spec: RunSpec) -> dict[str, Any]:
-    return spec.effective_config["run"]["models"]
-
-
-def offline(spec: RunSpec) -> bool:
-    return not settings_of(spec)["available_providers"]
+    return ModelSettings(
+        available_providers=available,
+        offline_reason=offline_reason,
+        strategy=strategy or routing.strategy,
+        budget_usd=str(budget),
+        max_usd_per_task=str(routing.budget.max_usd_per_task_default or budget),
+        quality_floor=routing.quality_floor.min_confidence,
+        latency_slo_ms=routing.latency_slo_ms,
+        fallbacks={**DEFAULT_FALLBACKS, **{f.on: f.action for f in routing.fallbacks}},
+        prices=PricesPin(path=str(prices.path), version=prices.version, sha256=prices.sha256),
+        catalog=CatalogPin(path=str(catalog.path), version=catalog.version),
+        proof_mode=manifest.telemetry.proof_mode if proof_mode is None else proof_mode,
+        replay_of=replay_of["run_id"] if replay_of else None,
+        replay_dir=replay_of["run_dir"] if replay_of else None,
+        max_parallel=routing.max_parallel,
+        routing_policy=replay_of.get("routing_policy") if replay_of else routing_policy,
+    )
 
 
 def routing_settings(spec: RunSpec) -> RoutingSettings:
     """The router's settings as the run recorded them (forecast and stages route alike)."""
-    s = settings_of(spec)
+    s = spec.models
     return RoutingSettings(
-        strategy=s["strategy"],
-        quality_floor=s["quality_floor"],
-        latency_slo_ms=s["latency_slo_ms"],
-        max_usd_per_task=Decimal(s["max_usd_per_task"]),
-        fallbacks=s["fallbacks"],
-        available=frozenset(s["available_providers"]),
-        offline_reason=s["offline_reason"],
+        strategy=s.strategy,
+        quality_floor=s.quality_floor,
+        latency_slo_ms=s.latency_slo_ms,
+        max_usd_per_task=Decimal(s.max_usd_per_task),
+        fallbacks=s.fallbacks,
+        available=frozenset(s.available_providers),
+        offline_reason=s.offline_reason,
         seed=spec.seed,
-        policy=s.get("routing_policy"),
+        policy=s.routing_policy,
     )
 
 
@@ -140,24 +132,24 @@ class ModelSession:
     router: Router
     catalog: Catalog
     prices: PriceRegistry
-    settings: dict[str, Any]
+    settings: ModelSettings
     replay: ReplayClients | None
 
 
 def open_session(spec: RunSpec, journal: Journal, engine: sa.Engine) -> ModelSession:
-    s = settings_of(spec)
-    prices = load_prices(Path(s["prices"]["path"]))
-    if prices.sha256 != s["prices"]["sha256"]:
+    s = spec.models
+    prices = load_prices(Path(s.prices.path))
+    if prices.sha256 != s.prices.sha256:
         raise ConfigError(
-            f"price registry {s['prices']['path']} changed during run {spec.run_id} "
-            f"(sha256 {prices.sha256[:12]}, recorded {s['prices']['sha256'][:12]})"
+            f"price registry {s.prices.path} changed during run {spec.run_id} "
+            f"(sha256 {prices.sha256[:12]}, recorded {s.prices.sha256[:12]})"
         )
-    catalog = load_catalog(Path(s["catalog"]["path"]))
-    budget = Decimal(s["budget_usd"])
+    catalog = load_catalog(Path(s.catalog.path))
+    budget = Decimal(s.budget_usd)
     ledger = BudgetLedger(max(Decimal(0), budget - spent(engine, spec.run_id)))
-    replay = ReplayClients(Path(s["replay_dir"])) if s.get("replay_dir") else None
+    replay = ReplayClients(Path(s.replay_dir)) if s.replay_dir else None
     settings = routing_settings(spec)
-    telemetry = RunTelemetry(journal, engine, prices.version, s["fallbacks"])
+    telemetry = RunTelemetry(journal, engine, prices.version, s.fallbacks)
     clients: Any = replay if replay is not None else Clients(catalog)
     sleep = (lambda _s: None) if replay is not None else None
     router = Router(catalog, prices, settings, clients, ledger, telemetry, **({"sleep": sleep} if sleep else {}))

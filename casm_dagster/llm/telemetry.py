@@ -14,10 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from casm_dagster.cost.usage import Usage, usd
-from casm_dagster.journal import Journal, utc_now
 from casm_dagster.llm.providers import ProviderError
 from casm_dagster.llm.router import CallRecord, ModelTask, RouteChoice
-from casm_dagster.redact import redact
+from casm_dagster.run.journal import Journal, utc_now
+from casm_dagster.safety.redact import redact
 from casm_dagster.stores.db import model_calls_table
 
 ROUTING_FILE = "routing.jsonl"

@@ -2,25 +2,36 @@
 
 It is an op job rather than the stage assets because its inputs are the gated run's own
 persisted plan (bound by hash), not the partition's latest materializations, which a
-newer audit may have replaced. It reports the assets it updates as materializations.
+newer audit may have replaced. It reports the assets it updates as materializations,
+``run_cost`` included: an approved run reconciles its cost like any other.
 """
 
 import dagster as dg
 
-from casm_dagster import continuation
-from casm_dagster.journal import print_progress
-from casm_dagster.resources import CasmResource
+from casm_dagster.assets.stages import MODEL_POOL, run_cost_metadata
+from casm_dagster.resources import CasmResource, GitHubResource
+from casm_dagster.run.journal import print_progress
+from casm_dagster.stages.resume import resume
 
 
 class ContinuationConfig(dg.Config):
     request_id: str
 
 
-@dg.op(description="Apply the approved plan of a gated run, validate it and deliver.")
-def continue_approved_run(context: dg.OpExecutionContext, config: ContinuationConfig, casm: CasmResource) -> None:
+@dg.op(
+    description="Apply the approved plan of a gated run, validate it, deliver it and reconcile its cost.",
+    pool=MODEL_POOL,
+)
+def continue_approved_run(
+    context: dg.OpExecutionContext, config: ContinuationConfig, casm: CasmResource, github: GitHubResource
+) -> None:
     store = casm.approvals(context.instance)
-    outcome = continuation.resume(
-        store, config.request_id, context.run_id, listener=print_progress if casm.progress else None
+    outcome = resume(
+        store,
+        config.request_id,
+        context.run_id,
+        listener=print_progress if casm.progress else None,
+        github=github.get_client() if github.configured else None,
     )
     if outcome.status == "acknowledged":
         context.instance.add_run_tags(context.run_id, {"casm/hitl": "approved"})
@@ -43,6 +54,7 @@ def continue_approved_run(context: dg.OpExecutionContext, config: ContinuationCo
                 "report": dg.MetadataValue.path(delivery.report),
             },
         ),
+        ("run_cost", run_cost_metadata(outcome.run_id, outcome.cost_summary or {})),
     ):
         context.log_event(dg.AssetMaterialization(asset_key=key, partition=partition, metadata={**common, **metadata}))
     context.instance.add_run_tags(context.run_id, {"casm/hitl": "applied"})

@@ -7,16 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from casm_dagster import gitops
 from casm_dagster.errors import ConfigError, RepoError
-from casm_dagster.ids import new_ulid
-from casm_dagster.journal import utc_now
 from casm_dagster.policy.diff import parse_diff
 from casm_dagster.policy.document import RunContext, policy_document
 from casm_dagster.policy.engine import PolicyEngine, PolicyResult
 from casm_dagster.policy.keyed_hash import KeyedHasher, load_or_create_key
 from casm_dagster.policy.ruleset import Ruleset, load_ruleset
 from casm_dagster.policy.sources import FileSource, GitRange, PatchOnly
+from casm_dagster.run.ids import new_ulid
+from casm_dagster.run.journal import utc_now
+from casm_dagster.safety import gitops
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 # --text: a repo's .gitattributes (`-diff`, `binary`) must not hide a file's content from

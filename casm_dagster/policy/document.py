@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from casm_dagster.ids import new_ulid
 from casm_dagster.policy.engine import PolicyResult, Signal
+from casm_dagster.run.ids import new_ulid
 
 REDACTION_NOTES = (
     "No raw secret, matched value or code snippet is stored. Signals carry file, line range, "

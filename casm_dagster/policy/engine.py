@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
 
-from casm_dagster.ids import new_ulid
 from casm_dagster.policy import deps
 from casm_dagster.policy.diff import FileDiff, Hunk
 from casm_dagster.policy.heuristics import Hit, Scanner
 from casm_dagster.policy.keyed_hash import KeyedHasher
 from casm_dagster.policy.ruleset import Ruleset
 from casm_dagster.policy.sources import FileSource, Unavailable
-from casm_dagster.redact import redact
+from casm_dagster.run.ids import new_ulid
+from casm_dagster.safety.redact import redact
 
 Status = Literal["pass", "warn", "gate", "block"]
 Severity = Literal["info", "low", "medium", "high"]

@@ -18,9 +18,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from casm_dagster.contracts.checks import regex_compiles
+from casm_dagster.contracts.yaml12 import load_yaml, yaml_problem
 from casm_dagster.errors import ConfigError
 from casm_dagster.policy.globs import GlobError, GlobSet, glob_to_regex
-from casm_dagster.yaml12 import load_yaml, yaml_problem
 
 Language = Literal["python", "javascript", "shell", "yaml", "dockerfile", "any"]
 GateCondition = Literal[
@@ -162,7 +162,7 @@ class Ruleset:
 
 
 def bundled_rules_dir() -> Path:
-    from casm_dagster.templates import bundled_dir
+    from casm_dagster.run.templates import bundled_dir
 
     return bundled_dir("rules")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from casm_dagster import gitops
 from casm_dagster.errors import RepoError
 from casm_dagster.policy.diff import DiffError, FileDiff, apply_hunks
+from casm_dagster.safety import gitops
 
 MAX_BLOB_BYTES = 20 * 1024 * 1024
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from casm_dagster.contracts.run import RunSpec
+from casm_dagster.contracts.run import GitHubCheckout, RunSpec
 from casm_dagster.github import markers
-from casm_dagster.github.checkout import GitHubCheckout
-from casm_dagster.github.connector import GitHubConnector
-from casm_dagster.journal import Journal, utc_now, write_text_atomic
+from casm_dagster.github.connector import GitHubConnector, GitHubError
 from casm_dagster.prsentinel.comment import HITL_END, HITL_START, MARKER
+from casm_dagster.run.journal import Journal, utc_now, write_text_atomic
 from casm_dagster.stores.approvals import ApprovalRecord, ApprovalStore
 
 COMMENT_FILE = "pr_comment.md"
@@ -34,9 +33,15 @@ def _sticky_head(connector: GitHubConnector, gh: GitHubCheckout) -> str | None:
 
 
 def acknowledge(
-    store: ApprovalStore, record: ApprovalRecord, spec: RunSpec, journal: Journal, continuation_run_id: str
+    store: ApprovalStore,
+    record: ApprovalRecord,
+    spec: RunSpec,
+    journal: Journal,
+    continuation_run_id: str,
+    connector: GitHubConnector | None = None,
 ) -> bool:
-    """False when another continuation already consumed the approval."""
+    """False when another continuation already consumed the approval. ``connector``: a
+    GitHub-mode review's comment is marked approved through it."""
     if not store.claim(record.request_id, continuation_run_id, utc_now()):
         return False
     journal.emit(
@@ -49,10 +54,10 @@ def acknowledge(
     path = spec.run_dir / COMMENT_FILE
     body = approved_body(path.read_text(encoding="utf-8"), record)
     write_text_atomic(path, body)
-    run = spec.effective_config["run"]
-    if run.get("github"):
-        gh = GitHubCheckout.from_config(run["github"])
-        connector = GitHubConnector.from_env()
+    gh = spec.github
+    if gh:
+        if connector is None:
+            raise GitHubError("marking the PR comment approved needs GitHub credentials (GITHUB_TOKEN)")
         current = _sticky_head(connector, gh)
         if current not in (None, gh.head_commit):  # a newer push was reviewed since: its comment stays
             journal.decision(

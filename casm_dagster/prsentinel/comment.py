@@ -16,7 +16,7 @@ from casm_dagster.contracts.findings import SEVERITY_ORDER, Finding
 from casm_dagster.github import markers
 from casm_dagster.prsentinel.policy import PrPolicy
 from casm_dagster.prsentinel.scope import Scope
-from casm_dagster.redact import redact
+from casm_dagster.safety.redact import redact
 
 MARKER = "pr-sentinel"
 NITPICKS = ("low", "info")  # folded into one collapsed list

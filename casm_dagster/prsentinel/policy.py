@@ -8,15 +8,14 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from casm_dagster import gitops
 from casm_dagster.contracts.run import Snapshot
-from casm_dagster.gate import POLICY_FILE, event_data, hitl_info, repo_type, request_approval, ruleset_for
-from casm_dagster.journal import Journal, write_json_atomic
-from casm_dagster.pipeline import manifest_of, stage
 from casm_dagster.policy.check import DIFF_ARGS, engine_for
 from casm_dagster.policy.diff import parse_diff
 from casm_dagster.policy.document import HitlInfo, RunContext, policy_document
 from casm_dagster.policy.sources import GitRange
+from casm_dagster.run.journal import Journal, stage, write_json_atomic
+from casm_dagster.safety import gitops
+from casm_dagster.stages.policy import POLICY_FILE, event_data, hitl_info, repo_type, request_approval, ruleset_for
 from casm_dagster.stores.approvals import ApprovalStore
 
 
@@ -52,7 +51,7 @@ def score(
         result = engine_for(ruleset).evaluate(parse_diff(diff), GitRange(repo, start, snap.head_commit))
         hitl = HitlInfo()
         if result.status == "gate":
-            mode = manifest_of(spec).policy.hitl.mode if pull else "local"
+            mode = spec.manifest.policy.hitl.mode if pull else "local"
             if pull and mode_override and mode_override != mode:
                 if hitl_info(spec, mode_override).approvers:
                     mode = mode_override

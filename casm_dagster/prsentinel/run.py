@@ -13,20 +13,26 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from casm_dagster import gitops, hitl, pipeline, planning, proof, report
-from casm_dagster.contracts.run import RunSpec, Snapshot
+from casm_dagster.contracts.run import GitHubCheckout, RunSpec, Snapshot
+from casm_dagster.cost import proof
 from casm_dagster.cost.run_cost import Counts
 from casm_dagster.github import markers
 from casm_dagster.github.approvals import pending_for
-from casm_dagster.github.checkout import GitHubCheckout
-from casm_dagster.github.connector import GitHubConnector
+from casm_dagster.github.connector import GitHubConnector, GitHubError
 from casm_dagster.github.mirror import show_file
-from casm_dagster.journal import Journal, write_json_atomic, write_text_atomic
+from casm_dagster.policy import hitl
 from casm_dagster.prsentinel import comment
 from casm_dagster.prsentinel.policy import PrPolicy, score
 from casm_dagster.prsentinel.scope import Scope, changed_files, is_ancestor, save_scope, select
 from casm_dagster.prsentinel.settings import SETTINGS_FILE, RepoSettings, parse_settings
-from casm_dagster.repo_scan import scan
+from casm_dagster.run import artifacts
+from casm_dagster.run.journal import Journal, stage, write_json_atomic, write_text_atomic
+from casm_dagster.run.workspace import scratch_checkout
+from casm_dagster.safety import gitops
+from casm_dagster.safety.repo_scan import scan
+from casm_dagster.stages.analyze import analyze
+from casm_dagster.stages.forecast import forecast
+from casm_dagster.stages.ingest import ingest
 from casm_dagster.stores.approvals import ApprovalStore
 
 COMMENT_FILE = "pr_comment.md"
@@ -78,7 +84,7 @@ def _scope(
             "earlier review's coverage is not recorded: full review",
         )
     changed = changed_files(repo, start, head)
-    with pipeline.scratch_checkout(repo, head) as tree:
+    with scratch_checkout(repo, head) as tree:
         inventory = scan(tree)
     scope = select(changed, inventory, settings, since, last if since is not None else None, covered)
     save_scope(journal.run_dir, scope)
@@ -101,13 +107,13 @@ def review_pull(
     approvals: ApprovalStore,
     connector: GitHubConnector | None = None,
 ) -> PrOutcome:
-    run = spec.effective_config["run"]
-    gh = GitHubCheckout.from_config(run["github"]) if run.get("github") else None
+    run = spec.effective_config.run
+    gh = spec.github
     if gh and connector is None:
-        connector = GitHubConnector.from_env()
-    snap = pipeline.ingest(spec, journal)
+        raise GitHubError(f"reviewing {gh.repo}#{gh.pr} needs GitHub credentials (GITHUB_TOKEN)")
+    snap = ingest(spec, journal)
     repo = Path(spec.repo_path)
-    base = run["base"]
+    base = run.base
     start = gitops.git_text(repo, "merge-base", base, snap.head_commit)
     settings_at = gh.default_commit if gh else base
     settings, problem = parse_settings(show_file(repo, settings_at, SETTINGS_FILE))
@@ -116,10 +122,10 @@ def review_pull(
         journal.decision("ingest", "repo_settings_invalid", f"{problem}; defaults used")
     previous = _previous_state(connector, gh) if gh and connector else None
     scope, changed = _scope(snap, journal, start, settings, previous)
-    forecast = planning.forecast(snap, journal, engine)
-    if not forecast.proceeds:
+    forecasted = forecast(snap, journal, engine)
+    if not forecasted.proceeds:
         return PrOutcome(spec.run_id, "stopped", "none", 0.0, 0, 0, "", "none")
-    review = pipeline.analyze(snap, journal, engine)
+    review = analyze(snap, journal, engine)
     in_scope = set(scope.reviewed)
     fresh = [f for f in review.findings if f.file in in_scope]
     carried = comment.carried_findings(previous, scope.carried)
@@ -132,7 +138,7 @@ def review_pull(
                 if hitl.supersede(approvals, old, why):
                     journal.decision("policy", "hitl_superseded", f"request {old.request_id} {why}")
     policy = score(snap, journal, approvals, start, settings.hitl.mode, pull)
-    with pipeline.stage(journal, "report", "writing the PR comment"):
+    with stage(journal, "report", "writing the PR comment"):
         counts = Counts(findings=len(fresh) + len(carried), loc_audited=review.loc_audited)
         ending = {"gate": "awaiting_approval", "block": "blocked"}.get(policy.status, "succeeded")
         cost = proof.finalize(spec, journal, engine, [], counts, status=ending)
@@ -147,8 +153,8 @@ def review_pull(
             changed=changed,
             severity_threshold=settings.severity_threshold,
             max_findings=settings.max_findings,
-            forecast_p50_usd=forecast.total_p50_usd,
-            forecast_p90_usd=forecast.total_p90_usd,
+            forecast_p50_usd=forecasted.total_p50_usd,
+            forecast_p90_usd=forecasted.total_p90_usd,
             model_mode=cost.mode,
             settings_note=f"{SETTINGS_FILE} is malformed, defaults used: {problem}"
             if problem
@@ -158,7 +164,7 @@ def review_pull(
         body = comment.render(data)
         write_text_atomic(journal.run_dir / COMMENT_FILE, body)
         write_text_atomic(journal.run_dir / "report.md", body.split("\n", 1)[1])
-        write_json_atomic(journal.run_dir / "issues.json", report.issues_document(snap, review))
+        write_json_atomic(journal.run_dir / "issues.json", artifacts.issues_document(snap, review))
         action, comment_id = "written", None
         if gh and connector:
             posted, action = connector.upsert_comment(gh.repo, gh.pr or 0, markers.marker_tag(comment.MARKER), body)
@@ -166,8 +172,8 @@ def review_pull(
             journal.decision(
                 "report", f"pr_comment_{action}", f"{action} the comment on {gh.repo}#{gh.pr}", comment_id=posted.id
             )
-        names = spec.effective_config.get("artifact_names", {})
-        report.publish_artifacts(spec, [COMMENT_FILE, "report.md", "issues.json", *names.values()])
+        names = spec.effective_config.artifact_names
+        artifacts.publish_artifacts(spec, [COMMENT_FILE, "report.md", "issues.json", *names.values()])
         journal.state.counts = {"findings": counts.findings, "patches": 0, "checks": 0}
         journal.emit("stage_completed", f"comment {action}", stage="report", report=str(journal.run_dir / "report.md"))
     _end(journal, policy)

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casm_dagster import gitops
-from casm_dagster.journal import write_json_atomic
 from casm_dagster.llm.tokens import estimate_tokens
 from casm_dagster.policy.globs import GlobSet
 from casm_dagster.prsentinel.settings import DEFAULT_IGNORE, RepoSettings
-from casm_dagster.repo_scan import Inventory
+from casm_dagster.run.journal import write_json_atomic
+from casm_dagster.safety import gitops
+from casm_dagster.safety.repo_scan import Inventory
 
 SCOPE_FILE = "scope.json"
 

@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from casm_dagster.contracts.findings import Severity
+from casm_dagster.contracts.yaml12 import parse_config
 from casm_dagster.errors import ConfigError
 from casm_dagster.policy.globs import GlobError, GlobSet
-from casm_dagster.yaml12 import parse_config
 
 SETTINGS_FILE = ".casm.yaml"
 

@@ -1,24 +1,37 @@
-"""Dagster resources: thin wrappers that hand the domain what it needs."""
+"""Dagster resources: thin wrappers that hand the domain what it needs.
+
+- ``casm`` (``CasmResource``): where run state lives, progress printing, and CASM's tables in
+  the instance's database (repos, approvals, model calls).
+- ``github`` (``GitHubResource``): GitHub mode's credentials and endpoint, from ``EnvVar``s
+  resolved when a run starts (never shown in the UI, never in run config).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import sqlalchemy as sa
 
 from casm_dagster.contracts.run import RunSpec
-from casm_dagster.instance import instance_db_url
-from casm_dagster.journal import Journal, print_progress
+from casm_dagster.resources.instance import instance_db_url
+from casm_dagster.run.journal import Journal, print_progress
 from casm_dagster.stores.approvals import ApprovalStore
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRegistry
+
+if TYPE_CHECKING:
+    from casm_dagster.github.connector import GitHubConnector, GitHubSettings
+
+STATE_DIR_ENV, DEFAULT_STATE_DIR = "CASM_STATE_DIR", ".casm"
 
 
 class CasmResource(dg.ConfigurableResource):
     """Where CASM keeps run state, and whether to print progress (the CLI turns it on)."""
 
-    state_dir: str = ".casm"
+    state_dir: str = DEFAULT_STATE_DIR
     progress: bool = False
 
     def state_path(self) -> Path:
@@ -27,15 +40,81 @@ class CasmResource(dg.ConfigurableResource):
     def journal(self, spec: RunSpec) -> Journal:
         return Journal(spec, listener=print_progress if self.progress else None)
 
-    def registry(self, instance: dg.DagsterInstance) -> RepoRegistry:
-        return RepoRegistry(engine_for(instance_db_url(instance)))
-
     def engine(self, instance: dg.DagsterInstance) -> sa.Engine:
-        """CASM's tables (model calls, approvals, repos) in the instance's database."""
+        """CASM's tables (model calls, approvals, repos) in the instance's database; one
+        engine per database, cached (``stores.db.engine_for``)."""
         return engine_for(instance_db_url(instance))
 
+    def registry(self, instance: dg.DagsterInstance) -> RepoRegistry:
+        return RepoRegistry(self.engine(instance))
+
     def approvals(self, instance: dg.DagsterInstance) -> ApprovalStore:
-        return ApprovalStore(engine_for(instance_db_url(instance)))
+        return ApprovalStore(self.engine(instance))
+
+
+class GitHubResource(dg.ConfigurableResource):
+    """GitHub mode: a token (``GITHUB_TOKEN``), the API (``GITHUB_API_URL``, GHES too) and
+    optionally the login CASM comments as (``CASM_GITHUB_LOGIN``). Without a token, local
+    mode works and anything that needs GitHub says which variable to set."""
+
+    token: str | None = None
+    api_url: str | None = None
+    login: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        from casm_dagster.github.connector import TOKEN_ENV
+
+        return bool(self.token or os.environ.get(TOKEN_ENV))
+
+    def settings(self) -> GitHubSettings:
+        from casm_dagster.github.connector import API_URL_ENV, LOGIN_ENV, TOKEN_ENV, GitHubSettings
+
+        # The connector's own validation (clear errors for a missing token or a bad URL) on
+        # this resource's values; a field left unset falls back to the process environment
+        # (definitions loaded before the variable was exported).
+        env = dict(os.environ)
+        for var, value in ((TOKEN_ENV, self.token), (API_URL_ENV, self.api_url), (LOGIN_ENV, self.login)):
+            if value:
+                env[var] = value
+        return GitHubSettings.from_env(env)
+
+    @classmethod
+    def from_env(cls) -> GitHubResource:
+        """The resource with the environment's values, for code outside a Dagster run (the CLI
+        before it launches one); the ``Definitions`` bind ``EnvVar``s instead
+        (``github_resource``)."""
+        from casm_dagster.github.connector import API_URL_ENV, LOGIN_ENV, TOKEN_ENV
+
+        return cls(
+            token=os.environ.get(TOKEN_ENV), api_url=os.environ.get(API_URL_ENV), login=os.environ.get(LOGIN_ENV)
+        )
+
+    def get_client(self) -> GitHubConnector:
+        """A client for runs: full retries, rate-limit waits up to 15 minutes."""
+        from casm_dagster.github.connector import GitHubConnector
+
+        return GitHubConnector(self.settings())
+
+    def get_sensor_client(self) -> GitHubConnector:
+        """A client for sensor ticks (60 s each): few retries, short waits."""
+        from casm_dagster.github.connector import GitHubConnector
+
+        return GitHubConnector(self.settings().for_sensor())
+
+
+def github_resource() -> GitHubResource:
+    """The ``github`` resource of the ``Definitions``, resolved when a run starts. Each variable is attached as an
+    ``EnvVar`` only when it is set: an unset ``EnvVar`` fails every run, and local mode needs
+    no token."""
+    from casm_dagster.github.connector import API_URL_ENV, LOGIN_ENV, TOKEN_ENV
+
+    fields = {"token": TOKEN_ENV, "api_url": API_URL_ENV, "login": LOGIN_ENV}
+    return GitHubResource(**{field: dg.EnvVar(var) for field, var in fields.items() if os.environ.get(var)})
+
+
+def casm_resource() -> CasmResource:
+    return CasmResource(state_dir=os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
 
 
 def latest_routing_policy(instance: dg.DagsterInstance) -> dict | None:

@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from casm_dagster import hitl
 from casm_dagster.github import approvals as gh_approvals
-from casm_dagster.github.connector import GITHUB_FAILURES, GitHubConnector, GitHubError
+from casm_dagster.github.connector import GITHUB_FAILURES, GitHubError
+from casm_dagster.jobs.run_config import continuation_run_config
 from casm_dagster.ops.hitl import hitl_continuation_job
-from casm_dagster.resources import CasmResource
+from casm_dagster.policy import hitl
+from casm_dagster.resources import CasmResource, GitHubResource
 from casm_dagster.stores.approvals import ApprovalRecord
 
 # An approval older than this with no continuation run was missed (e.g. a cursor reset,
@@ -28,7 +29,7 @@ POLL_BUDGET_S = 25.0  # of the tick's 60 s, for reading approvals on GitHub
 def continuation_request(record: ApprovalRecord) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"approval:{record.request_id}",
-        run_config={"ops": {"continue_approved_run": {"config": {"request_id": record.request_id}}}},
+        run_config=continuation_run_config(record.request_id),
         tags={
             "casm/run_id": record.run_id,
             "casm/hitl_request": record.request_id,
@@ -39,14 +40,14 @@ def continuation_request(record: ApprovalRecord) -> dg.RunRequest:
     )
 
 
-def _poll_github(context: dg.SensorEvaluationContext, store) -> None:
+def _poll_github(context: dg.SensorEvaluationContext, store, github: GitHubResource) -> None:
     """GitHub-mode requests: read the PR's labels or comments and record an approval from
     an allowlisted approver (webhooks record them too; whichever comes first decides)."""
     pending = gh_approvals.pending_for(store)[:MAX_PER_TICK]
     if not pending:
         return
     try:
-        connector = GitHubConnector.for_sensor()
+        connector = github.get_sensor_client()
     except GitHubError as exc:
         context.log.warning(f"{len(pending)} GitHub approval requests are not polled: {exc}")
         return
@@ -69,7 +70,9 @@ def _poll_github(context: dg.SensorEvaluationContext, store) -> None:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launches the continuation of a gated audit once its approval is recorded.",
 )
-def hitl_approval_sensor(context: dg.SensorEvaluationContext, casm: CasmResource) -> dg.SensorResult:
+def hitl_approval_sensor(
+    context: dg.SensorEvaluationContext, casm: CasmResource, github: GitHubResource
+) -> dg.SensorResult:
     store = casm.approvals(context.instance)
     expired = hitl.expire_due(store)
     for record in expired:
@@ -77,7 +80,7 @@ def hitl_approval_sensor(context: dg.SensorEvaluationContext, casm: CasmResource
         gated = hitl.gated_dagster_run_id(record)
         if gated and context.instance.get_run_by_id(gated):
             context.instance.add_run_tags(gated, {"casm/hitl": "expired"})
-    _poll_github(context, store)
+    _poll_github(context, store, github)
     cursor = int(context.cursor or 0)
     found = store.approvals_after(cursor, limit=MAX_PER_TICK)
     requests = {r.request_id: continuation_request(r) for _, r in found if r.consumed_at is None}

@@ -1,5 +1,5 @@
 """Continuous Sentinel in Dagster: the hourly and daily heartbeat schedules, and the PR
-sensor. The rules (which repos are due, which heads are new) live in ``casm_dagster.sentinel``.
+sensor. The rules (which repos are due, which heads are new) live in ``casm_dagster.continuous.rules``.
 
 Every run request carries ``casm/repo``: the instance's tag concurrency limit
 (``dagster.yaml``) runs at most one audit per repo at a time.
@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from casm_dagster import sentinel
-from casm_dagster.github.connector import GitHubConnector, GitHubError
-from casm_dagster.resources import CasmResource
+from casm_dagster.assets.config import AuditConfig, PrReviewConfig
+from casm_dagster.continuous import rules
+from casm_dagster.github.connector import GitHubError
+from casm_dagster.jobs.run_config import audit_run_config, pr_review_run_config
+from casm_dagster.resources import CasmResource, GitHubResource
 from casm_dagster.stores.sentinels import SentinelStore
 
 MAX_REPOS_PER_TICK = 50  # the sensor's 60 s budget; the round-robin covers the rest next tick
@@ -27,17 +29,17 @@ def heartbeat_requests(store: SentinelStore, schedule: str, at: datetime) -> lis
         dg.RunRequest(
             run_key=d.run_key,
             partition_key=d.partition_key,
-            run_config={"ops": {"repo_snapshot": {"config": {"template": d.template}}}},
+            run_config=audit_run_config(AuditConfig(template=d.template)),
             tags=_tags(d.partition_key, d.repo, d.template, f"heartbeat:{schedule}:{d.window}"),
         )
-        for d in sentinel.due(store.list(schedule=schedule), schedule, at)
+        for d in rules.due(store.list(schedule=schedule), schedule, at)
     ]
 
 
 def _heartbeat(schedule: str):
     @dg.schedule(
         name=f"heartbeat_{schedule}",
-        cron_schedule=sentinel.CRON[schedule],
+        cron_schedule=rules.CRON[schedule],
         job_name="audit_job",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -54,15 +56,13 @@ heartbeat_hourly = _heartbeat("hourly")
 heartbeat_daily = _heartbeat("daily")
 
 
-def review_request(review: sentinel.PrReview, trigger: str) -> dg.RunRequest:
+def review_request(review: rules.PrReview, trigger: str) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=review.run_key,
         partition_key=review.partition_key,
-        run_config={
-            "ops": {
-                "pr_review": {"config": {"template": review.template, "pr": review.pr, "head_sha": review.head_sha}}
-            }
-        },
+        run_config=pr_review_run_config(
+            PrReviewConfig(template=review.template, pr=review.pr, head_sha=review.head_sha)
+        ),
         tags={**_tags(review.partition_key, review.repo, review.template, trigger), "casm/pr": str(review.pr)},
     )
 
@@ -74,9 +74,9 @@ def review_request(review: sentinel.PrReview, trigger: str) -> dg.RunRequest:
     description="Polls the open PRs of watched repos (ETag: unchanged repos cost no rate limit) and "
     "drains the webhook inbox; one pr-sentinel run per new PR head.",
 )
-def pr_sensor(context: dg.SensorEvaluationContext, casm: CasmResource) -> dg.SensorResult:
+def pr_sensor(context: dg.SensorEvaluationContext, casm: CasmResource, github: GitHubResource) -> dg.SensorResult:
     store = SentinelStore(casm.engine(context.instance))
-    cursor = sentinel.PollCursor.load(context.cursor)
+    cursor = rules.PollCursor.load(context.cursor)
     watched = store.list(watching_prs=True)
     by_repo = {s.repo: s for s in watched}
     requests: dict[str, dg.RunRequest] = {}
@@ -86,16 +86,16 @@ def pr_sensor(context: dg.SensorEvaluationContext, casm: CasmResource) -> dg.Sen
         if s is None:
             context.log.info(f"webhook {item.delivery_id}: {item.repo} is not watched; ignored")
             continue
-        review = sentinel.PrReview(s.partition_key, s.repo, s.pr_template, item.pr, item.head_sha)
+        review = rules.PrReview(s.partition_key, s.repo, s.pr_template, item.pr, item.head_sha)
         requests[review.run_key] = review_request(review, f"webhook:{item.event}")
         cursor.heads.setdefault(s.partition_key, {})[str(item.pr)] = item.head_sha
     if watched:  # only GitHub repos are watched for PRs
         try:
-            connector = GitHubConnector.for_sensor()
+            connector = github.get_sensor_client()
         except GitHubError as exc:
             context.log.warning(f"PR polling is off: {exc}")
         else:
-            reviews, errors = sentinel.poll(cursor, watched, connector.open_pulls, MAX_REPOS_PER_TICK)
+            reviews, errors = rules.poll(cursor, watched, connector.open_pulls, MAX_REPOS_PER_TICK)
             for message in errors:
                 context.log.warning(message)
             for review in reviews:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -59,10 +61,20 @@ hitl_log_table = sa.Table(
 )
 
 
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    metadata.create_all(engine)
-    return engine
+    """One engine per database URL per process, its tables created once (not on every call:
+    an audit asks for the engine in most of its stages)."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            metadata.create_all(engine)
+            _engines[url] = engine
+        return engine
 
 
 # One row per model request (SPEC §8 call log), written before the answer is used.

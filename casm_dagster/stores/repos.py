@@ -14,7 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from casm_dagster.errors import RepoError
-from casm_dagster.journal import utc_now
+from casm_dagster.run.journal import utc_now
 from casm_dagster.stores.db import repos_table
 
 _GITHUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")

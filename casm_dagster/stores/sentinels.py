@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from casm_dagster.errors import ConfigError
-from casm_dagster.journal import utc_now
+from casm_dagster.run.journal import utc_now
 from casm_dagster.stores.db import sentinels_table, webhook_inbox_table
 
 SCHEDULES = ("hourly", "daily")

@@ -18,8 +18,8 @@ from casm_dagster.agents.reviewer import (
     severity_counts,
 )
 from casm_dagster.contracts.validation import CheckRun
-from casm_dagster.redact import REDACTED
-from casm_dagster.repo_scan import LANGUAGE_BY_SUFFIX, Inventory, SourceFile, scan
+from casm_dagster.safety.redact import REDACTED
+from casm_dagster.safety.repo_scan import LANGUAGE_BY_SUFFIX, Inventory, SourceFile, scan
 
 APP = """import os
 

@@ -18,8 +18,8 @@ from casm_dagster.agents.validator import (
     to_check_run,
 )
 from casm_dagster.contracts.validation import CheckRun
-from casm_dagster.repo_scan import Inventory, scan
-from casm_dagster.sandbox import Sandbox
+from casm_dagster.safety.repo_scan import Inventory, scan
+from casm_dagster.safety.sandbox import Sandbox
 
 
 def _repo(where: Path, files: dict[str, str]) -> tuple[Path, Inventory]:

@@ -17,12 +17,12 @@ from casm_dagster.assets import economics
 from casm_dagster.cost.forecast import price
 from casm_dagster.cost.formulas import CostRates
 from casm_dagster.economics.routing_policy import routing_view
-from casm_dagster.instance import instance_db_url
-from casm_dagster.planning import as_model_task, planning_router, route_for_forecast
-from casm_dagster.resources import CasmResource, latest_routing_policy
-from casm_dagster.runspec import build_spec, resolve_local_repo
+from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
+from casm_dagster.resources.instance import instance_db_url
+from casm_dagster.run.spec import build_spec, resolve_local_repo
+from casm_dagster.run.templates import load_template
+from casm_dagster.stages.forecast import as_model_task, planning_router, route_for_forecast
 from casm_dagster.stores.db import engine_for, model_calls_table
-from casm_dagster.templates import load_template
 from economics.test_routing_policy import NOW, SYNTHETIC, _calls, _task
 
 
@@ -43,7 +43,7 @@ def _optimize(instance: dg.DagsterInstance, as_of: str, state_dir: Path, **confi
     return dg.materialize(
         [*economics.ECONOMICS_ASSETS, *economics.ECONOMICS_CHECKS],
         instance=instance,
-        resources={"casm": CasmResource(state_dir=str(state_dir))},
+        resources={"casm": CasmResource(state_dir=str(state_dir)), "github": GitHubResource()},
         run_config={"ops": {"routing_policy": {"config": {"as_of": as_of}}, **config}},
         raise_on_error=False,
     )
@@ -92,7 +92,7 @@ def _closed_loop(tmp_path: Path, demo_repo: Path, env: dict, instance: dg.Dagste
         return build_spec(template, str(demo_repo), info, tmp_path / "state", tmp_path / "art", routing_policy=view)
 
     before, after = spec_with(None), spec_with(routing_view(policy))
-    assert after.effective_config["run"]["models"]["routing_policy"]["version"] == policy["version"]
+    assert after.models.routing_policy["version"] == policy["version"]
     fix, review = _task("fix", "code_mid"), _task("review", "reasoning_low")
     rates = CostRates(Decimal(0), Decimal(0), Decimal(0))
 
@@ -136,8 +136,8 @@ def test_routing_decisions_name_the_policy_and_stay_schema_valid(tmp_path: Path,
 
     import jsonschema
 
+    from casm_dagster.cost.proof import routing_document
     from casm_dagster.economics.routing_policy import compute
-    from casm_dagster.proof import routing_document
 
     policy = routing_view(compute(_calls(SYNTHETIC), NOW, lambda p, m: True))
     template = load_template("repo-auditor")

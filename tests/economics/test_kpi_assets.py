@@ -15,7 +15,7 @@ from helpers import git, last_json, run_casm
 from casm_dagster.assets import economics
 from casm_dagster.economics.kpis import CustomersConfig, load_customers
 from casm_dagster.errors import ConfigError
-from casm_dagster.resources import CasmResource
+from casm_dagster.resources import CasmResource, GitHubResource
 from economics.test_diurnal_dagster import _insert
 from economics.test_routing_policy import NOW, SYNTHETIC, _calls
 
@@ -27,7 +27,7 @@ def _materialize(instance, state_dir: Path, customers: Path | None) -> dg.Execut
     return dg.materialize(
         [*economics.ECONOMICS_ASSETS, *economics.ECONOMICS_CHECKS],
         instance=instance,
-        resources={"casm": CasmResource(state_dir=str(state_dir))},
+        resources={"casm": CasmResource(state_dir=str(state_dir)), "github": GitHubResource()},
         run_config={"ops": {"routing_policy": {"config": {"as_of": NOW.isoformat()}}, **config}},
         raise_on_error=False,
     )

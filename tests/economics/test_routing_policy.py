@@ -16,7 +16,7 @@ from casm_dagster.cost.prices import UnknownModelError, load_prices
 from casm_dagster.economics.routing_policy import PolicySettings, compute, routing_view, wilson_lower
 from casm_dagster.llm.catalog import load_catalog
 from casm_dagster.llm.router import Router, RoutingSettings
-from casm_dagster.planning import _Silent, as_model_task, route_for_forecast
+from casm_dagster.stages.forecast import _Silent, as_model_task, route_for_forecast
 
 NOW = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
 CHEAP = ("openai", "gpt-4.1-mini")

@@ -10,7 +10,7 @@ from casm_dagster.cost.prices import load_prices
 from casm_dagster.cost.usage import Usage, llm_cost
 from casm_dagster.llm.catalog import load_catalog, lower_profile
 from casm_dagster.llm.router import Router, RoutingSettings
-from casm_dagster.planning import _Silent, route_for_forecast
+from casm_dagster.stages.forecast import _Silent, route_for_forecast
 
 RATES = CostRates()
 

@@ -26,7 +26,7 @@ from casm_dagster.llm.providers import (
     parse_retry_after,
 )
 from casm_dagster.llm.tokens import estimate_tokens
-from casm_dagster.redact import REDACTED
+from casm_dagster.safety.redact import REDACTED
 from llm.fakes import Disconnect, Error, FakeModelServer, Hang, Reply, anthropic_usage, openai_usage
 
 # Keys shaped like the real ones; they live in the environment like the real ones (fixture below).

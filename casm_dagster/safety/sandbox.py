@@ -18,10 +18,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from casm_dagster.contracts.validation import CheckStatus, Isolation
 from casm_dagster.errors import SandboxError
-from casm_dagster.redact import redact
+from casm_dagster.safety.redact import redact
+
+if TYPE_CHECKING:
+    from casm_dagster.contracts.run import RunSpec
 
 OUTPUT_TAIL_CHARS = 4000
 _PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
@@ -74,6 +78,12 @@ class Sandbox:
         self.allow_commands = list(allow_commands)
         self.allow_network = allow_network
         self.timeout_s = timeout_s
+
+    @classmethod
+    def for_run(cls, spec: RunSpec) -> Sandbox:
+        """The sandbox the run's template declares (``runtime.sandbox``)."""
+        box = spec.manifest.runtime.sandbox
+        return cls(box.allow_commands, box.allow_network, box.command_timeout_seconds)
 
     def argv(self, command: str) -> list[str]:
         if command not in self.allow_commands:

@@ -50,7 +50,7 @@ def git(
         timeout=600,
     )
     if check and proc.returncode != 0:
-        from casm_dagster.redact import redact
+        from casm_dagster.safety.redact import redact
 
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         last = redact(detail[-1], list(secrets)) if detail else proc.returncode

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import dagster as dg
 
+from casm_dagster.assets.config import AuditConfig, PrReviewConfig
+from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.contracts.run import RunState
 from casm_dagster.definitions import defs
 from casm_dagster.errors import CasmError, RunFailedError
-from casm_dagster.ids import new_ulid
-from casm_dagster.instance import instance_db_url
-from casm_dagster.partitions import repos_partitions
-from casm_dagster.runspec import RunOptions
+from casm_dagster.jobs.run_config import audit_run_config, continuation_run_config, pr_review_run_config
+from casm_dagster.resources import CasmResource
+from casm_dagster.run.ids import new_ulid
+from casm_dagster.run.spec import RunOptions
+from casm_dagster.run.templates import PR_WORKFLOW, Template
 from casm_dagster.sensors.hitl import continuation_request
 from casm_dagster.stores.approvals import ApprovalStore
-from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRecord, RepoRegistry
-from casm_dagster.templates import PR_WORKFLOW, Template
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,11 @@ class LaunchResult:
 
 
 def registry(instance: dg.DagsterInstance) -> RepoRegistry:
-    return RepoRegistry(engine_for(instance_db_url(instance)))
+    return CasmResource().registry(instance)
 
 
 def approvals(instance: dg.DagsterInstance) -> ApprovalStore:
-    return ApprovalStore(engine_for(instance_db_url(instance)))
+    return CasmResource().approvals(instance)
 
 
 def register_local_repo(instance: dg.DagsterInstance, path: Path) -> RepoRecord:
@@ -67,31 +68,26 @@ def launch_audit(
     record = register_repo(instance, "github", github) if github else register_local_repo(instance, repo_root)
     run_id = new_ulid()
     reviews_pr = template.manifest.entrypoint.workflow == PR_WORKFLOW
-    run_config = {
-        "ops": {
-            ("pr_review" if reviews_pr else "repo_snapshot"): {
-                "config": {
-                    "template": template_ref,
-                    "run_id": run_id,
-                    "repo": repo,
-                    "artifacts_dir": str(artifacts_dir),
-                    "seed": seed,
-                    **(options.as_config() if options else {}),
-                }
-            }
-        },
-        "resources": {"casm": {"config": {"state_dir": str(state_dir), "progress": progress}}},
-        # CASM prints its own progress; Dagster's console logger would drown it.
-        "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+    fields = {
+        "template": template_ref,
+        "run_id": run_id,
+        "repo": repo,
+        "artifacts_dir": str(artifacts_dir),
+        "seed": seed,
+        **(options.as_config() if options else {}),
     }
+    casm = CasmResource(state_dir=str(state_dir), progress=progress)
+    if reviews_pr:
+        job_name, run_config = "pr_sentinel_job", pr_review_run_config(PrReviewConfig(**fields), casm)
+    else:
+        job_name, run_config = "audit_job", audit_run_config(AuditConfig(**fields), casm)
     tags = {
         "casm/run_id": run_id,
         "casm/template": template.id,
         "casm/repo": repo,
         "casm/partition": record.partition_key,
     }
-    job = defs.resolve_job_def("pr_sentinel_job" if reviews_pr else "audit_job")
-    result = job.execute_in_process(
+    result = defs.resolve_job_def(job_name).execute_in_process(
         run_config=run_config,
         instance=instance,
         partition_key=record.partition_key,
@@ -99,11 +95,15 @@ def launch_audit(
         raise_on_error=False,
     )
     run_dir = state_dir / "runs" / run_id
-    state_path = run_dir / "state.json"
-    state = RunState.model_validate_json(state_path.read_text()) if state_path.exists() else None
+    state = _state(run_dir)
     if not result.success and state is None:
         raise CasmError(f"the Dagster run {result.run_id} failed before CASM could start: {_first_error(result)}")
     return LaunchResult(run_id, result.run_id, result.success, state, run_dir)
+
+
+def _state(run_dir: Path) -> RunState | None:
+    path = run_dir / "state.json"
+    return RunState.model_validate_json(path.read_text()) if path.exists() else None
 
 
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
@@ -124,20 +124,15 @@ def launch_continuation(instance: dg.DagsterInstance, request_id: str, state_dir
     if record is None:
         raise CasmError(f"no approval request {request_id}")
     request = continuation_request(record)
-    job = defs.resolve_job_def("hitl_continuation_job")
-    result = job.execute_in_process(
-        run_config={
-            **request.run_config,
-            "resources": {"casm": {"config": {"state_dir": str(state_dir), "progress": progress}}},
-            "loggers": {"console": {"config": {"log_level": "ERROR"}}},
-        },
+    casm = CasmResource(state_dir=str(state_dir), progress=progress)
+    result = defs.resolve_job_def("hitl_continuation_job").execute_in_process(
+        run_config=continuation_run_config(record.request_id, casm),
         instance=instance,
         tags={**request.tags, "dagster/run_key": request.run_key or ""},
         raise_on_error=False,
     )
     run_dir = Path(record.state_dir) / "runs" / record.run_id
-    state_path = run_dir / "state.json"
-    state = RunState.model_validate_json(state_path.read_text()) if state_path.exists() else None
+    state = _state(run_dir)
     if not result.success:
         raise RunFailedError(f"the continuation of run {record.run_id} failed: {_first_error(result)}")
     return LaunchResult(record.run_id, result.run_id, result.success, state, run_dir)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from casm_dagster.contracts.run import RunSpec
 from casm_dagster.errors import CasmError, RunNotFoundError
-from casm_dagster.journal import Journal, utc_now
-from casm_dagster.pipeline import SPEC_FILE
+from casm_dagster.run.files import SPEC_FILE
+from casm_dagster.run.journal import Journal, utc_now
 from casm_dagster.stores.approvals import APPROVED, DENIED, EXPIRED, PENDING, ApprovalRecord, ApprovalStore
 
 Scope = str  # "packet" (the packet's allow_files) | "full" (every file of the plan)

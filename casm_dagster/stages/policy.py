@@ -11,37 +11,38 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from casm_dagster import gitops, report
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
-from casm_dagster.contracts.policy import GateResult
+from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import RunSpec, Snapshot
 from casm_dagster.cost.run_cost import Counts
 from casm_dagster.errors import ConfigError
-from casm_dagster.hitl import expiry
-from casm_dagster.ids import new_ulid
-from casm_dagster.journal import Journal, utc_now, write_json_atomic
-from casm_dagster.pipeline import manifest_of, save, scratch_checkout, skipped, stage
 from casm_dagster.policy.check import DIFF_ARGS, engine_for
 from casm_dagster.policy.diff import parse_diff
 from casm_dagster.policy.document import HitlInfo, RunContext, policy_document
 from casm_dagster.policy.engine import PolicyResult, SemanticScore
+from casm_dagster.policy.hitl import expiry
 from casm_dagster.policy.ruleset import Ruleset, load_ruleset
 from casm_dagster.policy.sources import PatchOnly
+from casm_dagster.run import artifacts
+from casm_dagster.run.files import POLICY_RESULT_FILE, load_checks, planned_tasks, save
+from casm_dagster.run.ids import new_ulid
+from casm_dagster.run.journal import Journal, skipped, stage, utc_now, write_json_atomic
+from casm_dagster.run.workspace import scratch_checkout
+from casm_dagster.safety import gitops
 from casm_dagster.stores.approvals import ApprovalRecord, ApprovalStore
 
 POLICY_FILE = "policy_decisions.json"
-GATE_FILE = "gate.json"
 MAX_SIGNALS_IN_EVENT = 100
 
 
 def ruleset_for(snap: Snapshot) -> Ruleset:
     """The template's ruleset: a bundled id, or a file path relative to the manifest."""
-    pinned = snap.spec.effective_config["run"].get("ruleset")
-    ref = pinned["ref"] if pinned else manifest_of(snap.spec).policy.ruleset
-    source = "override" if pinned and pinned["overridden"] else "template"
+    pinned = snap.spec.effective_config.run.ruleset
+    ref = pinned.ref if pinned else snap.spec.manifest.policy.ruleset
+    source = "override" if pinned and pinned.overridden else "template"
     ruleset = load_ruleset(ref, source=source, base_dir=Path(snap.spec.manifest_path).parent)
-    if pinned and ruleset.sha256 != pinned["sha256"]:
+    if pinned and ruleset.sha256 != pinned.sha256:
         raise ConfigError(f"ruleset {ref} changed during run {snap.spec.run_id} (sha256 {ruleset.sha256[:12]})")
     return ruleset
 
@@ -86,11 +87,10 @@ def event_data(result: PolicyResult, document: dict[str, Any]) -> dict[str, Any]
 
 def _redteam(snap: Snapshot, journal: Journal, engine, diff: bytes) -> SemanticScore | None:
     """redteam-lite's verdict on the planned patch, as the policy's semantic score."""
-    from casm_dagster import model_plan
     from casm_dagster.agents import model_agents
     from casm_dagster.llm.session import open_session
 
-    tasks = model_plan.planned(journal.run_dir, "redteam")
+    tasks = planned_tasks(journal.run_dir, "redteam")
     if not tasks or not diff.strip():
         return None
     session = open_session(snap.spec, journal, engine)
@@ -109,12 +109,12 @@ def _redteam(snap: Snapshot, journal: Journal, engine, diff: bytes) -> SemanticS
 
 
 def repo_type(spec: RunSpec) -> str:
-    return "github" if spec.effective_config["run"].get("github") else "local"
+    return "github" if spec.github else "local"
 
 
 def hitl_info(spec: RunSpec, mode: str) -> HitlInfo:
     """How a gated run is approved: ``mode`` with the template's approvers and channel."""
-    cfg = manifest_of(spec).policy.hitl
+    cfg = spec.manifest.policy.hitl
     github = cfg.github
     approvers = cfg.local.approvers if mode == "local" else (github.approvers if github else [])  # type: ignore[union-attr]
     return HitlInfo(
@@ -165,17 +165,17 @@ def request_approval(
             },
         },
         created_at=now,
-        expires_at=expiry(now, manifest_of(spec).policy.hitl.expires_after_hours),
+        expires_at=expiry(now, spec.manifest.policy.hitl.expires_after_hours),
     )
     journal.state.hitl_request_id = request.request_id
     return request
 
 
-def gate(
+def policy(
     snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, approvals: ApprovalStore, engine=None
-) -> GateResult:
+) -> PolicyDecision:
     if skipped(journal, "policy"):
-        return GateResult(
+        return PolicyDecision(
             status="skipped",
             score=0.0,
             reason_codes=[],
@@ -191,7 +191,7 @@ def gate(
         files = parse_diff(diff)
         semantic = _redteam(snap, journal, engine or approvals.engine, diff)
         result = engine_for(ruleset).evaluate(files, PatchOnly(Path(spec.repo_path), plan.base_commit), semantic)
-        hitl_cfg = manifest_of(spec).policy.hitl
+        hitl_cfg = spec.manifest.policy.hitl
         ctx = RunContext(
             run_id=spec.run_id,
             template_id=spec.template_id,
@@ -212,7 +212,7 @@ def gate(
         if result.status == "gate":
             request = request_approval(approvals, spec, journal, hitl, plan.plan_sha256, ruleset, result, data)
         write_json_atomic(journal.run_dir / POLICY_FILE, document)
-        outcome = GateResult(
+        outcome = PolicyDecision(
             status=result.status,
             score=result.score,
             reason_codes=result.reason_codes,
@@ -246,17 +246,16 @@ def gate(
                 files=outcome.deny_files,
                 signals=[s for s in data["signals"] if s["severity"] == "high"],
             )
-        save(journal.run_dir, GATE_FILE, outcome)
+        save(journal.run_dir, POLICY_RESULT_FILE, outcome)
         if not outcome.proceeds:
             _end_held_or_blocked(snap, review, plan, outcome, journal, engine or approvals.engine)
     return outcome
 
 
 def _end_held_or_blocked(
-    snap: Snapshot, review: Review, plan: PatchPlan, outcome: GateResult, journal: Journal, engine
+    snap: Snapshot, review: Review, plan: PatchPlan, outcome: PolicyDecision, journal: Journal, engine
 ) -> None:
-    from casm_dagster import proof
-    from casm_dagster.pipeline import ReviewChecks
+    from casm_dagster.cost import proof
 
     held = outcome.status == "gate"
     why = "held for approval" if held else "blocked by policy"
@@ -265,9 +264,9 @@ def _end_held_or_blocked(
             journal.emit("stage_skipped", why, stage=name)
     journal.state.counts = {"findings": len(review.findings), "patches": 0, "checks": 0}
     counts = Counts(findings=len(review.findings), loc_audited=review.loc_audited)
-    checks = ReviewChecks.load(snap.spec)
+    checks = load_checks(snap.spec.run_dir)
     cost = proof.finalize(snap.spec, journal, engine, checks, counts, status="awaiting_approval" if held else "blocked")
-    report.write_held(snap, review, plan, outcome, journal, cost)
+    artifacts.write_held(snap, review, plan, outcome, journal, cost)
     if held:
         journal.emit(
             "run_held",

@@ -7,21 +7,22 @@ directory, an unknown template or a malformed manifest fails with a ``CasmError`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from casm_dagster import gitops
-from casm_dagster.contracts.run import RunSpec
+from casm_dagster.contracts.run import EffectiveConfig, GitHubCheckout, RulesetPin, RunSettings, RunSpec
 from casm_dagster.errors import ConfigError, RepoError, RunNotFoundError, TemplateError
-from casm_dagster.ids import new_ulid
 from casm_dagster.llm.router import STRATEGIES
 from casm_dagster.llm.session import model_settings
+from casm_dagster.run.ids import new_ulid
+from casm_dagster.run.templates import PR_WORKFLOW, Template
+from casm_dagster.safety import gitops
 from casm_dagster.stores.repos import is_github_name, partition_key_for
-from casm_dagster.templates import PR_WORKFLOW, Template
 
 if TYPE_CHECKING:
-    from casm_dagster.github.checkout import GitHubCheckout
+    from casm_dagster.github.connector import GitHubConnector
 
 DEFAULT_SEED = 0
 
@@ -78,13 +79,18 @@ def resolve_local_repo(repo: str) -> gitops.RepoInfo:
     return gitops.inspect_repo(Path(repo).expanduser())
 
 
-def resolve_repo(repo: str, state_dir: Path, pr: int | None = None) -> tuple[gitops.RepoInfo, GitHubCheckout | None]:
-    """A local path, or ``owner/name`` on GitHub (fetched into the local mirror, pinned)."""
+def resolve_repo(
+    repo: str, state_dir: Path, pr: int | None = None, connect: Callable[[], GitHubConnector] | None = None
+) -> tuple[gitops.RepoInfo, GitHubCheckout | None]:
+    """A local path, or ``owner/name`` on GitHub (fetched into the local mirror, pinned).
+    ``connect``: makes the GitHub client (the ``github`` resource's ``get_client``)."""
     if is_github_name(repo):
         from casm_dagster.github.checkout import checkout
-        from casm_dagster.github.connector import GitHubConnector
+        from casm_dagster.github.connector import TOKEN_ENV, GitHubError
 
-        co = checkout(GitHubConnector.from_env(), repo, state_dir.resolve(), pr)
+        if connect is None:
+            raise GitHubError(f"{repo} is a GitHub repo: GitHub mode needs credentials (set {TOKEN_ENV})")
+        co = checkout(connect(), repo, state_dir.resolve(), pr)
         return gitops.RepoInfo(Path(co.mirror), co.head_commit, co.head_ref, False), co
     if pr is not None:
         raise ConfigError(f"--pr {pr}: a pull request needs a GitHub repo (--repo owner/name), not a local path")
@@ -138,7 +144,7 @@ def build_spec(
                 "(the ruleset changed since the run being replayed)"
             )
         overridden = bool(options.ruleset) and options.ruleset != manifest.policy.ruleset
-        ruleset = {"ref": str(ref), "sha256": loaded.sha256, "overridden": overridden}
+        ruleset = RulesetPin(ref=str(ref), sha256=loaded.sha256, overridden=overridden)
     replay = _replayed(state_dir.resolve(), options.replay_of) if options.replay_of else None
     models = model_settings(
         manifest,
@@ -158,27 +164,27 @@ def build_spec(
         raise ConfigError(f"--pr: {template.id} audits the default branch; only pr-sentinel reviews a pull request")
     if github and github.pr is None and reviews_pr:
         raise ConfigError(f"{template.id} reviews a pull request: pass --pr NUMBER with --repo {repo}")
-    effective = {
-        "template": manifest.model_dump(mode="json"),
-        "artifact_names": manifest.artifact_names(),
-        "run": {
-            "artifacts_dir": str(artifacts_dir.resolve()),
-            "seed": seed,
-            "audited": "HEAD (uncommitted changes are never audited)",
-            "model_provider": "offline"
-            if not models["available_providers"]
-            else ", ".join(models["available_providers"]),
-            "head": head,
-            "base": base or head,
-            "ruleset": ruleset,
-            "models": models,
-            "github": github.as_config() if github else None,
-        },
-    }
+    run = RunSettings(
+        artifacts_dir=str(artifacts_dir.resolve()),
+        seed=seed,
+        audited="HEAD (uncommitted changes are never audited)",
+        model_provider=", ".join(models.available_providers) or "offline",
+        head=head,
+        base=base or head,
+        ruleset=ruleset,
+        models=models,
+        github=github,
+    )
     if github:  # the fetched commit is pinned: the mirror's refs move with every fetch
-        effective["run"]["head"] = head or github.head_commit
-        effective["run"]["base"] = base or github.base_commit or effective["run"]["head"]
-        effective["run"]["audited"] = f"{github.repo}@{github.head_commit[:12]} ({github.head_ref})"
+        pinned = head or github.head_commit
+        run = run.model_copy(
+            update={
+                "head": pinned,
+                "base": base or github.base_commit or pinned,
+                "audited": f"{github.repo}@{github.head_commit[:12]} ({github.head_ref})",
+            }
+        )
+    effective = EffectiveConfig(template=manifest, artifact_names=manifest.artifact_names(), run=run)
     return RunSpec(
         run_id=run_id or new_ulid(),
         template_id=template.id,

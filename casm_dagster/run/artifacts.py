@@ -6,21 +6,20 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from casm_dagster.agents.reviewer import severity_counts
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
-from casm_dagster.contracts.policy import GateResult
+from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.cost.run_cost import RunCost, mode_label, summary_table
-from casm_dagster.journal import Journal, write_json_atomic, write_text_atomic
-from casm_dagster.redact import redact
+from casm_dagster.run.journal import Journal, write_json_atomic, write_text_atomic
+from casm_dagster.safety.redact import redact
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_ARTIFACT_NAMES = {
@@ -30,22 +29,8 @@ DEFAULT_ARTIFACT_NAMES = {
 }
 MAX_FINDINGS_IN_REPORT = 200
 POLICY_FILE = "policy_decisions.json"
-# Written by casm_dagster.proof (the last four only in proof mode).
+# Written by casm_dagster.cost.proof (the last four only in proof mode).
 COST_FILES = ("run_summary.json", "routing_decisions.json", "cost_forecast.json", "run_replay.sh")
-
-
-def write_models(path: Path, models: list[M]) -> None:
-    write_json_atomic(path, [m.model_dump(mode="json") for m in models])
-
-
-def read_models(path: Path, model: type[M]) -> list[M]:
-    if not path.exists():
-        return []
-    return TypeAdapter(list[model]).validate_json(path.read_text(encoding="utf-8"))  # type: ignore[valid-type]
-
-
-def parse_ts(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _md_cell(text: str) -> str:
@@ -69,7 +54,7 @@ def issues_document(snap: Snapshot, review: Review) -> dict:
     }
 
 
-def render_policy(gate: GateResult | None, run_id: str) -> list[str]:
+def render_policy(gate: PolicyDecision | None, run_id: str) -> list[str]:
     lines = ["", "## Policy", ""]
     if gate is None or gate.status == "skipped":
         return [*lines, "Not evaluated (the workflow has no policy stage)."]
@@ -102,7 +87,7 @@ def render_report(
     validation: Validation,
     branch: str | None,
     cost: RunCost,
-    gate: GateResult | None = None,
+    gate: PolicyDecision | None = None,
 ) -> str:
     spec = snap.spec
     lines = [
@@ -205,12 +190,12 @@ def write_all(
     branch: str | None,
     cost: RunCost,
     journal: Journal,
-    gate: GateResult | None = None,
+    gate: PolicyDecision | None = None,
 ) -> Delivery:
     spec = snap.spec
     run_dir = spec.run_dir
     names = dict(DEFAULT_ARTIFACT_NAMES)
-    names.update(journal.spec.effective_config.get("artifact_names", {}))
+    names.update(journal.spec.effective_config.artifact_names)
     write_text_atomic(
         run_dir / names["report_md"],
         render_report(snap, review, plan, validation, branch, cost, gate),
@@ -265,12 +250,12 @@ def _copy_redacted(source: str, target: str) -> None:
 
 
 def write_held(
-    snap: Snapshot, review: Review, plan: PatchPlan, gate: GateResult, journal: Journal, cost: RunCost
+    snap: Snapshot, review: Review, plan: PatchPlan, gate: PolicyDecision, journal: Journal, cost: RunCost
 ) -> Path:
     """The report of a run the policy stopped before apply (held for approval, or blocked)."""
     spec = snap.spec
     names = dict(DEFAULT_ARTIFACT_NAMES)
-    names.update(journal.spec.effective_config.get("artifact_names", {}))
+    names.update(journal.spec.effective_config.artifact_names)
     nothing = Validation(checks=[], accepted_groups=[], rejected_groups={}, final_commit=None)
     text = render_report(snap, review, plan, nothing, None, cost, gate)
     verdict = "held for approval" if gate.status == "gate" else "blocked by policy"
@@ -287,7 +272,7 @@ def write_held(
 def write_stopped(spec: RunSpec, reason: str, cost: RunCost, journal: Journal) -> Path:
     """The report of a run the budget stopped before any model call."""
     names = dict(DEFAULT_ARTIFACT_NAMES)
-    names.update(journal.spec.effective_config.get("artifact_names", {}))
+    names.update(journal.spec.effective_config.artifact_names)
     text = "\n".join(
         [
             f"# CASM {spec.template_id} report",

@@ -12,19 +12,21 @@ from typing import Any
 
 import dagster as dg
 
-from casm_dagster import gitops, sentinel
+from casm_dagster.cli.launch import approvals, register_repo
+from casm_dagster.continuous import rules
 from casm_dagster.errors import ConfigError
 from casm_dagster.github import approvals as gh_approvals
-from casm_dagster.github.connector import GITHUB_FAILURES, TOKEN_ENV, GitHubConnector, GitHubError
+from casm_dagster.github.connector import GITHUB_FAILURES, TOKEN_ENV, GitHubError
 from casm_dagster.github.webhooks import ApprovalCandidate, ReviewRequest, WebhookError, derive, verify_signature
-from casm_dagster.instance import instance_db_url
-from casm_dagster.journal import utc_now
-from casm_dagster.launcher import approvals, register_repo
-from casm_dagster.redact import redact
+from casm_dagster.resources import GitHubResource
+from casm_dagster.resources.instance import instance_db_url
+from casm_dagster.run.journal import utc_now
+from casm_dagster.run.templates import PR_WORKFLOW, load_template
+from casm_dagster.safety import gitops
+from casm_dagster.safety.redact import redact
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import is_github_name, partition_key_for
 from casm_dagster.stores.sentinels import Sentinel, SentinelStore
-from casm_dagster.templates import PR_WORKFLOW, load_template
 
 SECRET_ENV = "CASM_WEBHOOK_SECRET"
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
@@ -53,7 +55,7 @@ def register(
     if is_github_name(repo):
         kind, location = "github", repo
         try:
-            meta = GitHubConnector.from_env().repo(repo)
+            meta = GitHubResource.from_env().get_client().repo(repo)
             location = meta.full_name
         except GitHubError as exc:
             if os.environ.get(TOKEN_ENV):
@@ -110,7 +112,7 @@ def _review(instance, item: ReviewRequest, s: Sentinel | None, dry_run: bool, de
     if s is None:
         record["note"] = f"{item.repo} is not watched: casm sentinel --repo {item.repo} --schedule daily"
         return record
-    review = sentinel.PrReview(s.partition_key, s.repo, s.pr_template, item.pr, item.head_sha)
+    review = rules.PrReview(s.partition_key, s.repo, s.pr_template, item.pr, item.head_sha)
     record.update(job="pr_sentinel_job", partition_key=s.partition_key, template=s.pr_template, run_key=review.run_key)
     if not dry_run:
         key = delivery_id or f"cli-{uuid.uuid4()}"
@@ -133,7 +135,7 @@ def _approval(instance, item: ApprovalCandidate, dry_run: bool) -> dict[str, Any
         record["note"] = "dry run: the PR's labels and comments are not read, nothing is decided"
         return record
     try:
-        connector = GitHubConnector.from_env()
+        connector = GitHubResource.from_env().get_client()
         record["requests"] = [
             (gh_approvals.poll_pull(store_, connector, r, connector.user_orgs) or _undecided(r)).as_json()
             for r in pending

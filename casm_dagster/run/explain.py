@@ -9,8 +9,8 @@ from pathlib import Path
 
 from casm_dagster.contracts.events import RunEvent
 from casm_dagster.errors import RunNotFoundError
-from casm_dagster.ids import is_ulid
-from casm_dagster.journal import read_events
+from casm_dagster.run.ids import is_ulid
+from casm_dagster.run.journal import read_events
 
 
 def run_dir_for(state_dir: Path, run_id: str) -> Path:

@@ -19,7 +19,7 @@ WORKFLOWS: dict[str, tuple[str, ...]] = {
     PR_WORKFLOW: ("ingest", "forecast", "analyze", "policy", "report", "telemetry"),
 }
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # casm_dagster/
 
 
 def bundled_dir(name: str) -> Path:

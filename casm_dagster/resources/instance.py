@@ -10,13 +10,13 @@ from pathlib import Path
 import dagster as dg
 
 from casm_dagster.errors import ConfigError
-from casm_dagster.templates import bundled_dir
+from casm_dagster.run.templates import bundled_dir
 
 DEFAULT_DAGSTER_HOME = Path(".casm") / "dagster_home"
 
 
 def _bundled_instance_yaml() -> Path:
-    inside = Path(__file__).resolve().parent / "_bundled" / "dagster.yaml"
+    inside = Path(__file__).resolve().parents[1] / "_bundled" / "dagster.yaml"
     return inside if inside.is_file() else bundled_dir("templates").parent / "dagster.yaml"
 
 

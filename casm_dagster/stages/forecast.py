@@ -21,17 +21,18 @@ from casm_dagster.cost.forecast import LIKELIHOOD, BudgetOutcome, Forecast, Plan
 from casm_dagster.cost.prices import Rates, load_prices
 from casm_dagster.cost.run_cost import Counts, rates_of
 from casm_dagster.cost.usage import usd
-from casm_dagster.gate import ruleset_for
-from casm_dagster.ids import new_ulid
-from casm_dagster.journal import Journal, write_json_atomic
 from casm_dagster.llm.catalog import OFFLINE_MODEL, OFFLINE_PROVIDER, load_catalog, lower_profile
 from casm_dagster.llm.router import ModelTask, RouteChoice, Router
-from casm_dagster.llm.session import routing_settings, settings_of
+from casm_dagster.llm.session import routing_settings
 from casm_dagster.llm.tokens import estimate_tokens
-from casm_dagster.model_plan import FORECAST_FILE, MODEL_PLAN_FILE, load_plan
-from casm_dagster.pipeline import manifest_of, sandbox_of, scratch_checkout, skipped, stage
 from casm_dagster.prsentinel.scope import restrict
-from casm_dagster.repo_scan import Inventory, SourceFile, scan
+from casm_dagster.run.files import FORECAST_FILE, MODEL_PLAN_FILE, load_model_plan
+from casm_dagster.run.ids import new_ulid
+from casm_dagster.run.journal import Journal, skipped, stage, write_json_atomic
+from casm_dagster.run.workspace import scratch_checkout
+from casm_dagster.safety.repo_scan import Inventory, SourceFile, scan
+from casm_dagster.safety.sandbox import Sandbox
+from casm_dagster.stages.policy import ruleset_for
 
 # Output-token guesses per task type (P50); the prompt's cap is P90.
 OUTPUT_P50 = {"review": 300, "fix": 400, "docgen": 300, "redteam": 200}
@@ -53,11 +54,11 @@ class _Silent:
 
 
 def planning_router(spec) -> Router:
-    s = settings_of(spec)
+    s = spec.models
     settings = routing_settings(spec)
     return Router(
-        load_catalog(Path(s["catalog"]["path"])),
-        load_prices(Path(s["prices"]["path"])),
+        load_catalog(Path(s.catalog.path)),
+        load_prices(Path(s.prices.path)),
         settings,
         clients=None,  # type: ignore[arg-type]
         ledger=None,  # type: ignore[arg-type]
@@ -107,7 +108,7 @@ def route_for_forecast(router: Router):
 
 
 def plan_tasks(snap: Snapshot, inventory: Inventory, pinned: dict[tuple[str, str], str]) -> list[PlannedTask]:
-    manifest = manifest_of(snap.spec)
+    manifest = snap.spec.manifest
     high = ruleset_for(snap).high_paths()
     files = model_files(inventory)
     tasks: list[PlannedTask] = []
@@ -209,10 +210,10 @@ def forecast_json(f: Forecast) -> dict[str, Any]:
 
 
 def _pinned(spec) -> dict[tuple[str, str], str]:
-    replay_dir = settings_of(spec).get("replay_dir")
+    replay_dir = spec.models.replay_dir
     if not replay_dir:
         return {}
-    return {(t["task_type"], t["target"]): t["task_id"] for t in load_plan(Path(replay_dir))["tasks"]}
+    return {(t["task_type"], t["target"]): t["task_id"] for t in load_model_plan(Path(replay_dir))["tasks"]}
 
 
 def forecast(snap: Snapshot, journal: Journal, engine: sa.Engine) -> ForecastResult:
@@ -220,9 +221,9 @@ def forecast(snap: Snapshot, journal: Journal, engine: sa.Engine) -> ForecastRes
     if skipped(journal, "forecast"):
         return ForecastResult(True, "within_budget", "none", 0.0, 0.0, 0)
     with stage(journal, "forecast", "planning model work and forecasting its cost"):
-        s = settings_of(spec)
-        manifest = manifest_of(spec)
-        sandbox = sandbox_of(spec)
+        s = spec.models
+        manifest = spec.manifest
+        sandbox = Sandbox.for_run(spec)
         with scratch_checkout(Path(spec.repo_path), snap.head_commit) as tree:
             inventory = restrict(scan(tree), journal.run_dir)  # pr-sentinel: the PR's files
             checks = validator.applicable_checks(sandbox, tree, inventory) if "validate" in spec.stages else []
@@ -233,7 +234,7 @@ def forecast(snap: Snapshot, journal: Journal, engine: sa.Engine) -> ForecastRes
             journal.decision("forecast", "model_task_dropped", note)
         rates = rates_of(manifest)
         check_runs = 2 * len(checks)  # before and after the patch
-        budget = Decimal(s["budget_usd"])
+        budget = Decimal(s.budget_usd)
         outcome: BudgetOutcome = enforce(tasks, budget, lambda ts: price(ts, route, check_runs, rates), lower_profile)
         for step in outcome.steps:
             journal.decision(
@@ -249,7 +250,7 @@ def forecast(snap: Snapshot, journal: Journal, engine: sa.Engine) -> ForecastRes
             {
                 "tasks": [t.as_json() for t in outcome.tasks],
                 "budget": {
-                    "max_usd_per_run": s["budget_usd"],
+                    "max_usd_per_run": s.budget_usd,
                     "status": outcome.status,
                     "action": outcome.action,
                     "steps": [
@@ -273,7 +274,7 @@ def forecast(snap: Snapshot, journal: Journal, engine: sa.Engine) -> ForecastRes
         journal.emit(
             "stage_completed",
             f"{included} model tasks, forecast ${result.total_p50_usd} (P90 ${result.total_p90_usd}), "
-            f"budget ${s['budget_usd']}: {outcome.status}",
+            f"budget ${s.budget_usd}: {outcome.status}",
             stage="forecast",
             tasks=included,
             forecast_p50_usd=str(f.total_p50),
@@ -282,11 +283,12 @@ def forecast(snap: Snapshot, journal: Journal, engine: sa.Engine) -> ForecastRes
             budget_action=outcome.action,
         )
     if outcome.stopped:
-        from casm_dagster import proof, report
+        from casm_dagster.cost import proof
+        from casm_dagster.run import artifacts
 
         for name in spec.stages[spec.stages.index("forecast") + 1 :]:
             journal.emit("stage_skipped", "stopped by the budget", stage=name)  # type: ignore[arg-type]
         journal.emit("run_stopped", f"budget: {result.reason}", stage=None)
         cost = proof.finalize(spec, journal, engine, [], Counts(), status="stopped")
-        report.write_stopped(spec, f"Budget: {result.reason}", cost, journal)
+        artifacts.write_stopped(spec, f"Budget: {result.reason}", cost, journal)
     return result

@@ -6,9 +6,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from casm_dagster import gitops
 from casm_dagster.errors import ConfigError
-from casm_dagster.templates import bundled_dir
+from casm_dagster.run.templates import bundled_dir
+from casm_dagster.safety import gitops
 
 _IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", ".benchmarks", "*.pyc", ".git")
 

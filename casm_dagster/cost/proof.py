@@ -26,22 +26,19 @@ from casm_dagster.cost.run_cost import (
     run_summary,
 )
 from casm_dagster.cost.usage import usd
-from casm_dagster.journal import Journal, read_events, write_json_atomic, write_text_atomic
 from casm_dagster.llm.router import ROUTER_VERSION
-from casm_dagster.llm.session import settings_of
 from casm_dagster.llm.telemetry import ROUTING_FILE, calls_for_run, read_jsonl
-from casm_dagster.model_plan import FORECAST_FILE, MODEL_PLAN_FILE
-from casm_dagster.pipeline import manifest_of
-from casm_dagster.report import parse_ts
+from casm_dagster.run.files import FORECAST_FILE, MODEL_PLAN_FILE, parse_ts
+from casm_dagster.run.journal import Journal, read_events, write_json_atomic, write_text_atomic
 
 ROUTING_DOC, FORECAST_DOC, REPLAY_SCRIPT = "routing_decisions.json", "cost_forecast.json", "run_replay.sh"
 
 
 def measure(spec: RunSpec, journal: Journal, engine: sa.Engine, checks: list[CheckRun], counts: Counts) -> RunCost:
-    s = settings_of(spec)
-    manifest = manifest_of(spec)
+    s = spec.models
+    manifest = spec.manifest
     state = journal.state
-    mode = "replay" if s.get("replay_of") else ("offline" if not s["available_providers"] else "live")
+    mode = "replay" if s.replay_of else ("offline" if not s.available_providers else "live")
     events = read_events(journal.run_dir) if journal.events_path.exists() else []
     decisions = sum(1 for e in events if e.type == "hitl_decision" and e.data.get("outcome") in ("approved", "denied"))
     price = manifest.economics.price_per_run_usd
@@ -61,7 +58,7 @@ def measure(spec: RunSpec, journal: Journal, engine: sa.Engine, checks: list[Che
         counts=counts,
         forecast=load_json(journal.run_dir / FORECAST_FILE),
         plan=load_json(journal.run_dir / MODEL_PLAN_FILE),
-        prices={"version": s["prices"]["version"], "sha256": s["prices"]["sha256"], "path": s["prices"]["path"]},
+        prices=s.prices,
     )
 
 
@@ -73,7 +70,7 @@ def _run_block(spec: RunSpec, started_at: str, finished_at: str | None = None) -
 
 
 def routing_document(spec: RunSpec, started_at: str) -> dict[str, Any]:
-    s = settings_of(spec)
+    s = spec.models
     entries = read_jsonl(spec.run_dir / ROUTING_FILE)
     plan = load_json(spec.run_dir / MODEL_PLAN_FILE) or {"tasks": []}
     order = {t["task_id"]: i for i, t in enumerate(plan["tasks"])}
@@ -83,28 +80,28 @@ def routing_document(spec: RunSpec, started_at: str) -> dict[str, Any]:
     first: dict[str, dict[str, Any]] = {}
     for e in entries:
         first.setdefault(e["task_id"], e)
-    offline = not s["available_providers"]
-    policy = s.get("routing_policy")
+    offline = not s.available_providers
+    policy = s.routing_policy
     version = f"{ROUTER_VERSION}+policy.{policy['version']}" if policy else ROUTER_VERSION
     return {
         "schema_version": "0.1",
         "run": _run_block(spec, started_at),
-        "routing_strategy": {"name": s["strategy"], "version": version},
+        "routing_strategy": {"name": s.strategy, "version": version},
         "constraints": {
             "budget": {
-                "max_usd_per_run": float(s["budget_usd"]),
-                "max_usd_per_task_default": float(s["max_usd_per_task"]),
+                "max_usd_per_run": float(s.budget_usd),
+                "max_usd_per_task_default": float(s.max_usd_per_task),
             },
-            "latency_slo_ms": s["latency_slo_ms"],
-            "quality_floor": {"min_confidence": s["quality_floor"]},
+            "latency_slo_ms": s.latency_slo_ms,
+            "quality_floor": {"min_confidence": s.quality_floor},
         },
         "tasks": entries,
         "summary": {
             "estimated_total_cost_usd": round(sum(e["selected"]["estimated_cost_usd"] for e in first.values()), 6),
             "estimated_total_latency_ms": sum(e["selected"]["estimated_latency_ms"] for e in first.values()),
             "notes": (
-                f"{len(first)} model tasks, {len(entries)} routing decisions; catalog {s['catalog']['version']}, "
-                f"price registry {s['prices']['version']}"
+                f"{len(first)} model tasks, {len(entries)} routing decisions; catalog {s.catalog.version}, "
+                f"price registry {s.prices.version}"
                 + ("; offline: no provider key was set, no model was called" if offline else "")
                 + _policy_note(policy)
             ),
@@ -131,7 +128,7 @@ def forecast_document(rc: RunCost) -> dict[str, Any]:
 
     f = rc.forecast or {}
     plan = rc.plan or {}
-    prices = load_prices(Path(rc.prices["path"]))
+    prices = load_prices(Path(rc.prices.path))
     used = sorted(
         {(t["provider"], t["model"]) for t in f.get("by_task", [])} | {(c.provider, c.model) for c in rc.calls}
     )
@@ -150,13 +147,13 @@ def forecast_document(rc: RunCost) -> dict[str, Any]:
     usage = rc.usage
     budget = plan.get("budget", {})
     status = budget.get("status", "within_budget")
-    if rc.total > Decimal(rc.spec.effective_config["run"]["models"]["budget_usd"]) and status != "blocked":
+    if rc.total > Decimal(rc.spec.models.budget_usd) and status != "blocked":
         status = "actual_over_budget"
     err = rc.forecast_error_pct()
     return {
         "schema_version": "0.1",
         "run": _run_block(rc.spec, rc.started_at, rc.finished_at),
-        "prices": {"registry_version": rc.prices["version"], "currency": "USD", "models": models},
+        "prices": {"registry_version": rc.prices.version, "currency": "USD", "models": models},
         "forecast": {
             "llm": {
                 "input_tokens": f.get("input_tokens", 0),
@@ -214,7 +211,7 @@ def forecast_document(rc: RunCost) -> dict[str, Any]:
         },
         "unit_economics": {"metrics": rc.unit_economics()},
         "budget": {
-            "max_usd_per_run": float(rc.spec.effective_config["run"]["models"]["budget_usd"]),
+            "max_usd_per_run": float(rc.spec.models.budget_usd),
             "status": status,
             "enforcement_action": budget.get("action", "none"),
         },
@@ -232,13 +229,13 @@ def replay_script(spec: RunSpec, head: str, ruleset_ref: str, ruleset_sha256: st
     """POSIX sh that re-runs this run with identical constraints (SPEC §9); extra arguments
     (e.g. ``--routing quality_first`` or ``--prices FILE``) are passed on to ``casm run``
     and give the counterfactual cost of the same run."""
-    run = spec.effective_config["run"]
-    s = run["models"]
+    run = spec.effective_config.run
+    s = run.models
     q = shlex.quote
     replays = Path(spec.state_dir) / "replays" / spec.run_id
-    github = run.get("github")
+    github = run.github
     target = spec.repo if github else spec.repo_path  # GitHub mode: fetched again, pinned by commit
-    pr = [f"  --pr {github['pr']} \\"] if github and github.get("pr") else []
+    pr = [f"  --pr {github.pr} \\"] if github and github.pr else []
     lines = [
         "#!/usr/bin/env sh",
         f"# CASM replay of run {spec.run_id} ({spec.template_id} on {spec.repo}).",
@@ -253,13 +250,13 @@ def replay_script(spec: RunSpec, head: str, ruleset_ref: str, ruleset_sha256: st
         f"  --template {q(spec.manifest_path)} \\",
         f"  --repo {q(target)} \\",
         *pr,
-        f"  --base {run.get('base') or head} --head {head} \\",
+        f"  --base {run.base or head} --head {head} \\",
         f"  --ruleset {q(ruleset_ref)} --ruleset-hash {ruleset_sha256} \\",
-        f"  --routing {s['strategy']} \\",
-        f"  --budget-usd {s['budget_usd']} \\",
-        f"  --prices {q(s['prices']['path'])} \\",
+        f"  --routing {s.strategy} \\",
+        f"  --budget-usd {s.budget_usd} \\",
+        f"  --prices {q(s.prices.path)} \\",
         "  --proof-mode true \\",
-        f"  --replay-of {s.get('replay_of') or spec.run_id} \\",
+        f"  --replay-of {s.replay_of or spec.run_id} \\",
         f'  --artifacts-dir "${{CASM_REPLAY_ARTIFACTS_DIR:-{replays}}}" \\',
         f"  --seed {spec.seed} \\",
         '  "$@"',
@@ -268,12 +265,12 @@ def replay_script(spec: RunSpec, head: str, ruleset_ref: str, ruleset_sha256: st
 
 
 def _ruleset_pin(spec: RunSpec) -> tuple[str, str]:
-    pinned = spec.effective_config["run"].get("ruleset")
+    pinned = spec.effective_config.run.ruleset
     if pinned:
-        return pinned["ref"], pinned["sha256"]
+        return pinned.ref, pinned.sha256
     from casm_dagster.policy.ruleset import load_ruleset
 
-    ref = manifest_of(spec).policy.ruleset
+    ref = spec.manifest.policy.ruleset
     return ref, load_ruleset(ref, source="template", base_dir=Path(spec.manifest_path).parent).sha256
 
 
@@ -292,7 +289,7 @@ def finalize(
         rc.status = status
     write_text_atomic(spec.run_dir / cost_report_name(spec), render_cost_report(rc))
     write_json_atomic(spec.run_dir / SUMMARY_FILE, run_summary(rc))
-    if settings_of(spec)["proof_mode"]:
+    if spec.models.proof_mode:
         write_json_atomic(spec.run_dir / ROUTING_DOC, routing_document(spec, rc.started_at))
         write_json_atomic(spec.run_dir / FORECAST_DOC, forecast_document(rc))
         script = spec.run_dir / REPLAY_SCRIPT
@@ -302,33 +299,4 @@ def finalize(
 
 
 def cost_report_name(spec: RunSpec) -> str:
-    return spec.effective_config.get("artifact_names", {}).get("cost_report_md", "cost_report.md")
-
-
-def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, Any]:
-    """The telemetry stage: check that every recorded call is in the run's summary (the
-    report stage wrote it) and hand the summary to the asset."""
-    from casm_dagster.pipeline import skipped, stage
-
-    if skipped(journal, "telemetry"):
-        return load_json(spec.run_dir / SUMMARY_FILE) or {}
-    with stage(journal, "telemetry", "reconciling the recorded model calls with the cost summary"):
-        summary = load_json(spec.run_dir / SUMMARY_FILE)
-        if summary is None:
-            raise RuntimeError(f"{spec.run_dir / SUMMARY_FILE} is missing: the report stage did not finish")
-        calls = calls_for_run(engine, spec.run_id)
-        recorded = sum((c.cost for c in calls), Decimal(0))
-        if len(calls) != summary["calls"]["count"] or recorded != Decimal(summary["totals"]["llm_usd"]):
-            raise RuntimeError(
-                f"telemetry mismatch: {len(calls)} calls (${recorded}) recorded, the summary has "
-                f"{summary['calls']['count']} (${summary['totals']['llm_usd']})"
-            )
-        journal.emit(
-            "stage_completed",
-            f"{len(calls)} model calls, ${usd(recorded)} model cost, "
-            f"run cost ${usd(Decimal(summary['totals']['run_cost_usd']))}",
-            stage="telemetry",
-            calls=len(calls),
-            llm_usd=str(recorded),
-        )
-    return summary
+    return spec.effective_config.artifact_names.get("cost_report_md", "cost_report.md")

@@ -6,11 +6,12 @@ got, even when the process is killed mid-stage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class Journal:
             partition_key=self.spec.partition_key,
             started_at=utc_now(),
             stages={stage: "pending" for stage in self.spec.stages},
-            effective_config=self.spec.effective_config,
+            effective_config=self.spec.effective_config.model_dump(mode="json"),
         )
 
     def emit(
@@ -172,3 +173,23 @@ def print_progress(event: RunEvent) -> None:
         return  # one per model task: the cost report lists them; progress stays readable
     elif event.type in ("decision", "security_alert", "run_held", "run_blocked", "hitl_decision", "run_resumed"):
         print(f"    ! {event.message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stage(journal: Journal, name: Stage, doing: str) -> Iterator[None]:
+    """One stage's bracket of events: started, then failed (with the run) if it raises."""
+    journal.emit("stage_started", doing, stage=name)
+    try:
+        yield
+    except BaseException as exc:
+        journal.emit("stage_failed", f"{type(exc).__name__}: {exc}", stage=name)
+        journal.emit("run_failed", f"stage {name} failed", stage=None)
+        raise
+
+
+def skipped(journal: Journal, name: Stage) -> bool:
+    """True (and recorded) when the run's workflow leaves this stage out."""
+    if name in journal.spec.stages:
+        return False
+    journal.emit("stage_skipped", f"not part of workflow {journal.spec.workflow}", stage=name)
+    return True

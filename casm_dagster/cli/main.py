@@ -12,7 +12,7 @@ import click
 from casm_dagster.errors import CasmError
 
 if TYPE_CHECKING:
-    from casm_dagster.runspec import RunOptions
+    from casm_dagster.run.spec import RunOptions
 
 EXIT_RUN_FAILED = 1
 # Same codes as `casm policy check`: 3 held for a human, 4 blocked by policy.
@@ -46,7 +46,7 @@ def _state_dir() -> Path:
 def _instance():
     import dagster as dg
 
-    from casm_dagster.instance import ensure_dagster_home
+    from casm_dagster.resources.instance import ensure_dagster_home
 
     notice = ensure_dagster_home()
     if notice:
@@ -94,7 +94,7 @@ def _bool(value: str | None) -> bool | None:
 
 
 def _run_options(kw: dict) -> RunOptions:
-    from casm_dagster.runspec import RunOptions
+    from casm_dagster.run.spec import RunOptions
 
     ruleset = kw.get("ruleset")
     if ruleset and Path(ruleset).suffix in (".yaml", ".yml"):
@@ -123,16 +123,17 @@ def _run_options(kw: dict) -> RunOptions:
 def _run(
     template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, options: RunOptions | None = None
 ) -> None:
-    from casm_dagster.launcher import launch_audit
-    from casm_dagster.runspec import resolve_repo
-    from casm_dagster.templates import load_template
+    from casm_dagster.cli.launch import launch_audit
+    from casm_dagster.resources import GitHubResource
+    from casm_dagster.run.spec import resolve_repo
+    from casm_dagster.run.templates import load_template
 
     # Validate everything before anything is written.
     template = load_template(template_ref)
     options = options or _run_options({})
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise CasmError(f"--artifacts-dir {artifacts_dir} exists and is not a directory")
-    info, github = resolve_repo(repo, _state_dir(), options.pr)
+    info, github = resolve_repo(repo, _state_dir(), options.pr, connect=GitHubResource.from_env().get_client)
     if info.dirty:
         click.echo(
             f"casm: note: {info.root} has uncommitted changes; auditing HEAD {info.head_commit[:12]} only", err=True
@@ -142,7 +143,7 @@ def _run(
     target = f"{github.repo}@{github.head_commit[:12]}" if github else str(info.root)
     click.echo(f"casm: {template.id} on {target} (stages: {', '.join(template.stages)})", err=True)
     # Fail on a bad flag before Dagster starts (the asset would fail the same way, later).
-    from casm_dagster.runspec import build_spec
+    from casm_dagster.run.spec import build_spec
 
     build_spec(template, repo, info, _state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options, github)
     _announce_policy(instance)
@@ -362,7 +363,7 @@ def run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: 
 @_replay_flags
 def demo(template_ref: str, artifacts_dir: Path, as_json: bool, seed: int, **flags) -> None:
     """Audit a fresh copy of the bundled demo repo (a temp git repo) on the embedded defaults."""
-    from casm_dagster.demo import make_demo_repo
+    from casm_dagster.cli.demo import make_demo_repo
 
     repo = make_demo_repo()
     click.echo(f"casm: demo repo created at {repo}", err=True)
@@ -389,7 +390,7 @@ def explain(run_id: str | None, task_type: str | None) -> None:
 
         click.echo(explain_decision(latest_routing_policy(_instance()), task_type), nl=False)
         return
-    from casm_dagster.explain import explain_run
+    from casm_dagster.run.explain import explain_run
 
     click.echo(explain_run(_state_dir(), run_id), nl=False)
 
@@ -406,7 +407,7 @@ def explain(run_id: str | None, task_type: str | None) -> None:
 @_json_option
 def cost(last_run: bool, run_id: str | None, price_usd: float | None, as_json: bool) -> None:
     """Print a run's cost summary: model, tools, infra, forecast vs actual, margin."""
-    from casm_dagster.cost.summary_cli import last_run_id, render_summary
+    from casm_dagster.cli.cost import last_run_id, render_summary
 
     if last_run and run_id:
         raise CasmError("pass --last-run or --run-id, not both")
@@ -467,14 +468,14 @@ def policy_check(
 
 
 def _approvals(instance):
-    from casm_dagster.launcher import approvals
+    from casm_dagster.cli.launch import approvals
 
     return approvals(instance)
 
 
 def _tag_gated_run(instance, record, value: str) -> None:
     """Keep the gated Dagster run's ``casm/hitl`` tag in step with the decision."""
-    from casm_dagster import hitl
+    from casm_dagster.policy import hitl
 
     dagster_run_id = hitl.gated_dagster_run_id(record)
     if dagster_run_id and instance.get_run_by_id(dagster_run_id):
@@ -482,7 +483,7 @@ def _tag_gated_run(instance, record, value: str) -> None:
 
 
 def _decide(run_id: str, outcome: str, reason: str, scope: str) -> None:
-    from casm_dagster import hitl
+    from casm_dagster.policy import hitl
 
     instance = _instance()
     store = _approvals(instance)
@@ -537,8 +538,8 @@ def resume(run_id: str, as_json: bool) -> None:
 
     Safe to race with the sensor: the approval is consumed exactly once.
     """
-    from casm_dagster import hitl
-    from casm_dagster.launcher import launch_continuation
+    from casm_dagster.cli.launch import launch_continuation
+    from casm_dagster.policy import hitl
 
     instance = _instance()
     record = hitl.require_request(_approvals(instance), run_id)
@@ -600,7 +601,7 @@ def templates() -> None:
 @templates.command("list")
 def templates_list() -> None:
     """List the bundled templates with their workflow and stages."""
-    from casm_dagster.templates import list_templates
+    from casm_dagster.run.templates import list_templates
 
     for template in list_templates():
         info = template.manifest.template
@@ -617,8 +618,8 @@ def repos() -> None:
 @click.argument("path")
 def repos_add(path: str) -> None:
     """Register a local git repository (adds its dynamic partition)."""
-    from casm_dagster.launcher import register_local_repo
-    from casm_dagster.runspec import resolve_local_repo
+    from casm_dagster.cli.launch import register_local_repo
+    from casm_dagster.run.spec import resolve_local_repo
 
     info = resolve_local_repo(path)
     record = register_local_repo(_instance(), info.root)
@@ -628,7 +629,7 @@ def repos_add(path: str) -> None:
 @repos.command("list")
 def repos_list() -> None:
     """List registered repositories: partition key, kind, location."""
-    from casm_dagster.launcher import registry
+    from casm_dagster.cli.launch import registry
 
     records = registry(_instance()).list()
     if not records:
@@ -673,7 +674,7 @@ def sentinel(ctx: click.Context, repo, schedule, template_ref, pr_template, no_p
         return
     if not repo or not schedule:
         raise CasmError("register with: casm sentinel --repo OWNER/NAME --schedule hourly|daily (or: list, remove)")
-    from casm_dagster.sentinel_cli import register
+    from casm_dagster.cli.sentinel import register
 
     record, notes = register(_instance(), repo, schedule, template_ref, None if no_prs else pr_template)
     for note in notes:
@@ -687,7 +688,7 @@ def sentinel(ctx: click.Context, repo, schedule, template_ref, pr_template, no_p
 @_json_option
 def sentinel_list(as_json: bool) -> None:
     """List registered repos: partition, schedule, heartbeat template, PR template."""
-    from casm_dagster.sentinel_cli import describe, store
+    from casm_dagster.cli.sentinel import describe, store
 
     records = store(_instance()).list()
     if as_json:
@@ -703,7 +704,7 @@ def sentinel_list(as_json: bool) -> None:
 @click.option("--repo", "target", required=True, metavar="OWNER/NAME|PATH")
 def sentinel_remove(target: str) -> None:
     """Stop watching a repo (its partition and past runs stay)."""
-    from casm_dagster.sentinel_cli import remove
+    from casm_dagster.cli.sentinel import remove
 
     if not remove(_instance(), target):
         raise CasmError(f"{target} is not registered (see `casm sentinel list`)")
@@ -733,7 +734,7 @@ def webhook(ctx: click.Context, event, payload, delivery_id, dry_run) -> None:
         return
     if not event or not payload:
         raise CasmError("pass --event EVENT --payload FILE (or: casm webhook serve)")
-    from casm_dagster.sentinel_cli import handle, read_payload
+    from casm_dagster.cli.sentinel import handle, read_payload
 
     data = read_payload(payload)
     click.echo(json.dumps(handle(_instance(), event, data, dry_run, delivery_id), indent=2, sort_keys=True))
@@ -746,7 +747,7 @@ def webhook_serve(host: str, port: int) -> None:
     """Receive GitHub webhooks over HTTP (secret from CASM_WEBHOOK_SECRET; Ctrl-C stops)."""
     import os
 
-    from casm_dagster.sentinel_cli import SECRET_ENV, serve
+    from casm_dagster.cli.sentinel import SECRET_ENV, serve
 
     secret = os.environ.get(SECRET_ENV, "")
     if len(secret) < 16:

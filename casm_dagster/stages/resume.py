@@ -12,20 +12,28 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from casm_dagster import pipeline
 from casm_dagster.agents import fixer
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchGroup, PatchPlan
-from casm_dagster.contracts.policy import GateResult
+from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
 from casm_dagster.errors import CasmError, ConfigError
-from casm_dagster.gate import GATE_FILE, ruleset_for
-from casm_dagster.hitl import ApprovalError
-from casm_dagster.journal import Journal, Listener, utc_now
 from casm_dagster.policy.diff import parse_diff
+from casm_dagster.policy.hitl import ApprovalError
+from casm_dagster.run.files import PLAN_FILE, POLICY_RESULT_FILE, REVIEW_FILE, SNAPSHOT_FILE, SPEC_FILE, load
+from casm_dagster.run.journal import Journal, Listener, utc_now
+from casm_dagster.run.templates import PR_WORKFLOW
+from casm_dagster.stages.apply import apply
+from casm_dagster.stages.policy import ruleset_for
+from casm_dagster.stages.report import report
+from casm_dagster.stages.telemetry import telemetry
+from casm_dagster.stages.validate import validate
 from casm_dagster.stores.approvals import APPROVED, ApprovalRecord, ApprovalStore
-from casm_dagster.templates import PR_WORKFLOW
+
+if TYPE_CHECKING:
+    from casm_dagster.github.connector import GitHubConnector
 
 SCOPED_DIR = "patches/scoped"
 # After a human approved a risky change, model agents (when the router runs any) use the
@@ -44,6 +52,7 @@ class Resumed:
     partition_key: str
     delivery: Delivery | None = None
     plan: PatchPlan | None = None
+    cost_summary: dict[str, Any] | None = None  # the telemetry stage's run summary
 
 
 def binding_problems(record: ApprovalRecord, snap: Snapshot, plan: PatchPlan) -> list[str]:
@@ -133,8 +142,14 @@ def scoped_plan(spec: RunSpec, plan: PatchPlan, allowed: set[str]) -> tuple[Patc
 
 
 def resume(
-    store: ApprovalStore, request_id: str, continuation_run_id: str, listener: Listener | None = None
+    store: ApprovalStore,
+    request_id: str,
+    continuation_run_id: str,
+    listener: Listener | None = None,
+    github: GitHubConnector | None = None,
 ) -> Resumed:
+    """Apply → validate → report → telemetry on the approved plan, exactly as gated.
+    ``github``: the connector a GitHub-mode run delivers (or acknowledges) through."""
     record = store.get(request_id)
     if record is None:
         raise ApprovalError(f"no approval request {request_id}")
@@ -145,17 +160,17 @@ def resume(
     if record.consumed_at:
         return Resumed("already_consumed", record.run_id, record.partition_key)
     run_dir = Path(record.state_dir) / "runs" / record.run_id
-    spec = pipeline.load(run_dir, pipeline.SPEC_FILE, RunSpec)
+    spec = load(run_dir, SPEC_FILE, RunSpec)
     journal = Journal(spec, listener)
     if spec.workflow == PR_WORKFLOW:  # a reviewed PR: nothing to apply, the comment says who approved
         from casm_dagster.prsentinel.approved import acknowledge
 
-        done = acknowledge(store, record, spec, journal, continuation_run_id)
+        done = acknowledge(store, record, spec, journal, continuation_run_id, github)
         return Resumed("acknowledged" if done else "already_consumed", record.run_id, record.partition_key)
-    snap = pipeline.load(run_dir, pipeline.SNAPSHOT_FILE, Snapshot)
-    review = pipeline.load(run_dir, pipeline.REVIEW_FILE, Review)
-    plan = pipeline.load(run_dir, pipeline.PLAN_FILE, PatchPlan)
-    gate = pipeline.load(run_dir, GATE_FILE, GateResult)
+    snap = load(run_dir, SNAPSHOT_FILE, Snapshot)
+    review = load(run_dir, REVIEW_FILE, Review)
+    plan = load(run_dir, PLAN_FILE, PatchPlan)
+    decision = load(run_dir, POLICY_RESULT_FILE, PolicyDecision)
     problems = binding_problems(record, snap, plan)
     if problems:
         why = "approval void: " + "; ".join(problems)
@@ -189,12 +204,13 @@ def resume(
         profile=ESCALATED_PROFILE,
     )
     try:
-        applied = pipeline.apply(snap, scoped, journal)
-        validation = pipeline.validate(snap, scoped, applied, journal)
-        approved_gate = gate.model_copy(update={"allow_files": sorted(allowed & plan_files)})
-        delivery = pipeline.deliver(snap, review, scoped, validation, journal, store.engine, approved_gate)
+        applied = apply(snap, scoped, journal)
+        validation = validate(snap, scoped, applied, journal)
+        approved = decision.model_copy(update={"allow_files": sorted(allowed & plan_files)})
+        delivery = report(snap, review, scoped, validation, journal, store.engine, approved, github)
+        summary = telemetry(spec, journal, store.engine)
     except BaseException as exc:
         store.finish(request_id, f"continuation failed: {type(exc).__name__}: {exc}", utc_now())
         raise
     store.finish(request_id, f"applied: {delivery.status}, branch {delivery.branch or 'none'}", utc_now())
-    return Resumed("applied", record.run_id, record.partition_key, delivery, scoped)
+    return Resumed("applied", record.run_id, record.partition_key, delivery, scoped, summary)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from casm_dagster.contracts.findings import SkippedFile
-from casm_dagster.gitops import git
+from casm_dagster.safety.gitops import git
 
 MAX_FILE_BYTES = 1024 * 1024
 _SNIFF_BYTES = 8192

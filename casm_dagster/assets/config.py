@@ -1,0 +1,48 @@
+"""Run config of the stage assets (``dg.Config``): what the CLI, the schedules and the
+sensors pass in (``casm_dagster/jobs/run_config.py`` builds it in one place)."""
+
+import dagster as dg
+
+from casm_dagster.run.spec import RunOptions
+
+
+class AuditConfig(dg.Config):
+    """What to run. From the UI, only ``template`` matters; the CLI fills in the rest."""
+
+    template: str = "repo-auditor"
+    run_id: str = ""  # empty: a new ULID
+    repo: str = ""  # empty: the location registered for the partition
+    artifacts_dir: str = ""  # empty: <state_dir>/artifacts
+    seed: int = 0
+    # The replay flags (SPEC §3); None: the template's setting.
+    budget_usd: float | None = None
+    proof_mode: bool | None = None
+    routing: str | None = None
+    prices: str | None = None
+    replay_of: str | None = None
+    base: str | None = None
+    head: str | None = None
+    ruleset: str | None = None
+    ruleset_hash: str | None = None
+    pr: int | None = None  # GitHub mode, pr-sentinel: the pull request
+
+    def options(self) -> RunOptions:
+        return RunOptions(
+            budget_usd=self.budget_usd,
+            proof_mode=self.proof_mode,
+            routing=self.routing,
+            prices=self.prices,
+            replay_of=self.replay_of,
+            base=self.base,
+            head=self.head,
+            ruleset=self.ruleset,
+            ruleset_hash=self.ruleset_hash,
+            pr=self.pr,
+        )
+
+
+class PrReviewConfig(AuditConfig):
+    """Which PR (GitHub mode: ``pr``), or which range of a local repo (``base``/``head``)."""
+
+    template: str = "pr-sentinel"
+    head_sha: str = ""  # the head the trigger saw (recorded; the fetched head is reviewed)

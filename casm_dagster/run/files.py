@@ -1,0 +1,79 @@
+"""A run's own files in ``<state_dir>/runs/<run_id>/``: what each stage hands the next.
+
+They outlive the Dagster run: the HITL continuation (a separate run, maybe days later)
+resumes from exactly what was gated, and ``casm explain``/``replay`` read them back.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+
+from casm_dagster.contracts.validation import CheckRun
+from casm_dagster.cost.forecast import PlannedTask
+from casm_dagster.errors import RunNotFoundError
+from casm_dagster.run.journal import write_json_atomic
+
+M = TypeVar("M", bound=BaseModel)
+
+SPEC_FILE, SNAPSHOT_FILE, REVIEW_FILE, PLAN_FILE = "spec.json", "snapshot.json", "review.json", "plan.json"
+CHECKS_FILE = "checks_before.json"  # the baseline check runs the validator compares against
+# The policy stage's result. Named before the stage was called "policy"; kept so runs held
+# for approval under earlier versions still resume.
+POLICY_RESULT_FILE = "gate.json"
+# The model plan (the forecast stage's model tasks) — not the patch plan (PLAN_FILE).
+MODEL_PLAN_FILE, FORECAST_FILE = "model_plan.json", "forecast.json"
+
+
+def save(run_dir: Path, name: str, model: BaseModel) -> None:
+    write_json_atomic(run_dir / name, model.model_dump(mode="json"))
+
+
+def load(run_dir: Path, name: str, model: type[M]) -> M:
+    path = run_dir / name
+    if not path.exists():
+        raise RunNotFoundError(f"{path} is missing: the run's state is incomplete")
+    return model.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def write_models(path: Path, models: list[M]) -> None:
+    write_json_atomic(path, [m.model_dump(mode="json") for m in models])
+
+
+def read_models(path: Path, model: type[M]) -> list[M]:
+    if not path.exists():
+        return []
+    return TypeAdapter(list[model]).validate_json(path.read_text(encoding="utf-8"))  # type: ignore[valid-type]
+
+
+def save_checks(run_dir: Path, runs: list[CheckRun]) -> None:
+    write_models(run_dir / CHECKS_FILE, runs)
+
+
+def load_checks(run_dir: Path) -> list[CheckRun]:
+    return read_models(run_dir / CHECKS_FILE, CheckRun)
+
+
+def parse_ts(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def load_model_plan(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MODEL_PLAN_FILE
+    if not path.exists():
+        raise RunNotFoundError(f"{path} is missing: the run has no model plan")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def planned_tasks(run_dir: Path, task_type: str) -> list[PlannedTask]:
+    """The model plan's included tasks of one type, in plan order (a run without a model
+    plan has none)."""
+    if not (run_dir / MODEL_PLAN_FILE).exists():
+        return []
+    return [
+        PlannedTask(**t) for t in load_model_plan(run_dir)["tasks"] if t["task_type"] == task_type and t["included"]
+    ]

@@ -1,0 +1,91 @@
+"""The report stage: report.md, cost_report.md, issues.json and the rest of the run's
+artifacts, and the delivered branch (local mode) or pushed branch and PR (GitHub mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from casm_dagster.contracts.findings import Review
+from casm_dagster.contracts.plan import PatchPlan
+from casm_dagster.contracts.policy import PolicyDecision
+from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
+from casm_dagster.contracts.validation import Validation
+from casm_dagster.cost import proof
+from casm_dagster.cost.run_cost import Counts
+from casm_dagster.run import artifacts
+from casm_dagster.run.journal import Journal, stage
+from casm_dagster.safety import gitops
+
+if TYPE_CHECKING:
+    from casm_dagster.github.connector import GitHubConnector
+
+
+def branch_name(spec: RunSpec) -> str:
+    """Local mode: one branch per run. GitHub mode: one branch (and so one open PR) per
+    template and base branch, moved by every audit — the hourly heartbeat updates its PR
+    instead of opening a new one each hour."""
+    if spec.github:
+        return f"casm/{spec.template_id}/{spec.github.default_branch}"
+    return f"casm/{spec.template_id}/{spec.run_id}"
+
+
+def report(
+    snap: Snapshot,
+    review: Review,
+    patch_plan: PatchPlan,
+    validation: Validation,
+    journal: Journal,
+    engine: sa.Engine,
+    policy: PolicyDecision | None = None,
+    github: GitHubConnector | None = None,
+) -> Delivery:
+    """``github``: the connector a GitHub-mode run delivers through (push, PR, comment)."""
+    with stage(journal, "report", "writing the report and delivering the branch"):
+        spec = snap.spec
+        branch = None
+        if validation.final_commit:
+            branch = branch_name(spec)
+            if not spec.github:  # GitHub mode: the branch is made in the mirror and pushed below
+                gitops.create_branch(Path(spec.repo_path), branch, validation.final_commit)
+            journal.state.branch = branch
+            journal.decision(
+                "report",
+                "branch_created",
+                f"branch {branch} at {validation.final_commit[:12]}",
+                branch=branch,
+                commit=validation.final_commit,
+            )
+        accepted = set(validation.accepted_groups)
+        counts = Counts(
+            findings=len(review.findings),
+            fixed=len({f for g in patch_plan.groups if g.group_id in accepted for f in g.finding_ids}),
+            prs_created=1 if branch else 0,
+            loc_audited=review.loc_audited,
+        )
+        cost = proof.finalize(spec, journal, engine, validation.checks, counts, status="succeeded")
+        delivery = artifacts.write_all(snap, review, patch_plan, validation, branch, cost, journal, policy)
+        if spec.github and branch and validation.final_commit:
+            from casm_dagster.github.deliver import open_pull
+
+            if github is None:
+                raise ValueError("a GitHub-mode run delivers through a GitHub connector; none was given")
+            pr = open_pull(
+                github,
+                spec,
+                journal,
+                branch,
+                validation.final_commit,
+                Path(delivery.report),
+                spec.run_dir / proof.cost_report_name(spec),
+            )
+            if pr:
+                delivery = delivery.model_copy(update={"pull_request": pr.url})
+        journal.state.counts = {"findings": delivery.findings, "patches": delivery.patches, "checks": delivery.checks}
+        journal.emit(
+            "stage_completed", f"report at {delivery.report}", stage="report", branch=branch, report=delivery.report
+        )
+        journal.emit("run_completed", delivery.status, branch=branch)
+    return delivery
