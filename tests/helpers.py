@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]  # the project checkout
 CASM = [str(Path(sys.executable).parent / "casm")]  # the installed console script
 GIT_ID = ["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
 
@@ -44,7 +45,7 @@ def last_json(stdout: str) -> dict:
 def isolated_env(home: Path) -> dict[str, str]:
     """The caller's environment with its own DAGSTER_HOME (SQLite, the bundled dagster.yaml)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     # No real provider key ever reaches a test run: model tests point at the local fake server.
     providers = ("OPENAI_", "ANTHROPIC_", "MOONSHOT_", "HF_", "GITHUB_")  # and no real GitHub token
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "CASM_", *providers))}

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from helpers import git, make_repo
+from helpers import ROOT, git, make_repo
 
 from casm_dagster.cli.launch import LaunchResult, approvals, launch_audit
 from casm_dagster.contracts.run import RunState
@@ -25,7 +25,6 @@ from casm_dagster.run.templates import load_template
 from casm_dagster.stores.approvals import APPROVED, DENIED, EXPIRED, PENDING, ApprovalRecord, ApprovalStore
 from casm_dagster.stores.db import approvals_table
 
-ROOT = Path(__file__).resolve().parents[1]
 GATED_FILES = {
     "auth/login.py": "import os\n\n\ndef login(user):\n    return user\n",
     "app.py": "import sys\n\n\ndef main():\n    return 1\n",

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from github_fake.fake_github import FakeGitHub
-from helpers import git, isolated_env, last_json, make_repo, run_casm
+from helpers import ROOT, git, isolated_env, last_json, make_repo, run_casm
 
 from casm_dagster.github import markers
 
@@ -19,7 +19,6 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "ghp_" + "E2eT0ken" * 5
 REPO = "acme/widgets"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(tmp_path: Path, gh: FakeGitHub) -> dict[str, str]:

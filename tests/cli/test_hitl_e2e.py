@@ -24,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import CASM, git, isolated_env, last_json, make_repo
+from helpers import CASM, ROOT, git, isolated_env, last_json, make_repo
 
 from casm_dagster.policy import hitl
 from casm_dagster.stores.approvals import APPROVED, ApprovalRecord, ApprovalStore
@@ -32,7 +32,6 @@ from casm_dagster.stores.db import engine_for
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = (ROOT / "templates" / "repo-auditor" / "manifest.yaml").read_text()
 LOGIN_PY = "import os\n\n\ndef login(user):\n    return user\n"
 APP_PY = "import sys\n\n\ndef main():\n    return 1\n"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import git, last_json, make_repo, run_casm
+from helpers import ROOT, git, last_json, make_repo, run_casm
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_benchmark_command_runs_before_and_after(tmp_path: Path, workdir: Path, 
         "pkg/work.py": "import sys\n\n\ndef work(n):\n    return sum(i * i for i in range(n))\n",
         "bench_work.py": "from pkg.work import work\n\nwork(200_000)\n",
     })  # fmt: skip
-    source = Path(__file__).resolve().parents[1] / "templates" / "repo-auditor" / "manifest.yaml"
+    source = ROOT / "templates" / "repo-auditor" / "manifest.yaml"
     manifest = tmp_path / "bench-template.yaml"
     manifest.write_text(source.read_text().replace('- "python -m pytest -q"', '- "python bench_work.py"'))
     proc = run_casm(["run", "--template", str(manifest), "--repo", str(repo), "--json"], workdir, casm_env)

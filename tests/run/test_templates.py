@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from casm_dagster.contracts.events import STAGES
 from casm_dagster.errors import TemplateError
 from casm_dagster.run.templates import WORKFLOWS, bundled_dir, list_templates, load_template, template_ids
 
-ROOT = Path(__file__).resolve().parents[1]
 NOOP_TEXT = (ROOT / "templates" / "noop" / "manifest.yaml").read_text(encoding="utf-8")
 
 

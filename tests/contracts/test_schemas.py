@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers import ROOT
 
-PACKAGE = Path(__file__).resolve().parents[1] / "casm_dagster" / "schemas"
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "schemas"
+PACKAGE = ROOT / "casm_dagster" / "schemas"
+SPEC = ROOT.parent / "shared" / "spec" / "schemas"
 
 
 @pytest.mark.parametrize("name", ["policy_decisions", "routing_decisions", "cost_forecast"])

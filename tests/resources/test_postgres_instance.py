@@ -8,11 +8,9 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 import pytest
-from helpers import last_json, run_casm
+from helpers import ROOT, last_json, run_casm
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_audit_run_lands_in_postgres(pg_database, demo_repo: Path, workdir: Path, casm_env, tmp_path: Path) -> None:

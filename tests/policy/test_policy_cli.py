@@ -10,11 +10,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import CASM, git, make_repo, run_casm
+from helpers import CASM, ROOT, git, make_repo, run_casm
 
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[1] / "casm_dagster" / "schemas" / "policy_decisions.schema.json").read_text()
-)
+SCHEMA = json.loads((ROOT / "casm_dagster" / "schemas" / "policy_decisions.schema.json").read_text())
 
 
 def _token() -> str:

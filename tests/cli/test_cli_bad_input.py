@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import git, make_repo, run_casm
+from helpers import ROOT, git, make_repo, run_casm
 
 
 def _assert_refused(proc, *needles: str) -> None:
@@ -58,7 +58,7 @@ def test_unknown_template(workdir, casm_env, python_repo) -> None:
 
 
 def test_malformed_manifest(workdir, casm_env, python_repo, tmp_path) -> None:
-    source = Path(__file__).resolve().parents[1] / "templates" / "repo-auditor" / "manifest.yaml"
+    source = ROOT / "templates" / "repo-auditor" / "manifest.yaml"
     broken = tmp_path / "manifest.yaml"
     broken.write_text(source.read_text().replace("allow_network: false", "allow_netwrok: false"))
     proc = run_casm(["run", "--template", str(broken), "--repo", str(python_repo)], workdir, casm_env)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import isolated_env, last_json, make_repo, run_casm
-from llm.fakes import FakeModelServer, Reply, openai_usage
+from helpers import ROOT, isolated_env, last_json, make_repo, run_casm
 
 from casm_dagster.cost.prices import load_prices
 from casm_dagster.cost.usage import Usage, llm_cost
+from llm.fakes import FakeModelServer, Reply, openai_usage
 
 KEY = "sk-proj-" + "Qm9vTmV2ZXJMZWFrcw" * 3
-SCHEMAS = Path(__file__).resolve().parents[1] / "casm_dagster" / "schemas"
+SCHEMAS = ROOT / "casm_dagster" / "schemas"
 APP = "def total(items):\n    result = 0\n    for i in items:\n        result = result + i\n    return result\n"
 FIX = (
     "--- a/app.py\n+++ b/app.py\n@@ -1,5 +1,2 @@\n def total(items):\n"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import typing
-from pathlib import Path
+
+from helpers import ROOT
 
 from casm_dagster.policy.engine import REASONS
 from casm_dagster.policy.ruleset import BlockCondition, GateCondition, load_ruleset
 
-DOC = (Path(__file__).resolve().parents[1] / "docs" / "policy.md").read_text(encoding="utf-8")
+DOC = (ROOT / "docs" / "policy.md").read_text(encoding="utf-8")
 
 
 def test_every_reason_code_is_documented() -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+from helpers import ROOT
 
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.continuous.rules import PrReview
@@ -63,7 +64,7 @@ def test_pr_review_requests_are_valid_pr_sentinel_runs() -> None:
 def test_the_instance_runs_one_audit_per_repo_at_a_time() -> None:
     import yaml
 
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     for config in (root / "dagster.yaml", root / "infra" / "dagster" / "dagster.postgres.yaml"):
         limits = yaml.safe_load(config.read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
         assert {"key": "casm/repo", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
