@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import click
+
+from casm_dagster.cli.common import json_option, read_summary, state_dir
 from casm_dagster.cost.formulas import gross_margin
-from casm_dagster.errors import RunNotFoundError
+from casm_dagster.errors import CasmError, RunNotFoundError
 
 
 def last_run_id(state_dir: Path) -> str:
@@ -67,3 +71,27 @@ def render_summary(summary: dict[str, Any], price_usd: float | None) -> tuple[st
         "totals": t,
     }
     return "\n".join(lines), data
+
+
+@click.command()
+@click.option("--last-run", is_flag=True, help="The most recent run in this state dir (the default).")
+@click.option("--run-id", default=None, help="A CASM run id.")
+@click.option(
+    "--price-usd",
+    type=float,
+    default=None,
+    help="Price charged for the run, for the margin (default: the template's economics.price_per_run_usd).",
+)
+@json_option
+def cost(last_run: bool, run_id: str | None, price_usd: float | None, as_json: bool) -> None:
+    """Print a run's cost summary: model, tools, infra, forecast vs actual, margin."""
+    if last_run and run_id:
+        raise CasmError("pass --last-run or --run-id, not both")
+    run_id = run_id or last_run_id(state_dir())
+    summary = read_summary(state_dir() / "runs" / run_id)
+    if summary is None:
+        raise CasmError(f"run {run_id} has no run_summary.json (it failed before its report, or predates cost reports)")
+    text, data = render_summary(summary, price_usd)
+    click.echo(text)
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))

@@ -8,9 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from casm_dagster.assets.config import AuditConfig, PrReviewConfig
-from casm_dagster.assets.partitions import repos_partitions
+from casm_dagster.cli.stores import approvals, register_local_repo, register_repo
 from casm_dagster.contracts.run import RunState
-from casm_dagster.definitions import defs
 from casm_dagster.errors import CasmError, RunFailedError
 from casm_dagster.jobs.run_config import audit_run_config, continuation_run_config, pr_review_run_config
 from casm_dagster.resources import CasmResource
@@ -18,8 +17,13 @@ from casm_dagster.run.ids import new_ulid
 from casm_dagster.run.spec import RunOptions
 from casm_dagster.run.templates import PR_WORKFLOW, Template
 from casm_dagster.sensors.hitl import continuation_request
-from casm_dagster.stores.approvals import ApprovalStore
-from casm_dagster.stores.repos import RepoRecord, RepoRegistry
+
+
+def _job(name: str) -> dg.JobDefinition:
+    # The definitions (every asset, the economics charts) load only when a run launches.
+    from casm_dagster.definitions import defs
+
+    return defs.resolve_job_def(name)
 
 
 @dataclass(frozen=True)
@@ -29,26 +33,6 @@ class LaunchResult:
     success: bool
     state: RunState | None
     run_dir: Path
-
-
-def registry(instance: dg.DagsterInstance) -> RepoRegistry:
-    return CasmResource().registry(instance)
-
-
-def approvals(instance: dg.DagsterInstance) -> ApprovalStore:
-    return CasmResource().approvals(instance)
-
-
-def register_local_repo(instance: dg.DagsterInstance, path: Path) -> RepoRecord:
-    return register_repo(instance, "local", str(path))
-
-
-def register_repo(instance: dg.DagsterInstance, kind: str, location: str) -> RepoRecord:
-    """Record the repo (a local path, or owner/name) and add its dynamic partition (idempotent)."""
-    record = registry(instance).add(kind, location)
-    if not instance.has_dynamic_partition(repos_partitions.name, record.partition_key):
-        instance.add_dynamic_partitions(repos_partitions.name, [record.partition_key])
-    return record
 
 
 def launch_audit(
@@ -87,7 +71,7 @@ def launch_audit(
         "casm/repo": repo,
         "casm/partition": record.partition_key,
     }
-    result = defs.resolve_job_def(job_name).execute_in_process(
+    result = _job(job_name).execute_in_process(
         run_config=run_config,
         instance=instance,
         partition_key=record.partition_key,
@@ -125,7 +109,7 @@ def launch_continuation(instance: dg.DagsterInstance, request_id: str, state_dir
         raise CasmError(f"no approval request {request_id}")
     request = continuation_request(record)
     casm = CasmResource(state_dir=str(state_dir), progress=progress)
-    result = defs.resolve_job_def("hitl_continuation_job").execute_in_process(
+    result = _job("hitl_continuation_job").execute_in_process(
         run_config=continuation_run_config(record.request_id, casm),
         instance=instance,
         tags={**request.tags, "dagster/run_key": request.run_key or ""},

@@ -13,7 +13,8 @@ import urllib.request
 import dagster as dg
 
 from casm_dagster.assets.partitions import repos_partitions
-from casm_dagster.cli.sentinel import serve, store
+from casm_dagster.cli.sentinel import store
+from casm_dagster.cli.webhook_server import serve
 from casm_dagster.resources.instance import instance_db_url
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRegistry

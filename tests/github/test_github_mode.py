@@ -213,7 +213,7 @@ def test_gated_pr_waits_for_the_label_of_an_allowlisted_approver(
     assert result.run_requests == []
     result = tick(result.cursor)
     assert result.run_requests == []
-    from casm_dagster.cli.launch import approvals
+    from casm_dagster.cli.stores import approvals
 
     store = approvals(instance)
     record = store.latest_for_run(run_id)

@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 from helpers import ROOT, git, make_repo
 
-from casm_dagster.cli.launch import LaunchResult, approvals, launch_audit
+from casm_dagster.cli.launch import LaunchResult, launch_audit
+from casm_dagster.cli.stores import approvals
 from casm_dagster.contracts.run import RunState
 from casm_dagster.definitions import defs
 from casm_dagster.policy import hitl

@@ -1,0 +1,78 @@
+"""What every ``casm`` command shares: the state dir, the Dagster instance, exit codes, flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from casm_dagster.errors import CasmError
+
+EXIT_RUN_FAILED = 1
+# Same codes as `casm policy check`: 3 held for a human, 4 blocked by policy.
+# 5: the budget stopped the run before any model call.
+RUN_EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3, "blocked": 4, "stopped": 5}
+DEFAULT_STATE_DIR = ".casm"
+STATE_DIR_ENV = "CASM_STATE_DIR"
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"casm: error: {message}", err=True)
+    sys.exit(code)
+
+
+class CasmGroup(click.Group):
+    """Maps ``CasmError`` to a one-line message and its exit code, everywhere; loads each
+    command's module only when that command runs (``casm policy check`` as a pre-commit hook
+    must not pay for importing Dagster)."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands or {}  # name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy_commands:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module, _, attribute = self.lazy_commands[cmd_name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except CasmError as exc:
+            fail(str(exc), exc.exit_code)
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+
+
+def open_instance():
+    import dagster as dg
+
+    from casm_dagster.resources.instance import ensure_dagster_home
+
+    notice = ensure_dagster_home()
+    if notice:
+        click.echo(f"casm: {notice}", err=True)
+    return dg.DagsterInstance.get()
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """A run's ``run_summary.json`` (its cost summary), or None before the report stage."""
+    path = run_dir / "run_summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object with the outcome as the last line on stdout."
+)
+reason_option = click.option("--reason", required=True, help="Why (required; logged with the decision).")

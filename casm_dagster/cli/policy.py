@@ -1,0 +1,55 @@
+"""``casm policy check``: score a diff with the policy engine (a pre-commit hook or CI step)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def policy() -> None:
+    """Score changes with the policy engine (usable as a pre-commit hook or CI step)."""
+
+
+@policy.command("check")
+@click.option("--repo", type=click.Path(path_type=Path), default=None, help="The git repository [default: .]")
+@click.option("--base", metavar="REV", help="Scan base...head (from their merge base), e.g. origin/main.")
+@click.option("--head", metavar="REV", help="Head of the range [default: HEAD]; needs --base.")
+@click.option(
+    "--diff",
+    "diff_file",
+    type=click.File("rb"),
+    default=None,
+    help="Scan this unified diff instead ('-' reads stdin); --repo/--base give its base side.",
+)
+@click.option(
+    "--ruleset",
+    "ruleset_ref",
+    default="default.devtools",
+    show_default=True,
+    metavar="ID|PATH",
+    help="A bundled ruleset id or a ruleset file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the policy_decisions.json document instead.")
+def policy_check(
+    repo: Path | None, base: str | None, head: str | None, diff_file, ruleset_ref: str, as_json: bool
+) -> None:
+    """Score a diff: the staged changes (default), a --base/--head range, or --diff.
+
+    Exit 0 for pass or warn, 3 for gate (needs a human), 4 for block (e.g. a secret),
+    2 for bad input. No raw secret or code snippet is ever printed: signals show the
+    file, line, pattern id and a keyed hash of the diff hunk.
+    """
+    from casm_dagster.policy.check import EXIT_CODES, check, render, resolve_target
+
+    diff_bytes = diff_file.read() if diff_file is not None else None
+    target = resolve_target(repo or Path.cwd(), base, head, diff_bytes, repo_given=repo is not None)
+    result, document = check(target, ruleset_ref)
+    if as_json:
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        click.echo(render(result), nl=False)
+    sys.exit(EXIT_CODES[result.status])
