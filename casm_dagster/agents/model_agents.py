@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casm_dagster.agents import model_tasks
+from casm_dagster.agents import answers, prompts
 from casm_dagster.agents.fixer import record_group
 from casm_dagster.contracts.findings import SEVERITY_ORDER, Finding
 from casm_dagster.contracts.plan import PatchGroup
@@ -60,7 +60,7 @@ def review(
         f = files.get(t.target)
         if f is None:
             continue
-        jobs.append((task_of(t, model_tasks.review_prompt(f.path, f.text, f.language)), _review_parser(f)))
+        jobs.append((task_of(t, prompts.review_prompt(f.path, f.text, f.language)), _review_parser(f)))
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="casm-review") as pool:
         results = list(pool.map(lambda job: router.run(*job), jobs))
     findings: list[Finding] = []
@@ -71,12 +71,12 @@ def review(
 
 
 def _review_parser(f: SourceFile) -> Callable[[str], list[Finding]]:
-    return lambda answer: model_tasks.parse_review(answer, f.path, f.text)
+    return lambda answer: answers.parse_review(answer, f.path, f.text)
 
 
 def _diff_parser(tree: Path, path: str, additions_only: bool) -> Callable[[str], bytes | None]:
     def parse(answer: str) -> bytes | None:
-        patch = model_tasks.parse_file_diff(answer, path, additions_only)
+        patch = answers.parse_file_diff(answer, path, additions_only)
         if patch is None:
             return None
         try:
@@ -108,9 +108,7 @@ def fix(
             continue
         mine = mine[:MAX_FIX_FINDINGS]
         text = (tree / t.target).read_text(encoding="utf-8", errors="replace")
-        result = router.run(
-            task_of(t, model_tasks.fix_prompt(t.target, text, mine)), _diff_parser(tree, t.target, False)
-        )
+        result = router.run(task_of(t, prompts.fix_prompt(t.target, text, mine)), _diff_parser(tree, t.target, False))
         tally.add(result)
         if result.value:
             title = f"Fix {len(mine)} finding(s) in {t.target} (model-written)"
@@ -169,7 +167,7 @@ def document(
         if not names:
             continue
         result = router.run(
-            task_of(t, model_tasks.docgen_prompt(t.target, text, names)), _diff_parser(tree, t.target, True)
+            task_of(t, prompts.docgen_prompt(t.target, text, names)), _diff_parser(tree, t.target, True)
         )
         tally.add(result)
         if result.value:
@@ -187,7 +185,7 @@ def redteam(
     if not planned or not diff_text.strip():
         return None, tally, []
     t = planned[0]
-    result = router.run(task_of(t, model_tasks.redteam_prompt(diff_text)), model_tasks.parse_redteam)
+    result = router.run(task_of(t, prompts.redteam_prompt(diff_text)), answers.parse_redteam)
     tally.add(result)
     verdict = result.value
     if verdict is None or not result.calls or result.calls[-1].provider == "offline":

@@ -14,6 +14,7 @@ import dagster as dg
 from casm_dagster.cli.common import open_instance
 from casm_dagster.cli.sentinel import store
 from casm_dagster.cli.stores import approvals
+from casm_dagster.cli.webhook_server import MAX_PAYLOAD_BYTES, serve
 from casm_dagster.continuous import rules
 from casm_dagster.errors import CasmError, ConfigError
 from casm_dagster.github import approvals as gh_approvals
@@ -24,7 +25,6 @@ from casm_dagster.run.journal import utc_now
 from casm_dagster.stores.sentinels import Sentinel
 
 SECRET_ENV = "CASM_WEBHOOK_SECRET"
-MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 
 
 def handle(
@@ -134,12 +134,17 @@ def webhook_serve(host: str, port: int) -> None:
     """Receive GitHub webhooks over HTTP (secret from CASM_WEBHOOK_SECRET; Ctrl-C stops)."""
     import os
 
-    from casm_dagster.cli.webhook_server import serve
-
     secret = os.environ.get(SECRET_ENV, "")
     if len(secret) < 16:
         raise CasmError(f"set {SECRET_ENV} to the webhook's secret (16+ characters): unsigned hooks are refused")
-    server = serve(open_instance(), host, port, secret, lambda line: click.echo(line, err=True))
+    instance = open_instance()
+    server = serve(
+        host,
+        port,
+        secret,
+        lambda event, payload, delivery: handle(instance, event, payload, False, delivery),
+        lambda line: click.echo(line, err=True),
+    )
     click.echo(f"casm: receiving webhooks on http://{host}:{server.server_address[1]}/", err=True)
     try:
         server.serve_forever()

@@ -1,22 +1,22 @@
 """``casm webhook serve``: a small HTTP receiver that verifies GitHub's signature and hands
-each delivery to the same handler as ``casm webhook``."""
+each delivery to ``on_delivery`` (the same handler as ``casm webhook``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import dagster as dg
-
-from casm_dagster.cli.webhook import MAX_PAYLOAD_BYTES, SECRET_ENV, handle
 from casm_dagster.github.webhooks import WebhookError, verify_signature
 from casm_dagster.safety.redact import redact
 
-__all__ = ["SECRET_ENV", "serve"]
+MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+# (event, payload, delivery id) -> the records it derived
+Delivery = Callable[[str, Any, "str | None"], list[dict[str, Any]]]
 
 
-def serve(instance: dg.DagsterInstance, host: str, port: int, secret: str, log) -> ThreadingHTTPServer:
+def serve(host: str, port: int, secret: str, on_delivery: Delivery, log: Callable[[str], None]) -> ThreadingHTTPServer:
     """A small receiver: POST a GitHub webhook; 401 on a bad signature, 400 on a malformed
     payload, 202 with the derived records otherwise (ping → 200)."""
 
@@ -55,7 +55,7 @@ def serve(instance: dg.DagsterInstance, host: str, port: int, secret: str, log) 
                 self._answer(200, {"ok": True})
                 return
             try:
-                records = handle(instance, event, json.loads(body), dry_run=False, delivery_id=delivery)
+                records = on_delivery(event, json.loads(body), delivery)
             except (WebhookError, json.JSONDecodeError, UnicodeDecodeError) as exc:
                 log(f"{delivery}: {event}: rejected: {exc}")
                 self._answer(400, {"error": str(exc)})

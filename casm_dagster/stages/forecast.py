@@ -15,13 +15,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from casm_dagster.agents import model_tasks, validator
+from casm_dagster.agents import prompts, validator
 from casm_dagster.contracts.run import Snapshot
 from casm_dagster.cost.forecast import LIKELIHOOD, BudgetOutcome, Forecast, PlannedTask, enforce, price
 from casm_dagster.cost.prices import Rates, load_prices
 from casm_dagster.cost.run_cost import Counts, rates_of
 from casm_dagster.cost.usage import usd
 from casm_dagster.llm.catalog import OFFLINE_MODEL, OFFLINE_PROVIDER, load_catalog, lower_profile
+from casm_dagster.llm.providers import Prompt
 from casm_dagster.llm.router import ModelTask, RouteChoice, Router
 from casm_dagster.llm.session import routing_settings
 from casm_dagster.llm.tokens import estimate_tokens
@@ -67,7 +68,7 @@ def planning_router(spec) -> Router:
 
 
 def as_model_task(t: PlannedTask) -> ModelTask:
-    prompt = model_tasks.Prompt("", "", t.output_p90)
+    prompt = Prompt("", "", t.output_p90)
     return ModelTask(
         t.task_id, t.task_type, t.stage, t.profile, t.target, prompt, t.output_p50, t.risk_high, t.input_tokens
     )  # type: ignore[arg-type]
@@ -139,17 +140,17 @@ def plan_tasks(snap: Snapshot, inventory: Inventory, pinned: dict[tuple[str, str
 
     if uses_model("reviewer"):
         for f in files:
-            p = model_tasks.review_prompt(f.path, f.text, f.language)
+            p = prompts.review_prompt(f.path, f.text, f.language)
             add("review", "analyze", f.path, estimate_tokens(p.text), p.max_output_tokens, True, False)
     if uses_model("fixer"):
         for f in files:
-            p = model_tasks.fix_prompt(f.path, f.text, [])
+            p = prompts.fix_prompt(f.path, f.text, [])
             risky = bool(high.match(f.path))
             add("fix", "plan", f.path, estimate_tokens(p.text) + FINDINGS_ALLOWANCE, p.max_output_tokens, False, risky)
     if uses_model("docgen"):
         for f in files:
             if f.language == "python":
-                p = model_tasks.docgen_prompt(f.path, f.text, [])
+                p = prompts.docgen_prompt(f.path, f.text, [])
                 add(
                     "docgen",
                     "plan",
@@ -163,7 +164,7 @@ def plan_tasks(snap: Snapshot, inventory: Inventory, pinned: dict[tuple[str, str
         projected = DIFF_ALLOWANCE + sum(
             round(t.output_p50 * t.likelihood) for t in tasks if t.task_type in ("fix", "docgen")
         )
-        p = model_tasks.redteam_prompt("")
+        p = prompts.redteam_prompt("")
         add("redteam", "policy", "plan", estimate_tokens(p.text) + projected, p.max_output_tokens, False, False)
     return tasks
 

@@ -14,6 +14,7 @@ import dagster as dg
 
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.cli.sentinel import store
+from casm_dagster.cli.webhook import handle
 from casm_dagster.cli.webhook_server import serve
 from casm_dagster.resources.instance import instance_db_url
 from casm_dagster.stores.db import engine_for
@@ -44,7 +45,7 @@ def test_receiver_verifies_signatures_and_queues_once() -> None:
         instance.add_dynamic_partitions(repos_partitions.name, [record.partition_key])
         store(instance).register(record.partition_key, "acme/app", "daily", "repo-auditor", "pr-sentinel")
         lines: list[str] = []
-        server = serve(instance, "127.0.0.1", 0, SECRET, lines.append)
+        server = serve("127.0.0.1", 0, SECRET, lambda e, p, d: handle(instance, e, p, False, d), lines.append)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{server.server_address[1]}/"
