@@ -1,9 +1,15 @@
 """Run config of the stage assets (``dg.Config``): what the CLI, the schedules and the
 sensors pass in (``casm_dagster/jobs/run_config.py`` builds it in one place)."""
 
+from pathlib import Path
+
 import dagster as dg
 
-from casm_dagster.run.spec import RunOptions
+from casm_dagster.contracts.run import RunSpec
+from casm_dagster.economics.routing_policy import routing_view
+from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
+from casm_dagster.run.spec import RunOptions, build_spec, resolve_repo
+from casm_dagster.run.templates import load_template
 
 
 class AuditConfig(dg.Config):
@@ -46,3 +52,29 @@ class PrReviewConfig(AuditConfig):
 
     template: str = "pr-sentinel"
     head_sha: str = ""  # the head the trigger saw (recorded; the fetched head is reviewed)
+
+
+def run_spec(
+    context: dg.AssetExecutionContext,
+    config: AuditConfig,
+    casm: CasmResource,
+    github: GitHubResource,
+    pr: int | None = None,
+) -> RunSpec:
+    """The run's fixed spec, for the repo registered under the context's partition (GitHub
+    mode: ``pr`` checks out that pull request's head)."""
+    record = casm.registry(context.instance).require(context.partition_key)
+    state_dir = casm.state_path()
+    info, checkout = resolve_repo(record.location, state_dir, pr, connect=github.get_client)
+    return build_spec(
+        load_template(config.template),
+        config.repo or record.location,
+        info,
+        state_dir,
+        Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts",
+        seed=config.seed,
+        run_id=config.run_id or None,
+        options=config.options(),
+        github=checkout,
+        routing_policy=routing_view(latest_routing_policy(context.instance)),
+    )

@@ -2,17 +2,12 @@
 the PR sensor, a webhook, or ``casm run --template pr-sentinel``). The body calls
 ``casm_dagster.prsentinel.run.review_pull``."""
 
-from pathlib import Path
-
 import dagster as dg
 
-from casm_dagster.assets.config import PrReviewConfig
+from casm_dagster.assets.config import PrReviewConfig, run_spec
 from casm_dagster.assets.partitions import repos_partitions
-from casm_dagster.economics.routing_policy import routing_view
 from casm_dagster.prsentinel.run import review_pull
-from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
-from casm_dagster.run.spec import build_spec, resolve_repo
-from casm_dagster.run.templates import load_template
+from casm_dagster.resources import CasmResource, GitHubResource
 
 GROUP = "pr_sentinel"
 
@@ -22,31 +17,14 @@ def pr_review(
     context: dg.AssetExecutionContext, config: PrReviewConfig, casm: CasmResource, github: GitHubResource
 ) -> dg.MaterializeResult:
     """The PR's risk score, findings on its changed files, and the sticky comment."""
-    record = casm.registry(context.instance).require(context.partition_key)
-    repo = config.repo or record.location
-    template = load_template(config.template)
-    state_dir = casm.state_path()
-    options = config.options()
-    info, checkout = resolve_repo(repo, state_dir, config.pr, connect=github.get_client)
+    spec = run_spec(context, config, casm, github, config.pr)
+    checkout = spec.github
     if checkout and config.head_sha and checkout.head_commit != config.head_sha:
         # Pushed again since the trigger: the run for the newer head reviews it.
         context.log.info(f"PR #{config.pr} moved from {config.head_sha[:12]} to {checkout.head_commit[:12]}; skipped")
         return dg.MaterializeResult(
             metadata={"pr": config.pr or 0, "status": "superseded", "head": checkout.head_commit}
         )
-    artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
-    spec = build_spec(
-        template,
-        repo,
-        info,
-        state_dir,
-        artifacts,
-        config.seed,
-        config.run_id or None,
-        options,
-        github=checkout,
-        routing_policy=routing_view(latest_routing_policy(context.instance)),
-    )
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id
     outcome = review_pull(

@@ -3,21 +3,16 @@ repo_snapshot → cost_forecast → review_findings → patch_plan → policy_de
 applied_patches → validation_result → audit_report → run_cost. Each body calls its stage in
 ``casm_dagster.stages`` and returns the value with metadata."""
 
-from pathlib import Path
-
 import dagster as dg
 
-from casm_dagster.assets.config import AuditConfig
+from casm_dagster.assets.config import AuditConfig, run_spec
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
-from casm_dagster.economics.routing_policy import routing_view
-from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
-from casm_dagster.run.spec import build_spec, resolve_repo
-from casm_dagster.run.templates import load_template
+from casm_dagster.resources import CasmResource, GitHubResource
 from casm_dagster.stages.analyze import analyze
 from casm_dagster.stages.apply import apply
 from casm_dagster.stages.forecast import ForecastResult, forecast
@@ -43,24 +38,7 @@ def repo_snapshot(
     context: dg.AssetExecutionContext, config: AuditConfig, casm: CasmResource, github: GitHubResource
 ) -> dg.MaterializeResult:
     """Ingest: the commit being audited (HEAD of the repo), with the run's fixed spec."""
-    record = casm.registry(context.instance).require(context.partition_key)
-    repo = config.repo or record.location
-    template = load_template(config.template)
-    state_dir = casm.state_path()
-    artifacts = Path(config.artifacts_dir) if config.artifacts_dir else state_dir / "artifacts"
-    info, checkout = resolve_repo(record.location, state_dir, connect=github.get_client)
-    spec = build_spec(
-        template,
-        repo,
-        info,
-        state_dir,
-        artifacts,
-        seed=config.seed,
-        run_id=config.run_id or None,
-        options=config.options(),
-        github=checkout,
-        routing_policy=routing_view(latest_routing_policy(context.instance)),
-    )
+    spec = run_spec(context, config, casm, github)
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id
     snap = ingest(spec, journal)

@@ -13,9 +13,10 @@ from casm_dagster.policy.check import DIFF_ARGS, engine_for
 from casm_dagster.policy.diff import parse_diff
 from casm_dagster.policy.document import HitlInfo, RunContext, policy_document
 from casm_dagster.policy.sources import GitRange
+from casm_dagster.run.files import POLICY_FILE
 from casm_dagster.run.journal import Journal, stage, write_json_atomic
 from casm_dagster.safety import gitops
-from casm_dagster.stages.policy import POLICY_FILE, event_data, hitl_info, repo_type, request_approval, ruleset_for
+from casm_dagster.stages.policy import event_data, hitl_info, repo_type, request_approval, ruleset_for
 from casm_dagster.stores.approvals import ApprovalStore
 
 

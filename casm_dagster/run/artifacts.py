@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TypeVar
-
-from pydantic import BaseModel
 
 from casm_dagster.agents.reviewer import severity_counts
 from casm_dagster.contracts.findings import Review
@@ -18,17 +15,16 @@ from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.cost.run_cost import RunCost, mode_label, summary_table
+from casm_dagster.run.files import POLICY_FILE
 from casm_dagster.run.journal import Journal, write_json_atomic, write_text_atomic
 from casm_dagster.safety.redact import redact
 
-M = TypeVar("M", bound=BaseModel)
 DEFAULT_ARTIFACT_NAMES = {
     "report_md": "report.md",
     "cost_report_md": "cost_report.md",
     "issues_json": "issues.json",
 }
 MAX_FINDINGS_IN_REPORT = 200
-POLICY_FILE = "policy_decisions.json"
 # Written by casm_dagster.cost.proof (the last four only in proof mode).
 COST_FILES = ("run_summary.json", "routing_decisions.json", "cost_forecast.json", "run_replay.sh")
 
@@ -54,25 +50,25 @@ def issues_document(snap: Snapshot, review: Review) -> dict:
     }
 
 
-def render_policy(gate: PolicyDecision | None, run_id: str) -> list[str]:
+def render_policy(decision: PolicyDecision | None, run_id: str) -> list[str]:
     lines = ["", "## Policy", ""]
-    if gate is None or gate.status == "skipped":
+    if decision is None or decision.status == "skipped":
         return [*lines, "Not evaluated (the workflow has no policy stage)."]
     lines.append(
-        f"**{gate.status.upper()}** — risk {gate.score:.2f}; "
-        f"ruleset `{gate.ruleset_id}` (`{gate.ruleset_sha256[:12]}`); "
-        f"reasons: {', '.join(f'`{c}`' for c in gate.reason_codes) or 'none'}."
+        f"**{decision.status.upper()}** — risk {decision.score:.2f}; "
+        f"ruleset `{decision.ruleset_id}` (`{decision.ruleset_sha256[:12]}`); "
+        f"reasons: {', '.join(f'`{c}`' for c in decision.reason_codes) or 'none'}."
     )
     lines.append("")
-    lines.append(_md_cell(gate.summary))
-    if gate.status in ("gate", "block"):
-        lines += ["", f"- Allowed files: {', '.join(f'`{_md_cell(f)}`' for f in gate.allow_files) or 'none'}"]
-        lines.append(f"- Denied files: {', '.join(f'`{_md_cell(f)}`' for f in gate.deny_files) or 'none'}")
-        lines.append(f"- Suggested scope: {_md_cell(gate.scope_notes)}")
-    if gate.status == "gate" and gate.request_id:
+    lines.append(_md_cell(decision.summary))
+    if decision.status in ("gate", "block"):
+        lines += ["", f"- Allowed files: {', '.join(f'`{_md_cell(f)}`' for f in decision.allow_files) or 'none'}"]
+        lines.append(f"- Denied files: {', '.join(f'`{_md_cell(f)}`' for f in decision.deny_files) or 'none'}")
+        lines.append(f"- Suggested scope: {_md_cell(decision.scope_notes)}")
+    if decision.status == "gate" and decision.request_id:
         lines += [
             "",
-            f"Held for approval: request `{gate.request_id}`, expires {gate.expires_at}.",
+            f"Held for approval: request `{decision.request_id}`, expires {decision.expires_at}.",
             f'Approve: `casm approve --run-id {run_id} --reason "..."` (add `--scope full` to apply the denied '
             f'files too); deny: `casm deny --run-id {run_id} --reason "..."`.',
         ]
@@ -87,7 +83,7 @@ def render_report(
     validation: Validation,
     branch: str | None,
     cost: RunCost,
-    gate: PolicyDecision | None = None,
+    decision: PolicyDecision | None = None,
 ) -> str:
     spec = snap.spec
     lines = [
@@ -101,7 +97,7 @@ def render_report(
     ]
     if snap.dirty:
         lines.append("- Note: the working tree had uncommitted changes; the audit covers HEAD only.")
-    lines += render_policy(gate, spec.run_id)
+    lines += render_policy(decision, spec.run_id)
     lines += ["", "## Review summary", ""]
     counts = severity_counts(review.findings)
     lines.append(
@@ -190,7 +186,7 @@ def write_all(
     branch: str | None,
     cost: RunCost,
     journal: Journal,
-    gate: PolicyDecision | None = None,
+    decision: PolicyDecision | None = None,
 ) -> Delivery:
     spec = snap.spec
     run_dir = spec.run_dir
@@ -198,7 +194,7 @@ def write_all(
     names.update(journal.spec.effective_config.artifact_names)
     write_text_atomic(
         run_dir / names["report_md"],
-        render_report(snap, review, plan, validation, branch, cost, gate),
+        render_report(snap, review, plan, validation, branch, cost, decision),
     )
     write_json_atomic(run_dir / names["issues_json"], issues_document(snap, review))
     write_json_atomic(run_dir / "plan.json", plan.model_dump(mode="json"))
@@ -250,15 +246,15 @@ def _copy_redacted(source: str, target: str) -> None:
 
 
 def write_held(
-    snap: Snapshot, review: Review, plan: PatchPlan, gate: PolicyDecision, journal: Journal, cost: RunCost
+    snap: Snapshot, review: Review, plan: PatchPlan, decision: PolicyDecision, journal: Journal, cost: RunCost
 ) -> Path:
     """The report of a run the policy stopped before apply (held for approval, or blocked)."""
     spec = snap.spec
     names = dict(DEFAULT_ARTIFACT_NAMES)
     names.update(journal.spec.effective_config.artifact_names)
     nothing = Validation(checks=[], accepted_groups=[], rejected_groups={}, final_commit=None)
-    text = render_report(snap, review, plan, nothing, None, cost, gate)
-    verdict = "held for approval" if gate.status == "gate" else "blocked by policy"
+    text = render_report(snap, review, plan, nothing, None, cost, decision)
+    verdict = "held for approval" if decision.status == "gate" else "blocked by policy"
     text = text.replace("## Patch set\n", f"## Patch set ({verdict}: nothing applied)\n", 1)
     write_text_atomic(spec.run_dir / names["report_md"], text)
     write_json_atomic(spec.run_dir / names["issues_json"], issues_document(snap, review))

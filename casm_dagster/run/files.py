@@ -25,6 +25,7 @@ CHECKS_FILE = "checks_before.json"  # the baseline check runs the validator comp
 # The policy stage's result. Named before the stage was called "policy"; kept so runs held
 # for approval under earlier versions still resume.
 POLICY_RESULT_FILE = "gate.json"
+POLICY_FILE = "policy_decisions.json"  # the spec's proof-mode document (SPEC §7)
 # The model plan (the forecast stage's model tasks) — not the patch plan (PLAN_FILE).
 MODEL_PLAN_FILE, FORECAST_FILE = "model_plan.json", "forecast.json"
 

@@ -25,14 +25,13 @@ from casm_dagster.policy.hitl import expiry
 from casm_dagster.policy.ruleset import Ruleset, load_ruleset
 from casm_dagster.policy.sources import PatchOnly
 from casm_dagster.run import artifacts
-from casm_dagster.run.files import POLICY_RESULT_FILE, load_checks, planned_tasks, save
+from casm_dagster.run.files import POLICY_FILE, POLICY_RESULT_FILE, load_checks, planned_tasks, save
 from casm_dagster.run.ids import new_ulid
 from casm_dagster.run.journal import Journal, skipped, stage, utc_now, write_json_atomic
 from casm_dagster.run.workspace import scratch_checkout
 from casm_dagster.safety import gitops
 from casm_dagster.stores.approvals import ApprovalRecord, ApprovalStore
 
-POLICY_FILE = "policy_decisions.json"
 MAX_SIGNALS_IN_EVENT = 100
 
 
