@@ -7,7 +7,7 @@ import dagster as dg
 
 from casm_dagster.contracts.run import RunSpec
 from casm_dagster.economics.routing_policy import routing_view
-from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
+from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource, latest_routing_policy
 from casm_dagster.run.spec import RunOptions, build_spec, resolve_repo
 from casm_dagster.run.templates import load_template
 
@@ -59,6 +59,7 @@ def run_spec(
     config: AuditConfig,
     casm: CasmResource,
     github: GitHubResource,
+    models: ModelProvidersResource,
     pr: int | None = None,
 ) -> RunSpec:
     """The run's fixed spec, for the repo registered under the context's partition (GitHub
@@ -77,4 +78,5 @@ def run_spec(
         options=config.options(),
         github=checkout,
         routing_policy=routing_view(latest_routing_policy(context.instance)),
+        providers=models.env(),
     )

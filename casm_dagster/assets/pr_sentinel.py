@@ -7,17 +7,21 @@ import dagster as dg
 from casm_dagster.assets.config import PrReviewConfig, run_spec
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.prsentinel.run import review_pull
-from casm_dagster.resources import CasmResource, GitHubResource
+from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
 
 GROUP = "pr_sentinel"
 
 
 @dg.asset(partitions_def=repos_partitions, group_name=GROUP, kinds={"github"})
 def pr_review(
-    context: dg.AssetExecutionContext, config: PrReviewConfig, casm: CasmResource, github: GitHubResource
+    context: dg.AssetExecutionContext,
+    config: PrReviewConfig,
+    casm: CasmResource,
+    github: GitHubResource,
+    models: ModelProvidersResource,
 ) -> dg.MaterializeResult:
     """The PR's risk score, findings on its changed files, and the sticky comment."""
-    spec = run_spec(context, config, casm, github, config.pr)
+    spec = run_spec(context, config, casm, github, models, config.pr)
     checkout = spec.github
     if checkout and config.head_sha and checkout.head_commit != config.head_sha:
         # Pushed again since the trigger: the run for the newer head reviews it.
@@ -33,6 +37,7 @@ def pr_review(
         casm.engine(context.instance),
         casm.approvals(context.instance),
         github.get_client() if checkout else None,
+        models.env(),
     )
     if outcome.policy_status == "gate":
         context.instance.add_run_tags(context.run.run_id, {"casm/hitl": "pending"})

@@ -12,7 +12,7 @@ from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
-from casm_dagster.resources import CasmResource, GitHubResource
+from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
 from casm_dagster.stages.analyze import analyze
 from casm_dagster.stages.apply import apply
 from casm_dagster.stages.forecast import ForecastResult, forecast
@@ -35,10 +35,14 @@ def _asset(**kwargs):
 
 @_asset(kinds={"git"})
 def repo_snapshot(
-    context: dg.AssetExecutionContext, config: AuditConfig, casm: CasmResource, github: GitHubResource
+    context: dg.AssetExecutionContext,
+    config: AuditConfig,
+    casm: CasmResource,
+    github: GitHubResource,
+    models: ModelProvidersResource,
 ) -> dg.MaterializeResult:
     """Ingest: the commit being audited (HEAD of the repo), with the run's fixed spec."""
-    spec = run_spec(context, config, casm, github)
+    spec = run_spec(context, config, casm, github, models)
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id
     snap = ingest(spec, journal)
@@ -77,10 +81,14 @@ def cost_forecast(context: dg.AssetExecutionContext, casm: CasmResource, repo_sn
 
 @_asset(kinds={"python"}, pool=MODEL_POOL)
 def review_findings(
-    context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, cost_forecast: ForecastResult
+    context: dg.AssetExecutionContext,
+    casm: CasmResource,
+    models: ModelProvidersResource,
+    repo_snapshot: Snapshot,
+    cost_forecast: ForecastResult,
 ) -> dg.MaterializeResult:
     """Analyze: the reviewer's findings (issues.json) and the baseline checks."""
-    review = analyze(repo_snapshot, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
+    review = analyze(repo_snapshot, casm.journal(repo_snapshot.spec), casm.engine(context.instance), models.env())
     return dg.MaterializeResult(
         value=review,
         metadata={
@@ -94,11 +102,17 @@ def review_findings(
 
 @_asset(kinds={"python"}, pool=MODEL_POOL)
 def patch_plan(
-    context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, review_findings: Review
+    context: dg.AssetExecutionContext,
+    casm: CasmResource,
+    models: ModelProvidersResource,
+    repo_snapshot: Snapshot,
+    review_findings: Review,
 ) -> dg.MaterializeResult:
     """Plan: the fixer's patch groups (deterministic, then model-written fixes and docs), one
     patch file each, bound by the plan hash."""
-    result = plan(repo_snapshot, review_findings, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
+    result = plan(
+        repo_snapshot, review_findings, casm.journal(repo_snapshot.spec), casm.engine(context.instance), models.env()
+    )
     return dg.MaterializeResult(
         value=result,
         metadata={
@@ -113,6 +127,7 @@ def patch_plan(
 def policy_decision(
     context: dg.AssetExecutionContext,
     casm: CasmResource,
+    models: ModelProvidersResource,
     repo_snapshot: Snapshot,
     review_findings: Review,
     patch_plan: PatchPlan,
@@ -125,6 +140,7 @@ def policy_decision(
         casm.journal(repo_snapshot.spec),
         casm.approvals(context.instance),
         casm.engine(context.instance),
+        models.env(),
     )
     metadata: dict = {
         "casm_run_id": repo_snapshot.spec.run_id,

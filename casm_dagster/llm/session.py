@@ -136,7 +136,11 @@ class ModelSession:
     replay: ReplayClients | None
 
 
-def open_session(spec: RunSpec, journal: Journal, engine: sa.Engine) -> ModelSession:
+def open_session(
+    spec: RunSpec, journal: Journal, engine: sa.Engine, providers: Mapping[str, str] | None = None
+) -> ModelSession:
+    """``providers``: the providers' keys and base URLs by their catalog variable names
+    (the ``models`` resource); None: the process environment."""
     s = spec.models
     prices = load_prices(Path(s.prices.path))
     if prices.sha256 != s.prices.sha256:
@@ -150,7 +154,7 @@ def open_session(spec: RunSpec, journal: Journal, engine: sa.Engine) -> ModelSes
     replay = ReplayClients(Path(s.replay_dir)) if s.replay_dir else None
     settings = routing_settings(spec)
     telemetry = RunTelemetry(journal, engine, prices.version, s.fallbacks)
-    clients: Any = replay if replay is not None else Clients(catalog)
+    clients: Any = replay if replay is not None else Clients(catalog, providers)
     sleep = (lambda _s: None) if replay is not None else None
     router = Router(catalog, prices, settings, clients, ledger, telemetry, **({"sleep": sleep} if sleep else {}))
     return ModelSession(router, catalog, prices, s, replay)

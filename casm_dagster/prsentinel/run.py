@@ -8,6 +8,7 @@ writes the same comment to ``pr_comment.md``. Nothing is ever applied to the rep
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def review_pull(
     engine: sa.Engine,
     approvals: ApprovalStore,
     connector: GitHubConnector | None = None,
+    providers: Mapping[str, str] | None = None,
 ) -> PrOutcome:
     run = spec.effective_config.run
     gh = spec.github
@@ -125,7 +127,7 @@ def review_pull(
     forecasted = forecast(snap, journal, engine)
     if not forecasted.proceeds:
         return PrOutcome(spec.run_id, "stopped", "none", 0.0, 0, 0, "", "none")
-    review = analyze(snap, journal, engine)
+    review = analyze(snap, journal, engine, providers)
     in_scope = set(scope.reviewed)
     fresh = [f for f in review.findings if f.file in in_scope]
     carried = comment.carried_findings(previous, scope.carried)

@@ -4,6 +4,8 @@
   the instance's database (repos, approvals, model calls).
 - ``github`` (``GitHubResource``): GitHub mode's credentials and endpoint, from ``EnvVar``s
   resolved when a run starts (never shown in the UI, never in run config).
+- ``models`` (``ModelProvidersResource``): the model providers' keys and base URLs, the
+  offline switch, and the price registry and catalog overrides, also from ``EnvVar``s.
 """
 
 from __future__ import annotations
@@ -111,6 +113,52 @@ def github_resource() -> GitHubResource:
 
     fields = {"token": TOKEN_ENV, "api_url": API_URL_ENV, "login": LOGIN_ENV}
     return GitHubResource(**{field: dg.EnvVar(var) for field, var in fields.items() if os.environ.get(var)})
+
+
+# ModelProvidersResource field -> the variable it stands for (the bundled catalog's names).
+MODEL_ENV = {
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "anthropic_api_key": "ANTHROPIC_API_KEY",
+    "anthropic_base_url": "ANTHROPIC_BASE_URL",
+    "moonshot_api_key": "MOONSHOT_API_KEY",
+    "moonshot_base_url": "MOONSHOT_BASE_URL",
+    "hf_token": "HF_TOKEN",
+    "hf_base_url": "HF_BASE_URL",
+    "model_provider": "CASM_MODEL_PROVIDER",  # "offline": never call a model, keys or not
+    "prices": "CASM_PRICES",
+    "model_catalog": "CASM_MODEL_CATALOG",
+}
+
+
+class ModelProvidersResource(dg.ConfigurableResource):
+    """The model providers the router may call: a provider is available when its key is set.
+    A field left unset falls back to the process environment, which also serves a custom
+    catalog's providers under their own variable names."""
+
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    moonshot_api_key: str | None = None
+    moonshot_base_url: str | None = None
+    hf_token: str | None = None
+    hf_base_url: str | None = None
+    model_provider: str | None = None
+    prices: str | None = None
+    model_catalog: str | None = None
+
+    def env(self) -> dict[str, str]:
+        """The settings by variable name, as ``build_spec`` and ``open_session`` take them."""
+        env = dict(os.environ)
+        env.update({var: value for field, var in MODEL_ENV.items() if (value := getattr(self, field))})
+        return env
+
+
+def models_resource() -> ModelProvidersResource:
+    """The ``models`` resource of the ``Definitions``: ``EnvVar``s for the variables that are
+    set (an unset ``EnvVar`` fails every run; the offline provider needs none)."""
+    return ModelProvidersResource(**{f: dg.EnvVar(var) for f, var in MODEL_ENV.items() if os.environ.get(var)})
 
 
 def casm_resource() -> CasmResource:

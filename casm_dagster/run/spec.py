@@ -7,7 +7,7 @@ directory, an unknown template or a malformed manifest fails with a ``CasmError`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,7 +108,10 @@ def build_spec(
     options: RunOptions | None = None,
     github: GitHubCheckout | None = None,
     routing_policy: dict[str, Any] | None = None,
+    providers: Mapping[str, str] | None = None,
 ) -> RunSpec:
+    """``providers``: which model providers have keys, the price registry and catalog
+    overrides, by their variable names (the ``models`` resource); None: the process environment."""
     location = str(repo_info.root)
     manifest = template.manifest
     options = options or RunOptions()
@@ -154,6 +157,7 @@ def build_spec(
         proof_mode=options.proof_mode,
         replay_of=replay,
         routing_policy=routing_policy,
+        env=providers,
     )
     if manifest.policy.hitl.mode != "local" and not reviews_pr:
         raise TemplateError(

@@ -3,6 +3,7 @@ review the model plan includes) and the baseline run of the allowlisted checks."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,7 +22,9 @@ from casm_dagster.stages.model_work import open_model_session, record_tally
 EMPTY = Review(findings=[], analysers=[], skipped_files=[], languages=[], files_audited=0, loc_audited=0)
 
 
-def analyze(snap: Snapshot, journal: Journal, engine: sa.Engine | None = None) -> Review:
+def analyze(
+    snap: Snapshot, journal: Journal, engine: sa.Engine | None = None, providers: Mapping[str, str] | None = None
+) -> Review:
     if skipped(journal, "analyze"):
         return EMPTY
     spec = snap.spec
@@ -33,7 +36,7 @@ def analyze(snap: Snapshot, journal: Journal, engine: sa.Engine | None = None) -
             baseline = validator.run_checks(sandbox, checks, tree, "before")
             findings, analysers = reviewer.review(tree, inventory, baseline)
             tasks = planned_tasks(journal.run_dir, "review")
-            session = open_model_session(snap, journal, engine) if tasks else None
+            session = open_model_session(snap, journal, engine, providers) if tasks else None
             if session is not None:
                 files = {f.path: f for f in inventory.files}
                 found, tally = model_agents.review(session.router, tasks, files, spec.manifest.routing.max_parallel)

@@ -3,6 +3,7 @@ session, and recording how much of the model plan was done."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -16,11 +17,14 @@ if TYPE_CHECKING:
     from casm_dagster.llm.session import ModelSession
 
 
-def open_model_session(snap: Snapshot, journal: Journal, engine: sa.Engine | None) -> ModelSession | None:
-    """None without an engine (nothing can record the calls, so nothing is called)."""
+def open_model_session(
+    snap: Snapshot, journal: Journal, engine: sa.Engine | None, providers: Mapping[str, str] | None = None
+) -> ModelSession | None:
+    """None without an engine (nothing can record the calls, so nothing is called).
+    ``providers``: keys and base URLs (see ``llm.session.open_session``)."""
     from casm_dagster.llm.session import open_session
 
-    return open_session(snap.spec, journal, engine) if engine is not None else None
+    return open_session(snap.spec, journal, engine, providers) if engine is not None else None
 
 
 def record_tally(journal: Journal, stage_name: Stage, what: str, tally: Tally) -> None:

@@ -3,6 +3,7 @@ model-written fixes and docs the model plan includes — bound by the plan hash.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,7 +18,13 @@ from casm_dagster.run.workspace import scratch_checkout
 from casm_dagster.stages.model_work import open_model_session, record_tally
 
 
-def plan(snap: Snapshot, review: Review, journal: Journal, engine: sa.Engine | None = None) -> PatchPlan:
+def plan(
+    snap: Snapshot,
+    review: Review,
+    journal: Journal,
+    engine: sa.Engine | None = None,
+    providers: Mapping[str, str] | None = None,
+) -> PatchPlan:
     empty = PatchPlan(base_commit=snap.head_commit, groups=[], plan_sha256=fixer.plan_sha256(snap.head_commit, []))
     if skipped(journal, "plan"):
         return empty
@@ -28,7 +35,7 @@ def plan(snap: Snapshot, review: Review, journal: Journal, engine: sa.Engine | N
         else:
             with scratch_checkout(Path(snap.spec.repo_path), snap.head_commit) as tree:
                 result = fixer.plan_fixes(tree, review.findings, snap.head_commit, journal.run_dir / "patches")
-                result = _model_fixes(snap, review, journal, engine, tree, result)
+                result = _model_fixes(snap, review, journal, engine, providers, tree, result)
         for note in result.notes:
             journal.decision("plan", "group_empty", note)
         save(journal.run_dir, PLAN_FILE, result)
@@ -43,12 +50,18 @@ def plan(snap: Snapshot, review: Review, journal: Journal, engine: sa.Engine | N
 
 
 def _model_fixes(
-    snap: Snapshot, review: Review, journal: Journal, engine: sa.Engine | None, tree: Path, result: PatchPlan
+    snap: Snapshot,
+    review: Review,
+    journal: Journal,
+    engine: sa.Engine | None,
+    providers: Mapping[str, str] | None,
+    tree: Path,
+    result: PatchPlan,
 ) -> PatchPlan:
     """Model-written fixes, then docs for the touched files, on top of the deterministic groups."""
     fix_tasks = planned_tasks(journal.run_dir, "fix")
     doc_tasks = planned_tasks(journal.run_dir, "docgen")
-    session = open_model_session(snap, journal, engine) if (fix_tasks or doc_tasks) else None
+    session = open_model_session(snap, journal, engine, providers) if (fix_tasks or doc_tasks) else None
     if session is None:
         return result
     groups = list(result.groups)

@@ -8,6 +8,7 @@ security alert, the run ends blocked, nothing applied and no way to approve it.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def event_data(result: PolicyResult, document: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _redteam(snap: Snapshot, journal: Journal, engine, diff: bytes) -> SemanticScore | None:
+def _redteam(snap: Snapshot, journal: Journal, engine, providers, diff: bytes) -> SemanticScore | None:
     """redteam-lite's verdict on the planned patch, as the policy's semantic score."""
     from casm_dagster.agents import model_agents
     from casm_dagster.llm.session import open_session
@@ -92,7 +93,7 @@ def _redteam(snap: Snapshot, journal: Journal, engine, diff: bytes) -> SemanticS
     tasks = planned_tasks(journal.run_dir, "redteam")
     if not tasks or not diff.strip():
         return None
-    session = open_session(snap.spec, journal, engine)
+    session = open_session(snap.spec, journal, engine, providers)
     semantic, tally, concerns = model_agents.redteam(session.router, tasks, diff.decode("utf-8", "replace"))
     for note in tally.notes:
         journal.decision("policy", "model_task_dropped", note)
@@ -171,8 +172,15 @@ def request_approval(
 
 
 def policy(
-    snap: Snapshot, review: Review, plan: PatchPlan, journal: Journal, approvals: ApprovalStore, engine=None
+    snap: Snapshot,
+    review: Review,
+    plan: PatchPlan,
+    journal: Journal,
+    approvals: ApprovalStore,
+    engine=None,
+    providers: Mapping[str, str] | None = None,
 ) -> PolicyDecision:
+    """``providers``: the model providers' keys for redteam-lite (see ``llm.session.open_session``)."""
     if skipped(journal, "policy"):
         return PolicyDecision(
             status="skipped",
@@ -188,7 +196,7 @@ def policy(
         ruleset = ruleset_for(snap)
         diff = plan_diff(snap, plan)
         files = parse_diff(diff)
-        semantic = _redteam(snap, journal, engine or approvals.engine, diff)
+        semantic = _redteam(snap, journal, engine or approvals.engine, providers, diff)
         result = engine_for(ruleset).evaluate(files, PatchOnly(Path(spec.repo_path), plan.base_commit), semantic)
         hitl_cfg = spec.manifest.policy.hitl
         ctx = RunContext(

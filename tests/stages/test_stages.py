@@ -12,7 +12,7 @@ from helpers import git, make_repo
 
 from casm_dagster.assets.stages import patch_plan, review_findings
 from casm_dagster.cli.stores import register_local_repo
-from casm_dagster.resources import CasmResource
+from casm_dagster.resources import CasmResource, ModelProvidersResource
 from casm_dagster.run.journal import Journal
 from casm_dagster.run.spec import build_spec, resolve_local_repo
 from casm_dagster.run.templates import load_template
@@ -84,9 +84,8 @@ def test_the_review_and_plan_assets_run_on_a_built_asset_context(tmp_path: Path)
         spec = _spec(repo, tmp_path)
         snap = ingest(spec, casm.journal(spec))
         forecast_result = forecast(snap, casm.journal(spec), casm.engine(instance))
-        context = dg.build_asset_context(
-            partition_key=record.partition_key, instance=instance, resources={"casm": casm}
-        )
+        resources = {"casm": casm, "models": ModelProvidersResource()}
+        context = dg.build_asset_context(partition_key=record.partition_key, instance=instance, resources=resources)
         reviewed = review_findings(context, repo_snapshot=snap, cost_forecast=forecast_result)
         planned = patch_plan(context, repo_snapshot=snap, review_findings=reviewed.value)
     assert reviewed.metadata["findings"] == len(reviewed.value.findings) > 0
