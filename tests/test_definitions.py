@@ -61,3 +61,23 @@ def test_bundled_instance_config_parses() -> None:
 
     config, _ = dagster_instance_config(str(ROOT))
     assert config["concurrency"]["runs"]["tag_concurrency_limits"][0]["key"] == "casm/repo"
+
+
+def test_scarce_stages_run_in_pools_that_both_instance_configs_limit(tmp_path: Path) -> None:
+    from dagster._core.instance.config import dagster_instance_config
+
+    pools = {
+        key: defs.resolve_assets_def(key).op.pool for key in ("review_findings", "patch_plan", "validation_result")
+    }
+    assert pools == {"review_findings": "casm_models", "patch_plan": "casm_models", "validation_result": "casm_sandbox"}
+    job = defs.resolve_job_def("hitl_continuation_job")
+    assert [node.definition.pool for node in job.graph.nodes] == ["casm_sandbox"]
+    for source in (ROOT / "dagster.yaml", ROOT / "infra/dagster/dagster.postgres.yaml"):
+        home = tmp_path / source.stem
+        home.mkdir()
+        (home / "dagster.yaml").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+        config, _ = dagster_instance_config(str(home))
+        assert config["concurrency"]["pools"]["default_limit"] >= 1, source
+    # The SQLite default, as a running instance applies it.
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 2

@@ -8,7 +8,7 @@ newer audit may have replaced. It reports the assets it updates as materializati
 
 import dagster as dg
 
-from casm_dagster.assets.stages import MODEL_POOL, run_cost_metadata
+from casm_dagster.assets.stages import SANDBOX_POOL, run_cost_metadata
 from casm_dagster.resources import CasmResource, GitHubResource
 from casm_dagster.run.journal import print_progress
 from casm_dagster.stages.resume import resume
@@ -20,7 +20,7 @@ class ContinuationConfig(dg.Config):
 
 @dg.op(
     description="Apply the approved plan of a gated run, validate it, deliver it and reconcile its cost.",
-    pool=MODEL_POOL,
+    pool=SANDBOX_POOL,  # it validates: the target repo's commands run in the sandbox
 )
 def continue_approved_run(
     context: dg.OpExecutionContext, config: ContinuationConfig, casm: CasmResource, github: GitHubResource
