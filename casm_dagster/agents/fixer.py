@@ -11,7 +11,7 @@ import hashlib
 from collections import defaultdict
 from pathlib import Path
 
-from casm_dagster.agents import python_tools
+from casm_dagster.agents import public_names, python_tools
 from casm_dagster.contracts.findings import Finding
 from casm_dagster.contracts.plan import PatchGroup, PatchPlan
 from casm_dagster.safety import gitops
@@ -83,6 +83,24 @@ def record_group(
     return group
 
 
+def keep_public_names(worktree: Path) -> list[str]:
+    """Undo the staged change to any file where it deletes a public name (a re-export other
+    code imports); one note per file undone."""
+    notes = []
+    raw = gitops.git(worktree, "ls-files", "-z", "--", "*.py", "*.pyi").stdout
+    files = [p.decode("utf-8", "surrogateescape") for p in raw.split(b"\0") if p]
+    for path in _changed_files(worktree):
+        if not path.endswith((".py", ".pyi")):
+            continue
+        before = gitops.git(worktree, "show", f"HEAD:{path}", check=False).stdout
+        after = (worktree / path).read_bytes() if (worktree / path).is_file() else b""
+        names, why = public_names.removed_public_names(worktree, files, path, before, after)
+        if names:
+            gitops.git(worktree, "checkout", "HEAD", "--", path)
+            notes.append(f"left {path} unchanged: the fix would delete public name(s) {', '.join(names)} ({why})")
+    return notes
+
+
 def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_dir: Path) -> PatchPlan:
     """Make the patches in ``worktree`` (a scratch checkout of ``base_commit``)."""
     by_group: dict[str, list[Finding]] = defaultdict(list)
@@ -109,13 +127,17 @@ def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_
             python_tools.ruff_format(worktree, files, settings)
             rule, title = "format", "Format Python files with ruff format"
         elif name == FOLLOWUP_GROUP:
-            python_tools.ruff_fix(worktree, files, python_tools.RUFF_RULES, settings)
+            python_tools.ruff_fix(worktree, files, None, settings)
             rule, title = "follow-up", "Apply the safe fixes the earlier groups made necessary"
         else:
             rule = name.removeprefix("ruff-")
-            python_tools.ruff_fix(worktree, files, rule, settings)
+            python_tools.ruff_fix(worktree, files, [rule], settings)
             title = f"Apply ruff's safe fixes for {rule}"
         patch = gitops.diff_head(worktree)
+        kept_back = keep_public_names(worktree)
+        if kept_back:
+            notes.extend(f"{name}: {note}" for note in kept_back)
+            patch = gitops.diff_head(worktree)
         if not patch.strip():
             if name != FOLLOWUP_GROUP:
                 notes.append(f"{name}: the tool changed nothing (fixed by an earlier group)")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from casm_dagster.agents import python_tools
+from casm_dagster.agents import public_names, python_tools
 from casm_dagster.contracts.findings import SEVERITY_ORDER, AnalyserRun, Finding, Severity
 from casm_dagster.contracts.validation import CheckRun
 from casm_dagster.safety.redact import redact
@@ -54,13 +54,12 @@ def _rel(worktree: Path, filename: str) -> str:
     return (path.relative_to(worktree) if path.is_absolute() else path).as_posix()
 
 
-def analyse_ruff(worktree: Path, files: list[str]) -> list[RawFinding]:
-    settings = python_tools.ruff_settings(worktree)
+def analyse_ruff(worktree: Path, files: list[str], settings: python_tools.RuffSettings) -> list[RawFinding]:
     found = []
     for item in python_tools.ruff_check(worktree, files, settings):
         code = item.get("code") or "syntax-error"
         fix = item.get("fix") or {}
-        safe = fix.get("applicability") == "safe"
+        safe = fix.get("applicability") == "safe" and settings.fixable(code)
         found.append(
             RawFinding(
                 analyser="ruff",
@@ -73,11 +72,10 @@ def analyse_ruff(worktree: Path, files: list[str]) -> list[RawFinding]:
                 fix_group=f"ruff-{code}" if safe else None,
             )
         )
-    return found
+    return public_names.guard(worktree, files, found)
 
 
-def analyse_format(worktree: Path, files: list[str]) -> list[RawFinding]:
-    settings = python_tools.ruff_settings(worktree)
+def analyse_format(worktree: Path, files: list[str], settings: python_tools.RuffSettings) -> list[RawFinding]:
     return [
         RawFinding(
             "ruff-format",
@@ -98,7 +96,7 @@ def _is_test_file(path: str) -> bool:
     return "tests" in pure.parts or "test" in pure.parts or pure.name.startswith("test_")
 
 
-def analyse_bandit(worktree: Path, files: list[str]) -> list[RawFinding]:
+def analyse_bandit(worktree: Path, files: list[str], settings: python_tools.RuffSettings) -> list[RawFinding]:
     found = []
     for item in python_tools.bandit(worktree, files):
         # `assert` is how pytest tests work; B101 there is noise, elsewhere a real finding.
@@ -148,21 +146,31 @@ def analyse_todos(inventory: Inventory) -> list[RawFinding]:
 
 
 def check_failures(baseline: list[CheckRun]) -> list[RawFinding]:
-    """A check that already fails at the audited commit is a finding in its own right."""
-    return [
-        RawFinding(
-            "validator",
-            "check-failed",
-            "",
-            0,
-            "high",
-            f"allowlisted check `{run.command}` does not pass at the audited commit "
-            f"({run.status}, exit {run.exit_code})",
-            False,
-        )
-        for run in baseline
-        if run.status in ("failed", "timed_out")
-    ]
+    """Tests that already fail at the audited commit while others pass: a finding in its own
+    right. A check that cannot run at all there (no test passes, or no per-test report) is
+    not held against the repo: that is as likely the environment as the code
+    (``check_notes`` says which)."""
+    found = []
+    for run in baseline:
+        tests = run.tests or {}
+        failing = sorted(t for t, o in tests.items() if o in ("failed", "error"))
+        if failing and any(o == "passed" for o in tests.values()):
+            shown = ", ".join(failing[:3]) + (f" and {len(failing) - 3} more" if len(failing) > 3 else "")
+            message = f"{len(failing)} of {len(tests)} tests fail at the audited commit (`{run.command}`): {shown}"
+            found.append(RawFinding("validator", "tests-failing", "", 0, "medium", message, False))
+    return found
+
+
+def check_notes(baseline: list[CheckRun]) -> str:
+    """The baseline checks that could not vouch for anything, for the report."""
+    notes = []
+    for run in baseline:
+        tests = run.tests or {}
+        if run.status == "passed" or any(o == "passed" for o in tests.values()):
+            continue
+        code = f", exit {run.exit_code}" if run.exit_code is not None else ""
+        notes.append(f"`{run.command}` {run.status}{code} at the audited commit, no test passed")
+    return "; ".join(notes)
 
 
 def finalize(raw: list[RawFinding], inventory: Inventory) -> list[Finding]:
@@ -194,7 +202,7 @@ def finalize(raw: list[RawFinding], inventory: Inventory) -> list[Finding]:
     return findings
 
 
-Analyser = Callable[[Path, list[str]], list[RawFinding]]
+Analyser = Callable[[Path, list[str], python_tools.RuffSettings], list[RawFinding]]
 PYTHON_ANALYSERS: list[tuple[str, Analyser]] = [
     ("ruff", analyse_ruff),
     ("ruff-format", analyse_format),
@@ -206,17 +214,23 @@ def review(worktree: Path, inventory: Inventory, baseline: list[CheckRun]) -> tu
     raw: list[RawFinding] = []
     runs: list[AnalyserRun] = []
     python_files = [f.path for f in inventory.by_language("python")]
+    settings = python_tools.ruff_settings(worktree)
     for name, analyser in PYTHON_ANALYSERS:
         if not python_files:
             runs.append(AnalyserRun(name=name, status="skipped", detail="no Python files"))
             continue
+        if name == "ruff-format" and not settings.formats:
+            why = "the repo does not declare ruff's formatter: its style is left as it is"
+            runs.append(AnalyserRun(name=name, status="skipped", detail=why))
+            continue
         try:
-            found = analyser(worktree, python_files)
+            found = analyser(worktree, python_files, settings)
         except (RuntimeError, ValueError, OSError) as exc:
             runs.append(AnalyserRun(name=name, status="failed", detail=redact(str(exc))[:300]))
             continue
         raw.extend(found)
-        runs.append(AnalyserRun(name=name, status="ran", files=len(python_files), findings=len(found)))
+        detail = _ruff_mode(settings) if name == "ruff" else ""
+        runs.append(AnalyserRun(name=name, status="ran", detail=detail, files=len(python_files), findings=len(found)))
     todos = analyse_todos(inventory)
     raw.extend(todos)
     runs.append(AnalyserRun(name="todo-scan", status="ran", files=len(inventory.files), findings=len(todos)))
@@ -226,13 +240,20 @@ def review(worktree: Path, inventory: Inventory, baseline: list[CheckRun]) -> tu
         AnalyserRun(
             name="checks",
             status="ran" if baseline else "skipped",
-            detail="" if baseline else "no allowlisted check applies to this repo",
+            detail=check_notes(baseline) if baseline else "no allowlisted check applies to this repo",
             files=0,
             findings=len(failures),
         )
     )
     findings = finalize(raw, inventory)
     return findings, runs
+
+
+def _ruff_mode(settings: python_tools.RuffSettings) -> str:
+    if settings.config:
+        return f"the repo's own configuration ({settings.config})"
+    why = settings.note or "no ruff configuration in the repo"
+    return f"{why}: bugs only ({python_tools.BUG_RULES}), fixes that change no style"
 
 
 def severity_counts(findings: list[Finding]) -> dict[str, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from casm_dagster.contracts.validation import CheckRun
@@ -94,6 +95,7 @@ def to_check_run(result: CommandResult, phase: str) -> CheckRun:
         output_tail=result.output_tail,
         network=result.network,
         network_detail=result.network_detail,
+        tests=result.tests,
     )
 
 
@@ -101,7 +103,74 @@ def run_checks(sandbox: Sandbox, commands: list[str], worktree: Path, phase: str
     return [to_check_run(sandbox.run(command, worktree), phase) for command in commands]
 
 
-def regressions(before: list[CheckRun], after: list[CheckRun]) -> list[str]:
-    """Commands that passed before the patch and do not pass after it."""
-    passed_before = {c.command for c in before if c.status == "passed"}
-    return sorted(c.command for c in after if c.command in passed_before and c.status != "passed")
+@dataclass(frozen=True)
+class Regression:
+    command: str
+    why: str
+    tests: tuple[str, ...] = ()  # the tests that passed before and do not after
+
+
+def _broken_tests(before: CheckRun, after: CheckRun) -> list[str]:
+    assert before.tests is not None and after.tests is not None
+    return sorted(t for t, o in before.tests.items() if o == "passed" and after.tests.get(t) != "passed")
+
+
+def _exit(run: CheckRun) -> str:
+    return f"exit {run.exit_code}" if run.exit_code is not None else run.status
+
+
+def regression(before: CheckRun, after: CheckRun) -> Regression | None:
+    """How ``after`` is worse than ``before`` (same command), or None.
+
+    Per test when both runs reported tests: a test that passed and now fails, errors, is
+    skipped or is gone is broken — whatever the exit codes say, so a failing baseline never
+    switches validation off. Otherwise, and in addition, the exit class: a command that
+    passed and now does not, or that now fails differently (collection error instead of
+    failing tests: pytest's exit 2 instead of 1)."""
+    command = f"`{after.command}`"
+    if before.tests is not None and after.tests is not None:
+        broken = _broken_tests(before, after)
+        if broken:
+            shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+            noun = "test" if len(broken) == 1 else "tests"
+            return Regression(
+                after.command, f"breaks {len(broken)} passing {noun} of {command}: {shown}", tuple(broken)
+            )
+    if after.status == "passed":
+        return None
+    if before.status == "passed":
+        return Regression(after.command, f"makes the passing check {command} fail ({_exit(after)})")
+    if before.tests is not None and after.tests is None:
+        return Regression(after.command, f"{command} reports no test results after the patch ({_exit(after)})")
+    if after.exit_code != before.exit_code or after.status != before.status:
+        return Regression(after.command, f"changes how {command} fails: {_exit(before)} before, {_exit(after)} after")
+    return None
+
+
+def regressions(before: list[CheckRun], after: list[CheckRun]) -> list[Regression]:
+    """Every check ``after`` is worse at than the baseline ``before``."""
+    baseline = {c.command: c for c in before}
+    found = [regression(baseline[a.command], a) for a in after if a.command in baseline]
+    return [r for r in found if r is not None]
+
+
+def with_retry(before: list[CheckRun], after: list[CheckRun], again: list[CheckRun]) -> list[CheckRun]:
+    """``after`` with the re-run of its regressed checks: a test broken in the first run
+    that passes in the re-run is flaky (recorded, not held against the patch); what the
+    re-run still breaks stays broken."""
+    baseline = {c.command: c for c in before}
+    rerun = {c.command: c for c in again}
+    out = []
+    for first in after:
+        second = rerun.get(first.command)
+        if second is None:
+            out.append(first)
+            continue
+        base = baseline[first.command]
+        flaky: list[str] = []
+        if base.tests is not None and first.tests is not None and second.tests is not None:
+            flaky = sorted(set(_broken_tests(base, first)) - set(_broken_tests(base, second)))
+        elif regression(base, first) is not None and regression(base, second) is None:
+            flaky = [first.command]  # the whole check failed once and passed again
+        out.append(second.model_copy(update={"flaky": flaky}))
+    return out

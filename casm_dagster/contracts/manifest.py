@@ -153,6 +153,8 @@ class Economics(_Strict):
 class Agent(_Strict):
     enabled: bool = True
     model_profile: ModelProfile | None = None
+    # validator only: deliver patch groups no check could validate (default: never).
+    deliver_unvalidated: bool = False
 
 
 class GithubOutputs(_Strict):
@@ -201,6 +203,18 @@ class TemplateManifest(_Strict):
     outputs: Outputs
     telemetry: Telemetry
     economics: Economics = Economics()
+
+    @field_validator("agents")
+    @classmethod
+    def _validator_only_settings(cls, agents: dict[str, Agent]) -> dict[str, Agent]:
+        for name, agent in agents.items():
+            if agent.deliver_unvalidated and name != "validator":
+                raise ValueError(f"agents.{name}.deliver_unvalidated: only the validator has this setting")
+        return agents
+
+    def deliver_unvalidated(self) -> bool:
+        agent = self.agents.get("validator")  # type: ignore[call-overload]
+        return bool(agent and agent.deliver_unvalidated)
 
     def agent_enabled(self, name: str) -> bool:
         agent = self.agents.get(name)  # type: ignore[call-overload]

@@ -21,6 +21,8 @@ class CheckRun(BaseModel):
     output_tail: str  # redacted, truncated
     network: Isolation
     network_detail: str = ""
+    tests: dict[str, str] | None = None  # test id -> passed|failed|error|skipped (pytest's JUnit report)
+    flaky: list[str] = []  # tests that failed, then passed when re-run once
 
 
 class BenchmarkResult(BaseModel):
@@ -40,7 +42,8 @@ class Validation(BaseModel):
 
     checks: list[CheckRun]
     accepted_groups: list[str]
-    rejected_groups: dict[str, str]  # group id → why (the check it broke)
+    rejected_groups: dict[str, str]  # group id → why (the check or tests it broke)
+    unvalidated_groups: dict[str, str] = {}  # group id → why no check could validate it
     benchmarks: list[BenchmarkResult] = []
     final_commit: str | None = None  # the tip holding the accepted groups
 

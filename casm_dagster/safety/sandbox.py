@@ -1,12 +1,14 @@
 """Run target-repo commands: allowlisted argv only, scrubbed env, timeout, no network.
 
 The command string must appear verbatim in the template's ``allow_commands``; it is split
-with shell rules into argv and executed without a shell. ``python``/``python3`` mean the
+with shell rules into argv and executed without a shell. A pytest command also gets
+``--junitxml`` into the private HOME, for per-test outcomes (``safety.junit``). ``python``/``python3`` mean the
 interpreter CASM runs under, so the repo's tests see the same tools CASM installed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shlex
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from casm_dagster.contracts.validation import CheckStatus, Isolation
 from casm_dagster.errors import SandboxError
+from casm_dagster.safety import junit
 from casm_dagster.safety.redact import redact
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ class CommandResult:
     output_tail: str
     network: Isolation
     network_detail: str
+    tests: dict[str, str] | None = None  # per-test outcomes, when the runner reported them
 
 
 @functools.cache
@@ -127,13 +131,18 @@ class Sandbox:
                     "not_requested",
                     "",
                 )
+            report = Path(home) / junit.REPORT_NAME
+            if junit.is_pytest(argv):
+                argv = [*argv, *junit.report_args(report)]
             network: Isolation = "not_requested"
             detail = "the template allows network access"
             if not self.allow_network:
                 prefix, detail = network_isolation_prefix()
                 network = "enforced" if prefix else "not_enforced"
                 argv = [*(prefix or []), *argv]
-            return self._execute(command, argv, cwd, env, network, detail)
+            result = self._execute(command, argv, cwd, env, network, detail)
+            tests = junit.read(report)
+            return dataclasses.replace(result, tests=tests) if tests is not None else result
 
     def _execute(
         self,

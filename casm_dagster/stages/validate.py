@@ -1,6 +1,8 @@
 """The validate stage: the allowlisted checks on the patched tip, against the baseline the
-analyze stage ran. A group that makes a passing check fail is found (re-applied one by
-one) and dropped; benchmarks compare the audited commit with the tip."""
+analyze stage ran, per test where the runner reports tests. A group that breaks a passing
+test, or makes a check fail differently, is found (re-applied one by one) and dropped; a
+test that fails once and passes on a re-run is named flaky. No check, no delivery (unless
+the template opts in). Benchmarks compare the audited commit with the tip."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 from casm_dagster.agents import benchmarker, validator
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.run import Applied, Snapshot
-from casm_dagster.contracts.validation import Validation
+from casm_dagster.contracts.validation import CheckRun, Validation
 from casm_dagster.run.files import load_checks
 from casm_dagster.run.journal import Journal, skipped, stage
 from casm_dagster.run.workspace import scratch_checkout
@@ -35,25 +37,73 @@ def validate(snap: Snapshot, patch_plan: PatchPlan, applied: Applied, journal: J
     return result
 
 
+def _checked(
+    sandbox: Sandbox, before: list[CheckRun], commands: list[str], tree: Path
+) -> tuple[list[CheckRun], list[validator.Regression]]:
+    """Run the checks on ``tree``; re-run once whatever regressed, so a flaky test is named
+    as flaky instead of costing a patch its place."""
+    after = validator.run_checks(sandbox, commands, tree, "after")
+    regressed = validator.regressions(before, after)
+    if regressed:
+        again = validator.run_checks(sandbox, [r.command for r in regressed], tree, "after")
+        after = validator.with_retry(before, after, again)
+        regressed = validator.regressions(before, after)
+    return after, regressed
+
+
+def _validated_by(before: list[CheckRun]) -> str:
+    """Why no check can validate a patch ("" when one can). A check validates only if it
+    passed at the audited commit or at least one of its tests did: a suite that cannot even
+    run there (a missing dependency, a collection error) vouches for nothing."""
+    if not before:
+        return "no allowlisted check applies to this repo"
+    if any(c.status == "passed" or any(o == "passed" for o in (c.tests or {}).values()) for c in before):
+        return ""
+    states = []
+    for c in before:
+        tests = f", {len(c.tests)} tests, none passed" if c.tests else ""
+        code = f" (exit {c.exit_code})" if c.exit_code is not None else ""
+        states.append(f"`{c.command}` {c.status}{code}{tests}")
+    return "no check passes at the audited commit: " + "; ".join(states)
+
+
 def _validate(snap: Snapshot, patch_plan: PatchPlan, applied: Applied, journal: Journal) -> Validation:
     sandbox = Sandbox.for_run(snap.spec)
     before = load_checks(snap.spec.run_dir)
-    commands = [c.command for c in before]
+    commands = [c.command for c in before if c.status not in ("unavailable", "error")]
     rejected = dict(applied.failed_groups)
     accepted = [g.group_id for g in patch_plan.groups if g.group_id in applied.commits]
     tip = applied.tip
     repo = Path(snap.spec.repo_path)
-    with scratch_checkout(repo, tip) as tree:
-        after = validator.run_checks(sandbox, commands, tree, "after")
-    broken = validator.regressions(before, after)
-    if broken and accepted:
-        # Find the culprits: re-apply group by group, running only the checks that broke.
-        accepted, tip, culprits = _isolate(snap, patch_plan, accepted, broken, sandbox)
-        rejected.update(culprits)
+    if not accepted:
+        journal.decision("validate", "nothing_to_validate", "no patch group to validate: the checks are not re-run")
+        return Validation(checks=before, accepted_groups=[], rejected_groups=rejected, final_commit=None)
+    unvalidated: dict[str, str] = {}
+    why_not = _validated_by(before)
+    if why_not:
+        unvalidated = {g: f"not validated: {why_not}" for g in accepted}
+        if snap.spec.manifest.deliver_unvalidated():
+            why = f"the template delivers unvalidated groups ({why_not})"
+            journal.decision("validate", "delivered_unvalidated", why)
+        else:
+            journal.decision("validate", "not_validated", f"nothing is delivered unvalidated: {why_not}")
+            accepted, tip = [], applied.base_commit
+        after: list[CheckRun] = []
+    else:
         with scratch_checkout(repo, tip) as tree:
-            after = validator.run_checks(sandbox, commands, tree, "after")
+            after, regressed = _checked(sandbox, before, commands, tree)
+        if regressed:
+            # Find the culprits: re-apply group by group, running only the checks that regressed.
+            accepted, tip, culprits = _isolate(snap, patch_plan, accepted, before, regressed, sandbox)
+            rejected.update(culprits)
+            with scratch_checkout(repo, tip) as tree:
+                after, _ = _checked(sandbox, before, commands, tree)
     for group_id, why in sorted(rejected.items()):
         journal.decision("validate", "patch_rejected", f"rejected {group_id}: {why}", group=group_id)
+    for run in after:
+        if run.flaky:
+            journal.decision("validate", "flaky_tests", f"`{run.command}`: flaky (failed, then passed): "
+                             + ", ".join(run.flaky[:10]), tests=run.flaky)  # fmt: skip
     for run in after:
         if run.network == "not_enforced":
             journal.decision(
@@ -71,17 +121,24 @@ def _validate(snap: Snapshot, patch_plan: PatchPlan, applied: Applied, journal: 
         checks=[*before, *after],
         accepted_groups=accepted,
         rejected_groups=rejected,
+        unvalidated_groups=unvalidated,
         benchmarks=benchmarks,
         final_commit=final,
     )
 
 
 def _isolate(
-    snap: Snapshot, patch_plan: PatchPlan, accepted: list[str], broken: list[str], sandbox: Sandbox
+    snap: Snapshot,
+    patch_plan: PatchPlan,
+    accepted: list[str],
+    before: list[CheckRun],
+    regressed: list[validator.Regression],
+    sandbox: Sandbox,
 ) -> tuple[list[str], str, dict[str, str]]:
     kept: list[str] = []
     culprits: dict[str, str] = {}
     groups = {g.group_id: g for g in patch_plan.groups}
+    commands = sorted({r.command for r in regressed})
     with scratch_checkout(Path(snap.spec.repo_path), patch_plan.base_commit) as tree:
         for group_id in accepted:
             group = groups[group_id]
@@ -91,10 +148,9 @@ def _isolate(
                 culprits[group_id] = f"no longer applies once an earlier group was rejected: {exc}"
                 continue
             gitops.commit_staged(tree, commit_message(snap.spec, group))
-            runs = validator.run_checks(sandbox, broken, tree, "after")
-            failing = [r.command for r in runs if r.status != "passed"]
-            if failing:
-                culprits[group_id] = f"makes the passing check `{failing[0]}` fail"
+            _, broke = _checked(sandbox, before, commands, tree)
+            if broke:
+                culprits[group_id] = broke[0].why
                 gitops.git(tree, "reset", "--quiet", "--hard", "HEAD~1")
             else:
                 kept.append(group_id)

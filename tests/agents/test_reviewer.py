@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from casm_dagster.agents.python_tools import ruff_settings
 from casm_dagster.agents.reviewer import (
     RawFinding,
     analyse_ruff,
     analyse_todos,
     check_failures,
+    check_notes,
     finalize,
     ruff_severity,
     severity_counts,
@@ -168,14 +170,15 @@ def test_ruff_findings_keep_ids_across_a_line_shift_in_a_real_repo(tmp_path: Pat
     repo.mkdir()
     _git(repo, "init", "--quiet")
     (repo / "mod.py").write_text("import os\nimport sys\n\n\ndef f():\n    return sys.argv\n", encoding="utf-8")
+    (repo / "ruff.toml").write_text('[lint]\nselect = ["F"]\n', encoding="utf-8")
     _git(repo, "add", ".")
     _git(repo, "commit", "--quiet", "-m", "one")
     inv1 = scan(repo)
-    first = [f for f in finalize(analyse_ruff(repo, ["mod.py"]), inv1) if f.rule == "F401"]
+    first = [f for f in finalize(analyse_ruff(repo, ["mod.py"], ruff_settings(repo)), inv1) if f.rule == "F401"]
     (repo / "mod.py").write_text("\n" + (repo / "mod.py").read_text(), encoding="utf-8")
     _git(repo, "commit", "--quiet", "-am", "two")
     inv2 = scan(repo)
-    second = [f for f in finalize(analyse_ruff(repo, ["mod.py"]), inv2) if f.rule == "F401"]
+    second = [f for f in finalize(analyse_ruff(repo, ["mod.py"], ruff_settings(repo)), inv2) if f.rule == "F401"]
     assert [(f.file, f.line, f.severity, f.auto_fixable) for f in first] == [("mod.py", 1, "medium", True)]
     assert [f.line for f in second] == [2]
     assert second[0].id == first[0].id
@@ -264,24 +267,22 @@ def test_todo_raw_finding_shape() -> None:
 # --- failing checks --------------------------------------------------------------------------
 
 
-def _check(command: str, status: str, exit_code: int | None) -> CheckRun:
+def _check(command: str, status: str, exit_code: int | None, tests: dict | None = None) -> CheckRun:
     return CheckRun(command=command, phase="before", status=status, exit_code=exit_code, duration_s=0.1,
-                    output_tail="", network="enforced")  # fmt: skip
+                    output_tail="", network="enforced", tests=tests)  # fmt: skip
 
 
-def test_check_failures_reports_failed_and_timed_out_only() -> None:
+def test_failing_tests_beside_passing_ones_are_a_finding_a_check_that_cannot_run_is_not() -> None:
     baseline = [
-        _check("npm test", "failed", 1),
-        _check("python -m pytest -q", "passed", 0),
+        _check("npm test", "failed", 1),  # no per-test report: repo or environment? not said
+        _check("python -m pytest -q", "failed", 1, {"t::a": "passed", "t::b": "failed", "t::c": "error"}),
         _check("npm run lint", "timed_out", None),
         _check("pnpm -s lint", "unavailable", None),
+        _check("python -m pytest", "failed", 2, {"t::x": "error"}),  # collection error everywhere
     ]
     raw = check_failures(baseline)
-    assert [(r.analyser, r.rule, r.file, r.line, r.severity) for r in raw] == [
-        ("validator", "check-failed", "", 0, "high"),
-        ("validator", "check-failed", "", 0, "high"),
-    ]
-    assert raw[0].message == "allowlisted check `npm test` does not pass at the audited commit (failed, exit 1)"
-    assert raw[1].message == (
-        "allowlisted check `npm run lint` does not pass at the audited commit (timed_out, exit None)"
-    )
+    assert [(r.analyser, r.rule, r.severity) for r in raw] == [("validator", "tests-failing", "medium")]
+    assert raw[0].message == "2 of 3 tests fail at the audited commit (`python -m pytest -q`): t::b, t::c"
+    notes = check_notes(baseline)
+    assert "`npm test` failed, exit 1 at the audited commit, no test passed" in notes
+    assert "`python -m pytest` failed, exit 2" in notes and "pytest -q`" not in notes

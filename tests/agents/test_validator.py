@@ -13,9 +13,11 @@ from casm_dagster.agents.validator import (
     applicable_checks,
     applies,
     is_benchmark,
+    regression,
     regressions,
     run_checks,
     to_check_run,
+    with_retry,
 )
 from casm_dagster.contracts.validation import CheckRun
 from casm_dagster.safety.repo_scan import Inventory, scan
@@ -172,7 +174,7 @@ def test_regressions_are_checks_that_passed_before_and_not_after() -> None:
         _run("e2e", "timed_out", "after"),
         _run("new", "failed", "after"),
     ]
-    assert regressions(before, after) == ["e2e", "npm test"]
+    assert sorted(r.command for r in regressions(before, after)) == ["e2e", "npm test"]
 
 
 def test_no_regressions_when_everything_still_passes() -> None:
@@ -198,3 +200,56 @@ def test_python_c_code_with_a_slash_is_not_a_missing_file(tmp_path: Path) -> Non
     # The argument is code, not a path: the "names a repo file" rule must not drop the command.
     repo, inv = _repo(tmp_path / "r", {"m.py": "x = 1\n"})
     assert applies("python -c 'print(1/2)'", repo, inv) is True
+
+
+def _tests(phase: str, exit_code: int, **outcomes: str) -> CheckRun:
+    status = "passed" if exit_code == 0 else "failed"
+    return CheckRun(command="python -m pytest -q", phase=phase, status=status, exit_code=exit_code,
+                    duration_s=1.0, output_tail="", network="enforced", tests=outcomes)  # fmt: skip
+
+
+def test_a_failing_baseline_does_not_switch_validation_off() -> None:
+    before = _tests("before", 1, a="passed", b="failed", c="passed")
+    still_failing = _tests("after", 1, a="passed", b="failed", c="passed")
+    assert regression(before, still_failing) is None
+    broke_c = _tests("after", 1, a="passed", b="failed", c="failed")
+    found = regression(before, broke_c)
+    assert found is not None and found.tests == ("c",)
+    assert found.why == "breaks 1 passing test of `python -m pytest -q`: c"
+    fixed_b = _tests("after", 0, a="passed", b="passed", c="passed")
+    assert regression(before, fixed_b) is None
+
+
+def test_a_test_that_vanishes_or_is_skipped_is_broken_and_collection_errors_change_the_exit_class() -> None:
+    before = _tests("before", 0, a="passed", b="passed")
+    assert regression(before, _tests("after", 0, a="passed")).tests == ("b",)
+    assert regression(before, _tests("after", 0, a="passed", b="skipped")).tests == ("b",)
+    # 1 → 2 with the same failing tests reported: the suite now fails differently.
+    failing = _tests("before", 1, a="passed", b="failed")
+    errored = CheckRun(**{**_tests("after", 2).model_dump(), "tests": None})
+    assert "reports no test results" in regression(failing, errored).why
+    plain_before = _run("make check", "failed")
+    plain_after = CheckRun(**{**_run("make check", "failed", "after").model_dump(), "exit_code": 2})
+    assert regression(plain_before, plain_after).why == "changes how `make check` fails: exit 1 before, exit 2 after"
+
+
+def test_a_test_that_passes_when_re_run_is_flaky_not_broken() -> None:
+    before = [_tests("before", 0, a="passed", b="passed")]
+    first = [_tests("after", 1, a="passed", b="failed")]
+    again = [_tests("after", 0, a="passed", b="passed")]
+    merged = with_retry(before, first, again)
+    assert merged[0].flaky == ["b"] and regressions(before, merged) == []
+    still = with_retry(before, first, [_tests("after", 1, a="passed", b="failed")])
+    assert still[0].flaky == [] and [r.tests for r in regressions(before, still)] == [("b",)]
+
+
+def test_pytest_checks_report_per_test_outcomes(tmp_path: Path) -> None:
+    repo, _ = _repo(tmp_path / "r", {
+        "test_m.py": "import pytest\n\n\ndef test_ok():\n    pass\n\n\ndef test_bad():\n    assert 0\n\n\n"
+        "@pytest.mark.skip\ndef test_skip():\n    pass\n",
+    })  # fmt: skip
+    box = Sandbox(["python -m pytest -q"], allow_network=False, timeout_s=120)
+    (run,) = run_checks(box, ["python -m pytest -q"], repo, "before")
+    assert run.status == "failed" and run.exit_code == 1
+    assert run.tests == {"test_m::test_ok": "passed", "test_m::test_bad": "failed", "test_m::test_skip": "skipped"}
+    assert not (repo / "casm-junit.xml").exists()  # the report lives in the sandbox's private HOME

@@ -30,7 +30,7 @@ from casm_dagster.stores.db import engine_for
 
 # One unused import ruff fixes, and a test that keeps passing after the fix.
 FILES = {
-    "pyproject.toml": '[project]\nname = "tiny"\nversion = "0"\n',
+    "pyproject.toml": '[project]\nname = "tiny"\nversion = "0"\n\n[tool.ruff.lint]\nselect = ["F"]\n',
     "tiny.py": "import os\n\n\ndef add(a, b):\n    return a + b\n",
     "test_tiny.py": "from tiny import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
 }
