@@ -11,6 +11,17 @@ import pytest
 from helpers import isolated_env
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The environments audits build install from a local wheel directory, never an index."""
+    import wheelhouse
+
+    os.environ["UV_NO_INDEX"] = "1"
+    os.environ["UV_FIND_LINKS"] = str(wheelhouse.ensure())
+    os.environ["UV_CACHE_DIR"] = str(wheelhouse.UV_CACHE)
+    for var in ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_INDEX"):
+        os.environ.pop(var, None)
+
+
 @pytest.fixture(autouse=True)
 def _policy_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process code gets a throwaway HMAC key too, never ~/.config/casm/policy.key."""

@@ -10,6 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the project checkout
 CASM = [str(Path(sys.executable).parent / "casm")]  # the installed console script
+# A repo that declares ruff's linter and formatter: what CASM may then fix and format.
+RUFF_TOML = '[lint]\nselect = ["E", "F", "W", "I", "UP", "B"]\n\n[format]\nquote-style = "double"\n'
+SMOKE_TEST = "def test_smoke():\n    assert True\n"  # a check that can vouch for a patch
 GIT_ID = ["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
 
 

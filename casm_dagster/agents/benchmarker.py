@@ -17,11 +17,12 @@ DEFAULT_REPEATS = 5
 
 def _median(sandbox: Sandbox, command: str, worktree: Path, repeats: int) -> tuple[float | None, str]:
     times = []
-    for _ in range(repeats):
-        result = sandbox.run(command, worktree)
-        if result.status != "passed":
-            return None, f"{result.status} (exit {result.exit_code})"
-        times.append(result.duration_s)
+    with sandbox.using(worktree):
+        for _ in range(repeats):
+            result = sandbox.run(command, worktree)
+            if result.status != "passed":
+                return None, f"{result.status} (exit {result.exit_code})"
+            times.append(result.duration_s)
     return statistics.median(times), ""
 
 

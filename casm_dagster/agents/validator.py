@@ -100,7 +100,10 @@ def to_check_run(result: CommandResult, phase: str) -> CheckRun:
 
 
 def run_checks(sandbox: Sandbox, commands: list[str], worktree: Path, phase: str) -> list[CheckRun]:
-    return [to_check_run(sandbox.run(command, worktree), phase) for command in commands]
+    if not commands:
+        return []
+    with sandbox.using(worktree):
+        return [to_check_run(sandbox.run(command, worktree), phase) for command in commands]
 
 
 @dataclass(frozen=True)

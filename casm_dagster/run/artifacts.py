@@ -211,7 +211,7 @@ def write_all(
         run_dir=str(run_dir),
         findings=len(review.findings),
         patches=len(validation.accepted_groups),
-        checks=len(validation.after()),
+        checks=len({c.command for c in validation.checks}),  # distinct checks run (before and after)
     )
 
 

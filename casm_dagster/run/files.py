@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
+from casm_dagster.contracts.environment import Environment
 from casm_dagster.contracts.validation import CheckRun
 from casm_dagster.cost.forecast import PlannedTask
 from casm_dagster.errors import RunNotFoundError
@@ -22,6 +23,7 @@ M = TypeVar("M", bound=BaseModel)
 
 SPEC_FILE, SNAPSHOT_FILE, REVIEW_FILE, PLAN_FILE = "spec.json", "snapshot.json", "review.json", "plan.json"
 CHECKS_FILE = "checks_before.json"  # the baseline check runs the validator compares against
+ENV_FILE = "environment.json"  # the repo's own environment the checks ran in (or why none)
 # The policy stage's result. Named before the stage was called "policy"; kept so runs held
 # for approval under earlier versions still resume.
 POLICY_RESULT_FILE = "gate.json"
@@ -57,6 +59,16 @@ def save_checks(run_dir: Path, runs: list[CheckRun]) -> None:
 
 def load_checks(run_dir: Path) -> list[CheckRun]:
     return read_models(run_dir / CHECKS_FILE, CheckRun)
+
+
+def save_environment(run_dir: Path, env: Environment) -> None:
+    save(run_dir, ENV_FILE, env)
+
+
+def load_environment(run_dir: Path) -> Environment | None:
+    """None for a run from before environments were built (its checks ran in CASM's own)."""
+    path = run_dir / ENV_FILE
+    return Environment.model_validate_json(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def parse_ts(ts: str) -> float:

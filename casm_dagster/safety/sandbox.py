@@ -2,12 +2,17 @@
 
 The command string must appear verbatim in the template's ``allow_commands``; it is split
 with shell rules into argv and executed without a shell. A pytest command also gets
-``--junitxml`` into the private HOME, for per-test outcomes (``safety.junit``). ``python``/``python3`` mean the
-interpreter CASM runs under, so the repo's tests see the same tools CASM installed.
+``--junitxml`` into the private HOME, for per-test outcomes (``safety.junit``).
+
+``python``/``python3`` mean the repo's own environment's interpreter when one was built
+(``environments``; its ``bin`` then leads ``PATH``), else the interpreter CASM runs under.
+``using(tree)`` makes ``tree`` the code under test (editable install) and holds the
+environment's lock while its checks run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -18,10 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from casm_dagster.contracts.environment import Environment
 from casm_dagster.contracts.validation import CheckStatus, Isolation
 from casm_dagster.errors import SandboxError
 from casm_dagster.safety import junit
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
     from casm_dagster.contracts.run import RunSpec
 
 OUTPUT_TAIL_CHARS = 4000
+ENVS_DIR = "envs"  # under the state dir: the repos' cached environments
 _PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
 
 
@@ -62,10 +70,10 @@ def network_isolation_prefix() -> tuple[list[str] | None, str]:
     return None, "cannot create a network namespace here: " + "; ".join(reasons)
 
 
-def scrubbed_env(home: Path) -> dict[str, str]:
+def scrubbed_env(home: Path, interpreter: str = sys.executable) -> dict[str, str]:
     """Only locale and PATH pass through: no tokens or API keys reach the target repo."""
     env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-    interpreter_bin = str(Path(sys.executable).parent)
+    interpreter_bin = str(Path(interpreter).parent)
     env["PATH"] = os.pathsep.join([interpreter_bin, env.get("PATH", os.defpath)])
     env.update(
         HOME=str(home),
@@ -78,16 +86,50 @@ def scrubbed_env(home: Path) -> dict[str, str]:
 
 
 class Sandbox:
-    def __init__(self, allow_commands: list[str], allow_network: bool, timeout_s: int) -> None:
+    def __init__(
+        self,
+        allow_commands: list[str],
+        allow_network: bool,
+        timeout_s: int,
+        environment: Environment | None = None,
+        env_cache: Path | None = None,
+    ) -> None:
         self.allow_commands = list(allow_commands)
         self.allow_network = allow_network
         self.timeout_s = timeout_s
+        ready = environment is not None and environment.status == "ready"
+        self.environment = environment if ready else None
+        self.env_cache = env_cache
 
     @classmethod
-    def for_run(cls, spec: RunSpec) -> Sandbox:
-        """The sandbox the run's template declares (``runtime.sandbox``)."""
+    def for_run(cls, spec: RunSpec, environment: Environment | None = None) -> Sandbox:
+        """The sandbox the run's template declares (``runtime.sandbox``), in the repo's own
+        environment when one was built."""
         box = spec.manifest.runtime.sandbox
-        return cls(box.allow_commands, box.allow_network, box.command_timeout_seconds)
+        cache = Path(spec.state_dir) / ENVS_DIR
+        return cls(box.allow_commands, box.allow_network, box.command_timeout_seconds, environment, cache)
+
+    @property
+    def interpreter(self) -> str:
+        env = self.environment
+        return env.python if env is not None and env.python else sys.executable
+
+    @contextlib.contextmanager
+    def using(self, tree: Path) -> Iterator[None]:
+        """Checks on ``tree`` run inside this block: the environment (if any) is locked and
+        has ``tree`` installed as the code under test."""
+        env = self.environment
+        if env is None or env.path is None or self.env_cache is None:
+            yield
+            return
+        from casm_dagster.environments import build
+
+        with build.locked(self.env_cache / f"{Path(env.path).name}.lock"):
+            try:
+                build.activate(env, tree, self.env_cache, self.timeout_s)
+            except build.SetupFailed as exc:
+                raise SandboxError(f"could not install the tree under test into its environment: {exc}") from None
+            yield
 
     def argv(self, command: str) -> list[str]:
         if command not in self.allow_commands:
@@ -108,7 +150,7 @@ class Sandbox:
         """
         argv = self.argv(command)
         if argv[0] in ("python", "python3"):
-            return [sys.executable, *argv[1:]]
+            return [self.interpreter, *argv[1:]]
         if "/" in argv[0]:
             program = (cwd / argv[0]).resolve()
             inside = program.is_relative_to(cwd.resolve())
@@ -119,7 +161,7 @@ class Sandbox:
 
     def run(self, command: str, cwd: Path) -> CommandResult:
         with tempfile.TemporaryDirectory(prefix="casm-home-") as home:
-            env = scrubbed_env(Path(home))
+            env = scrubbed_env(Path(home), self.interpreter)
             argv = self.resolve(command, env, cwd)
             if argv is None:
                 return CommandResult(

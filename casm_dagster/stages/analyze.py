@@ -9,15 +9,31 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from casm_dagster.agents import model_agents, reviewer, validator
+from casm_dagster.contracts.environment import Environment
 from casm_dagster.contracts.findings import AnalyserRun, Review
 from casm_dagster.contracts.run import Snapshot
+from casm_dagster.environments import build
 from casm_dagster.prsentinel.scope import restrict
-from casm_dagster.run.files import REVIEW_FILE, planned_tasks, save, save_checks
+from casm_dagster.run.files import REVIEW_FILE, planned_tasks, save, save_checks, save_environment
 from casm_dagster.run.journal import Journal, skipped, stage
 from casm_dagster.run.workspace import scratch_checkout
 from casm_dagster.safety.repo_scan import scan
-from casm_dagster.safety.sandbox import Sandbox
+from casm_dagster.safety.sandbox import ENVS_DIR, Sandbox
 from casm_dagster.stages.model_work import open_model_session, record_tally
+
+
+def setup_environment(journal: Journal, box: Sandbox, tree: Path) -> Environment:
+    """The repo's own environment for its checks, built (or reused) the way the repo builds
+    itself; recorded in the run dir. A failure is said exactly, and is no finding."""
+    env = build.prepare(tree, box.env_cache or Path(journal.spec.state_dir) / ENVS_DIR, box.timeout_s)
+    save_environment(journal.run_dir, env)
+    if env.status == "failed":
+        journal.decision("analyze", "environment_failed", env.detail)
+    elif env.status == "ready":
+        how = "reused" if env.cached else "built"
+        journal.decision("analyze", "environment_ready", f"{how} in {env.seconds:.1f}s: {env.detail}", key=env.key)
+    return env
+
 
 EMPTY = Review(findings=[], analysers=[], skipped_files=[], languages=[], files_audited=0, loc_audited=0)
 
@@ -29,11 +45,14 @@ def analyze(
         return EMPTY
     spec = snap.spec
     with stage(journal, "analyze", "running analysers and the baseline checks"):
-        sandbox = Sandbox.for_run(spec)
+        box = Sandbox.for_run(spec)
         with scratch_checkout(Path(spec.repo_path), snap.head_commit) as tree:
             inventory = restrict(scan(tree), journal.run_dir)  # pr-sentinel: the PR's files
-            checks = validator.applicable_checks(sandbox, tree, inventory)
-            baseline = validator.run_checks(sandbox, checks, tree, "before")
+            checks = validator.applicable_checks(box, tree, inventory)
+            env = setup_environment(journal, box, tree) if checks else None
+            baseline = []
+            if env is None or env.status != "failed":
+                baseline = validator.run_checks(Sandbox.for_run(spec, env), checks, tree, "before")
             findings, analysers = reviewer.review(tree, inventory, baseline)
             tasks = planned_tasks(journal.run_dir, "review")
             session = open_model_session(snap, journal, engine, providers) if tasks else None

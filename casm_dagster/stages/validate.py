@@ -12,7 +12,7 @@ from casm_dagster.agents import benchmarker, validator
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.run import Applied, Snapshot
 from casm_dagster.contracts.validation import CheckRun, Validation
-from casm_dagster.run.files import load_checks
+from casm_dagster.run.files import load_checks, load_environment
 from casm_dagster.run.journal import Journal, skipped, stage
 from casm_dagster.run.workspace import scratch_checkout
 from casm_dagster.safety import gitops
@@ -68,7 +68,8 @@ def _validated_by(before: list[CheckRun]) -> str:
 
 
 def _validate(snap: Snapshot, patch_plan: PatchPlan, applied: Applied, journal: Journal) -> Validation:
-    sandbox = Sandbox.for_run(snap.spec)
+    env = load_environment(snap.spec.run_dir)
+    sandbox = Sandbox.for_run(snap.spec, env)
     before = load_checks(snap.spec.run_dir)
     commands = [c.command for c in before if c.status not in ("unavailable", "error")]
     rejected = dict(applied.failed_groups)
@@ -79,7 +80,7 @@ def _validate(snap: Snapshot, patch_plan: PatchPlan, applied: Applied, journal: 
         journal.decision("validate", "nothing_to_validate", "no patch group to validate: the checks are not re-run")
         return Validation(checks=before, accepted_groups=[], rejected_groups=rejected, final_commit=None)
     unvalidated: dict[str, str] = {}
-    why_not = _validated_by(before)
+    why_not = env.detail if env is not None and env.status == "failed" else _validated_by(before)
     if why_not:
         unvalidated = {g: f"not validated: {why_not}" for g in accepted}
         if snap.spec.manifest.deliver_unvalidated():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import CASM, ROOT, git, isolated_env, last_json, make_repo
+from helpers import CASM, ROOT, RUFF_TOML, SMOKE_TEST, git, isolated_env, last_json, make_repo
 
 from casm_dagster.policy import hitl
 from casm_dagster.stores.approvals import APPROVED, ApprovalRecord, ApprovalStore
@@ -35,7 +35,8 @@ pytestmark = pytest.mark.slow
 MANIFEST = (ROOT / "templates" / "repo-auditor" / "manifest.yaml").read_text()
 LOGIN_PY = "import os\n\n\ndef login(user):\n    return user\n"
 APP_PY = "import sys\n\n\ndef main():\n    return 1\n"
-GATED_FILES = {"auth/login.py": LOGIN_PY, "app.py": APP_PY}
+# ruff.toml: the repo's rules let CASM fix and format; the test lets validation vouch.
+GATED_FILES = {"auth/login.py": LOGIN_PY, "app.py": APP_PY, "ruff.toml": RUFF_TOML, "tests/test_smoke.py": SMOKE_TEST}
 PATCH = "patches/01-ruff-F401.patch"
 # Built at run time so the token is in no file of this repository.
 ME = pwd.getpwuid(os.geteuid()).pw_name
@@ -163,7 +164,7 @@ SCENARIOS = {
     ),
     # ruff's F401 fix removes `import os`; ruff format then rewrites the token line with
     # double quotes, so the plan *adds* a line holding the token.
-    "blocked": ({"settings.py": f"import os\nTOKEN='{TOKEN}'\n"}, None, False),
+    "blocked": ({"settings.py": f"import os\nTOKEN='{TOKEN}'\n", "ruff.toml": RUFF_TOML}, None, False),
 }
 
 

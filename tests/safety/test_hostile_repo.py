@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import git, last_json, make_repo, run_casm
+from helpers import RUFF_TOML, git, last_json, make_repo, run_casm
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +22,7 @@ def hostile(tmp_path: Path) -> tuple[Path, Path]:
     (outside / "secret.txt").write_text(SENTINEL + "\n")
     (outside / "target_dir").mkdir()
     repo = make_repo(tmp_path / "hostile", {
+        "ruff.toml": RUFF_TOML,
         "app.py": "import os\nx = 1  \n",
         WEIRD_NAME: "import sys\nprint( 'hi' )\n",
         "latin1.py": b"# caf\xe9\nx = 1\n",

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from helpers import ROOT, git, make_repo
+from helpers import ROOT, RUFF_TOML, SMOKE_TEST, git, make_repo
 
 from casm_dagster.cli.launch import LaunchResult, launch_audit
 from casm_dagster.cli.stores import approvals
@@ -27,6 +27,8 @@ from casm_dagster.stores.approvals import APPROVED, DENIED, EXPIRED, PENDING, Ap
 from casm_dagster.stores.db import approvals_table
 
 GATED_FILES = {
+    "ruff.toml": RUFF_TOML,
+    "tests/test_smoke.py": SMOKE_TEST,
     "auth/login.py": "import os\n\n\ndef login(user):\n    return user\n",
     "app.py": "import sys\n\n\ndef main():\n    return 1\n",
 }

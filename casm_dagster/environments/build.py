@@ -1,0 +1,258 @@
+"""Build (or reuse) a repo's test environment, and put the tree under test into it.
+
+Environments live in ``<state dir>/envs/<kind>-<key>/``, content-addressed (``detect.
+cache_key``) and reused across runs and repos. A build holds a file lock on its key and
+writes a ``.casm-ready`` marker last, so a killed build is rebuilt, never half-used.
+Setup is the only phase with network (package registries): uv and npm run here with a
+scrubbed environment (only index/proxy/certificate settings pass), their own caches beside
+the environments, and the template's command timeout. The checks themselves run later in
+the sandbox, without network, against the patched tree installed editable (``activate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from casm_dagster.contracts.environment import Environment
+from casm_dagster.environments.detect import PythonRecipe, cache_key, node_manager, python_recipe
+from casm_dagster.run.journal import utc_now
+from casm_dagster.safety.redact import redact
+
+READY = ".casm-ready"
+OUTPUT_TAIL = 1500
+# Settings a setup step may need to reach the registries; nothing else of CASM's
+# environment (no token, no key) reaches uv, npm or the repo's build backend.
+SETUP_PASSTHROUGH = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_OFFLINE",
+    "UV_INSECURE_HOST",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "npm_config_registry",
+)
+
+
+class SetupFailed(Exception):
+    """A setup step failed; the message says which and why (redacted output tail)."""
+
+
+def uv_bin() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+def _setup_env(cache_root: Path, home: Path) -> dict[str, str]:
+    env = {k: os.environ[k] for k in SETUP_PASSTHROUGH if k in os.environ}
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(home),
+        UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR") or str(cache_root / "uv-cache"),
+        UV_PYTHON_DOWNLOADS="never",  # the interpreter is CASM's; never fetch another
+        UV_NO_PROGRESS="1",
+        npm_config_cache=str(cache_root / "npm-cache"),
+        npm_config_update_notifier="false",
+        NO_COLOR="1",
+    )
+    return env
+
+
+def _run(argv: list[str], cwd: Path, cache_root: Path, timeout_s: int, extra: dict[str, str] | None = None) -> None:
+    with tempfile.TemporaryDirectory(prefix="casm-setup-") as home:
+        env = {**_setup_env(cache_root, Path(home)), **(extra or {})}
+        try:
+            proc = subprocess.run(
+                argv, cwd=cwd, env=env, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            raise SetupFailed(f"`{_shown(argv)}` timed out after {timeout_s}s") from None
+        except OSError as exc:
+            raise SetupFailed(f"`{_shown(argv)}` could not start: {exc.strerror or exc}") from None
+    if proc.returncode != 0:
+        out = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()
+        raise SetupFailed(f"`{_shown(argv)}` failed (exit {proc.returncode}): {redact(out)[-OUTPUT_TAIL:]}")
+
+
+def _shown(argv: list[str]) -> str:
+    return " ".join(Path(a).name if i == 0 else a for i, a in enumerate(argv))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (a file beside the environment), across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare(tree: Path, cache_root: Path, timeout_s: int) -> Environment:
+    """The environment for ``tree``'s checks: reused when its key is cached, else built."""
+    recipe = python_recipe(tree)
+    node = node_manager(tree) if recipe is None else None
+    if recipe is None and node is None:
+        return Environment(kind="none", status="none", detail="no Python or Node manifest: nothing to install")
+    kind = "python" if recipe is not None else "node"
+    key = cache_key(tree)
+    env_dir = cache_root / f"{kind}-{key}"
+    started = time.monotonic()
+    with locked(cache_root / f"{kind}-{key}.lock"):
+        marker = env_dir / READY
+        if marker.is_file():
+            data = json.loads(marker.read_text(encoding="utf-8"))
+            os.utime(marker)  # last use, for gc
+            return Environment(**{**data, "cached": True, "seconds": round(time.monotonic() - started, 3)})
+        shutil.rmtree(env_dir, ignore_errors=True)  # a build that was killed half-way
+        env_dir.mkdir(parents=True)
+        steps: list[list[str]] = []
+        try:
+            if recipe is not None:
+                detail = _build_python(tree, env_dir, recipe, cache_root, timeout_s, steps)
+            else:
+                detail = _build_node(tree, env_dir, node, cache_root, timeout_s, steps)  # type: ignore[arg-type]
+        except SetupFailed as exc:
+            shutil.rmtree(env_dir, ignore_errors=True)
+            return Environment(
+                kind=kind,
+                status="failed",
+                detail=f"the environment could not be built: {exc}",
+                key=key,
+                steps=[_shown(s) for s in steps],
+                seconds=round(time.monotonic() - started, 3),
+            )
+        env = Environment(
+            kind=kind,
+            status="ready",
+            detail=detail,
+            key=key,
+            path=str(env_dir),
+            python=str(env_dir / "bin" / "python") if kind == "python" else None,
+            editable=kind == "python" and bool(recipe and recipe.installable),
+            steps=[_shown(s) for s in steps],
+        )
+        marker.write_text(env.model_dump_json(exclude={"cached", "seconds"}), encoding="utf-8")
+    return env.model_copy(update={"seconds": round(time.monotonic() - started, 3)})
+
+
+def _build_python(
+    tree: Path, env_dir: Path, recipe: PythonRecipe, cache_root: Path, timeout_s: int, steps: list[list[str]]
+) -> str:
+    uv = uv_bin()
+    python = ["--python", sys.executable]
+    if recipe.lock:
+        argv = [uv, "sync", "--frozen", "--no-install-project", *python]
+        argv += [a for g in recipe.groups for a in ("--group", g)]
+        argv += [a for e in recipe.extras for a in ("--extra", e)]
+        steps.append(argv)
+        _run(argv, tree, cache_root, timeout_s, {"UV_PROJECT_ENVIRONMENT": str(env_dir)})
+    else:
+        argv = [uv, "venv", "--quiet", *python, str(env_dir)]
+        steps.append(argv)
+        _run(argv, tree, cache_root, timeout_s)
+        install = [uv, "pip", "install", "--python", str(env_dir / "bin" / "python")]
+        extras = f"[{','.join(recipe.extras)}]" if recipe.extras else ""
+        targets = [f".{extras}"] if recipe.installable else []
+        targets += [a for r in recipe.requirements for a in ("-r", r)]
+        targets += [a for g in recipe.groups for a in ("--group", f"pyproject.toml:{g}")]
+        targets += recipe.packages
+        if targets:
+            steps.append([*install, *targets])
+            _run([*install, *targets], tree, cache_root, timeout_s)
+    # pytest is how CASM collects per-test verdicts; a repo that tests with unittest
+    # still declares no runner, so the environment gets one (never into the tree).
+    if not (env_dir / "bin" / "pytest").exists():
+        argv = [uv, "pip", "install", "--python", str(env_dir / "bin" / "python"), "pytest"]
+        steps.append(argv)
+        _run(argv, tree, cache_root, timeout_s)
+    return f"Python ({recipe.describe()})"
+
+
+def _build_node(
+    tree: Path, env_dir: Path, node: tuple[str, str | None], cache_root: Path, timeout_s: int, steps: list[list[str]]
+) -> str:
+    manager, lock = node
+    program = shutil.which(manager)
+    if program is None:
+        raise SetupFailed(f"{manager} is not installed (the repo's lockfile asks for it)")
+    for name in ("package.json", *([lock] if lock else []), ".npmrc"):
+        if (tree / name).is_file() and not (tree / name).is_symlink():
+            shutil.copyfile(tree / name, env_dir / name)
+    quiet = ["--ignore-scripts"]  # install scripts are code; the tests run the repo's own
+    if manager == "npm":
+        argv = [program, "ci" if lock else "install", *quiet, "--no-audit", "--no-fund"]
+        if not lock:
+            argv.append("--no-package-lock")
+    else:
+        argv = [program, "install", "--frozen-lockfile", *quiet]
+    steps.append(argv)
+    _run(argv, env_dir, cache_root, timeout_s)
+    how = f"{manager} with {lock}" if lock else f"{manager}, no lockfile: the declared ranges"
+    return f"Node ({how}; install scripts not run)"
+
+
+def activate(env: Environment, tree: Path, cache_root: Path, timeout_s: int) -> None:
+    """Make ``tree`` the code under test: the project installed editable from it (Python),
+    or its ``node_modules`` pointing at the environment's (Node)."""
+    if env.status != "ready" or env.path is None:
+        return
+    if env.kind == "python" and env.editable and env.python:
+        argv = [uv_bin(), "pip", "install", "--python", env.python, "--no-deps", "-e", "."]
+        _run(argv, tree, cache_root, timeout_s)
+    elif env.kind == "node":
+        link = tree / "node_modules"
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(Path(env.path) / "node_modules")
+
+
+def collect(cache_root: Path, older_than_days: float, dry_run: bool = False) -> list[tuple[str, int, str]]:
+    """Environments unused for ``older_than_days`` (and half-built ones): (path, bytes, last
+    use); removed unless ``dry_run``. A locked environment (in use, or being built) stays."""
+    if not cache_root.is_dir():
+        return []
+    cutoff = time.time() - older_than_days * 86_400
+    removed = []
+    for env_dir in sorted(p for p in cache_root.iterdir() if p.is_dir() and p.name.startswith(("python-", "node-"))):
+        marker = env_dir / READY
+        used = marker.stat().st_mtime if marker.is_file() else 0.0
+        if used > cutoff:
+            continue
+        lock = cache_root / f"{env_dir.name}.lock"
+        with open(lock, "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            size = sum(f.stat().st_size for f in env_dir.rglob("*") if f.is_file() and not f.is_symlink())
+            when = utc_now() if not used else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(used))
+            removed.append((str(env_dir), size, when if used else "never finished"))
+            if not dry_run:
+                shutil.rmtree(env_dir, ignore_errors=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return removed
