@@ -22,6 +22,7 @@ COMMANDS = {
     "repos": "catalog:repos",
     "sentinel": "sentinel:sentinel",
     "webhook": "webhook:webhook",
+    "gc": "gc:gc",
 }
 
 

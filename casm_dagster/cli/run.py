@@ -138,7 +138,7 @@ def _run(
         totals = summary["totals"]
         click.echo(
             f"  cost:      ${float(totals['run_cost_usd']):.6f} (model ${float(totals['llm_usd']):.6f}, "
-            f"{summary['calls']['count']} calls, {summary['model_mode']}); forecast P50 "
+            f"{_calls(summary)}, {summary['model_mode']}); forecast P50 "
             f"${float(summary['forecast']['p50_usd'] or 0):.6f}"
         )
         counterfactual = _counterfactual(summary)
@@ -170,6 +170,13 @@ def _run(
             )
         )
     sys.exit(RUN_EXIT_CODES.get(status, EXIT_RUN_FAILED))
+
+
+def _calls(summary: dict) -> str:
+    """Offline answers are not model calls: say so instead of counting them."""
+    if summary["model_mode"].startswith("offline"):
+        return "no model called"
+    return f"{summary['calls']['count']} calls"
 
 
 def _announce_policy(instance) -> None:

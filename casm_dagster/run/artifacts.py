@@ -9,13 +9,14 @@ import shutil
 from pathlib import Path
 
 from casm_dagster.agents.reviewer import severity_counts
+from casm_dagster.contracts.environment import Environment
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
-from casm_dagster.contracts.validation import Validation
+from casm_dagster.contracts.validation import CheckRun, Validation
 from casm_dagster.cost.run_cost import RunCost, mode_label, summary_table
-from casm_dagster.run.files import POLICY_FILE
+from casm_dagster.run.files import POLICY_FILE, load_environment
 from casm_dagster.run.journal import Journal, write_json_atomic, write_text_atomic
 from casm_dagster.safety.redact import redact
 
@@ -76,6 +77,31 @@ def render_policy(decision: PolicyDecision | None, run_id: str) -> list[str]:
     return lines
 
 
+def _check_cell(check: CheckRun) -> str:
+    tests = check.tests
+    if tests is None:
+        return f"{check.status} ({check.duration_s:.1f}s)"
+    passed = sum(o == "passed" for o in tests.values())
+    failed = sum(o in ("failed", "error") for o in tests.values())
+    return f"{check.status}: {passed} passed, {failed} failed ({check.duration_s:.1f}s)"
+
+
+def group_verdict(group_id: str, validation: Validation) -> str:
+    """What the validator says of one patch group, in words a maintainer can act on."""
+    if group_id in validation.rejected_groups:
+        return f"rejected: {validation.rejected_groups[group_id]}"
+    if group_id in validation.unvalidated_groups:
+        delivered = group_id in validation.accepted_groups
+        return ("delivered, " if delivered else "") + validation.unvalidated_groups[group_id]
+    if group_id not in validation.accepted_groups:
+        return "not delivered (not applied)"
+    tests = sum(len([o for o in (c.tests or {}).values() if o == "passed"]) for c in validation.after())
+    if tests:
+        return f"accepted: validated by {tests} passing tests"
+    checks = ", ".join(f"`{c.command}`" for c in validation.after() if c.status == "passed")
+    return f"accepted: validated by {checks}" if checks else "accepted"
+
+
 def render_report(
     snap: Snapshot,
     review: Review,
@@ -84,6 +110,7 @@ def render_report(
     branch: str | None,
     cost: RunCost,
     decision: PolicyDecision | None = None,
+    environment: Environment | None = None,
 ) -> str:
     spec = snap.spec
     lines = [
@@ -139,27 +166,32 @@ def render_report(
     if not plan.groups:
         lines.append("No patches.")
     for group in plan.groups:
-        verdict = (
-            "accepted"
-            if group.group_id in validation.accepted_groups
-            else (f"rejected: {validation.rejected_groups.get(group.group_id, 'not applied')}")
-        )
+        verdict = group_verdict(group.group_id, validation)
         lines.append(
             f"- `{group.group_id}` {group.title} — {len(group.files)} files, "
             f"+{group.lines_added}/-{group.lines_removed} — {verdict} (`{group.patch_file}`)"
         )
+    for note in plan.notes:
+        lines.append(f"- note: {_md_cell(note)}")
     lines += ["", f"Plan hash: `{plan.plan_sha256}`", "", "## Test results", ""]
+    if environment is not None:
+        how = {"ready": "reused" if environment.cached else "built", "failed": "FAILED", "none": "none"}
+        lines.append(f"Environment ({how[environment.status]}): {_md_cell(environment.detail)}")
+        lines.append("")
     if not validation.checks:
-        lines.append("No allowlisted check applies to this repository.")
+        lines.append("No allowlisted check ran in this repository.")
     else:
         lines += ["| command | before | after | network |", "|---|---|---|---|"]
         after = {c.command: c for c in validation.after()}
         for check in validation.before():
             post = after.get(check.command)
             lines.append(
-                f"| `{_md_cell(check.command)}` | {check.status} ({check.duration_s:.1f}s) | "
-                f"{f'{post.status} ({post.duration_s:.1f}s)' if post else 'not run'} | {check.network} |"
+                f"| `{_md_cell(check.command)}` | {_check_cell(check)} | "
+                f"{_check_cell(post) if post else 'not run'} | {check.network} |"
             )
+        for check in validation.after():
+            if check.flaky:
+                lines.append(f"\nFlaky (failed, then passed on a re-run): {', '.join(check.flaky[:20])}")
         not_enforced = [c for c in validation.checks if c.network == "not_enforced"]
         if not_enforced:
             lines.append(f"\nNetwork isolation was NOT enforced: {not_enforced[0].network_detail}")
@@ -194,7 +226,7 @@ def write_all(
     names.update(journal.spec.effective_config.artifact_names)
     write_text_atomic(
         run_dir / names["report_md"],
-        render_report(snap, review, plan, validation, branch, cost, decision),
+        render_report(snap, review, plan, validation, branch, cost, decision, load_environment(journal.run_dir)),
     )
     write_json_atomic(run_dir / names["issues_json"], issues_document(snap, review))
     write_json_atomic(run_dir / "plan.json", plan.model_dump(mode="json"))

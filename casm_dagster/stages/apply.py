@@ -23,8 +23,16 @@ def apply(snap: Snapshot, patch_plan: PatchPlan, journal: Journal) -> Applied:
     return result
 
 
-def commit_message(spec: RunSpec, group: PatchGroup) -> str:
-    return f"casm({spec.template_id}): {group.title}\n\nCASM-Run: {spec.run_id}\nCASM-Group: {group.group_id}\n"
+PLAN_TRAILER = "CASM-Plan"
+
+
+def commit_message(spec: RunSpec, group: PatchGroup, plan_sha256: str) -> str:
+    """The trailers name the run, the group and the plan: a rerun of the same plan finds
+    the branch that already holds it (``stages.report``)."""
+    return (
+        f"casm({spec.template_id}): {group.title}\n\n"
+        f"CASM-Run: {spec.run_id}\nCASM-Group: {group.group_id}\n{PLAN_TRAILER}: {plan_sha256}\n"
+    )
 
 
 def commit_groups(spec: RunSpec, patch_plan: PatchPlan, journal: Journal) -> Applied:
@@ -38,6 +46,6 @@ def commit_groups(spec: RunSpec, patch_plan: PatchPlan, journal: Journal) -> App
                 failed[group.group_id] = str(exc)
                 journal.decision("apply", "group_not_applied", f"{group.group_id} does not apply: {exc}")
                 continue
-            commits[group.group_id] = gitops.commit_staged(tree, commit_message(spec, group))
+            commits[group.group_id] = gitops.commit_staged(tree, commit_message(spec, group, patch_plan.plan_sha256))
         tip = gitops.git_text(tree, "rev-parse", "HEAD")
     return Applied(base_commit=patch_plan.base_commit, commits=commits, tip=tip, failed_groups=failed)

@@ -31,10 +31,16 @@ def record_tally(journal: Journal, stage_name: Stage, what: str, tally: Tally) -
     for note in tally.notes:
         journal.decision(stage_name, "model_task_dropped", note)
     if tally.done or tally.dropped:
+        if journal.spec.models.offline:  # the offline provider's answers are not model work
+            message = f"{what}: offline, no model called ({tally.done + tally.dropped} planned tasks not run)"
+        else:
+            message = (
+                f"{what}: {tally.done} model tasks done, {tally.dropped} dropped, {tally.failed_calls} failed calls"
+            )
         journal.decision(
             stage_name,
             "model_work",
-            f"{what}: {tally.done} model tasks done, {tally.dropped} dropped, {tally.failed_calls} failed calls",
+            message,
             done=tally.done,
             dropped=tally.dropped,
             failed_calls=tally.failed_calls,

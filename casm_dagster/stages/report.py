@@ -18,6 +18,7 @@ from casm_dagster.cost.run_cost import Counts
 from casm_dagster.run import artifacts
 from casm_dagster.run.journal import Journal, stage
 from casm_dagster.safety import gitops
+from casm_dagster.stages.apply import PLAN_TRAILER
 
 if TYPE_CHECKING:
     from casm_dagster.github.connector import GitHubConnector
@@ -30,6 +31,21 @@ def branch_name(spec: RunSpec) -> str:
     if spec.github:
         return f"casm/{spec.template_id}/{spec.github.default_branch}"
     return f"casm/{spec.template_id}/{spec.run_id}"
+
+
+def same_plan_branch(repo: Path, spec: RunSpec, plan: PatchPlan, commit: str) -> str | None:
+    """An existing ``casm/<template>/…`` branch whose tip was made from this plan and holds
+    the same tree as ``commit`` (a rerun of an unchanged repo), or None."""
+    refs = gitops.git_text(
+        repo, "for-each-ref", "--format=%(refname:short)", f"refs/heads/casm/{spec.template_id}/"
+    ).splitlines()
+    tree = gitops.git_text(repo, "rev-parse", f"{commit}^{{tree}}")
+    trailer = f"{PLAN_TRAILER}: {plan.plan_sha256}"
+    for ref in sorted(refs):
+        message = gitops.git_text(repo, "log", "-1", "--format=%B", ref)
+        if trailer in message.splitlines() and gitops.git_text(repo, "rev-parse", f"{ref}^{{tree}}") == tree:
+            return ref
+    return None
 
 
 def report(
@@ -46,7 +62,20 @@ def report(
     with stage(journal, "report", "writing the report and delivering the branch"):
         spec = snap.spec
         branch = None
-        if validation.final_commit:
+        existing = None
+        if validation.final_commit and not spec.github:
+            existing = same_plan_branch(Path(spec.repo_path), spec, patch_plan, validation.final_commit)
+        if existing:
+            branch = existing
+            journal.state.branch = branch
+            journal.decision(
+                "report",
+                "branch_reused",
+                f"branch {branch} already holds this plan ({patch_plan.plan_sha256[:12]}) with the same tree: "
+                "no new branch",
+                branch=branch,
+            )
+        elif validation.final_commit:
             branch = branch_name(spec)
             if not spec.github:  # GitHub mode: the branch is made in the mirror and pushed below
                 gitops.create_branch(Path(spec.repo_path), branch, validation.final_commit)

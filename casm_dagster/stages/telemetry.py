@@ -31,10 +31,10 @@ def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, A
                 f"telemetry mismatch: {len(calls)} calls (${recorded}) recorded, the summary has "
                 f"{summary['calls']['count']} (${summary['totals']['llm_usd']})"
             )
+        called = "no model called (offline)" if spec.models.offline else f"{len(calls)} model calls"
         journal.emit(
             "stage_completed",
-            f"{len(calls)} model calls, ${usd(recorded)} model cost, "
-            f"run cost ${usd(Decimal(summary['totals']['run_cost_usd']))}",
+            f"{called}, ${usd(recorded)} model cost, run cost ${usd(Decimal(summary['totals']['run_cost_usd']))}",
             stage="telemetry",
             calls=len(calls),
             llm_usd=str(recorded),

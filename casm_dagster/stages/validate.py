@@ -148,7 +148,7 @@ def _isolate(
             except gitops.RepoError as exc:
                 culprits[group_id] = f"no longer applies once an earlier group was rejected: {exc}"
                 continue
-            gitops.commit_staged(tree, commit_message(snap.spec, group))
+            gitops.commit_staged(tree, commit_message(snap.spec, group, patch_plan.plan_sha256))
             _, broke = _checked(sandbox, before, commands, tree)
             if broke:
                 culprits[group_id] = broke[0].why

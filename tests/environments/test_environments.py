@@ -1,0 +1,165 @@
+"""Per-repo environments: each detection path installs what the repo declares (a dependency
+only that path can bring), environments are reused by content, setup has the network and
+the checks do not, and a failure is said exactly."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import os
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+from helpers import make_repo
+
+from casm_dagster.environments import build
+from casm_dagster.environments.detect import python_recipe
+from casm_dagster.safety.sandbox import Sandbox
+
+DEP = "casmdep"
+USES_DEP = f"import {DEP}\n\n\ndef test_dep():\n    assert {DEP}.VALUE == 42\n"
+
+
+def _wheel(where: Path, name: str = DEP, version: str = "1.0") -> Path:
+    """A real, minimal wheel (PEP 427): a one-module package, built by hand."""
+    where.mkdir(parents=True, exist_ok=True)
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": b"VALUE = 42\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: casm-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist}/RECORD,,")
+    wheel = where / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+        archive.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+@pytest.fixture
+def dep_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """UV_FIND_LINKS: the suite's wheelhouse (pytest, setuptools) plus casmdep."""
+    wheels = tmp_path / "wheels"
+    _wheel(wheels)
+    monkeypatch.setenv("UV_FIND_LINKS", f"{os.environ['UV_FIND_LINKS']},{wheels}")
+    return wheels
+
+
+PROJECT = '[project]\nname = "proj"\nversion = "0"\n'
+BUILD = '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+PATHS = {
+    "groups": {"pyproject.toml": f'{PROJECT}\n[dependency-groups]\ntests = ["{DEP}"]\n'},
+    "extras": {"pyproject.toml": f'{PROJECT}\n[project.optional-dependencies]\ntest = ["{DEP}"]\n\n{BUILD}',
+               "proj/__init__.py": ""},
+    "requirements": {"requirements-test.txt": f"{DEP}\n", "mod.py": "x = 1\n"},
+    "tox": {"tox.ini": f"[tox]\nenv_list = py\n\n[testenv]\ndeps =\n    {DEP}\n    pytest\ncommands = pytest\n",
+            "mod.py": "x = 1\n"},
+    "setup_cfg": {"setup.cfg": f"[metadata]\nname = proj\n\n[options]\npackages = proj\n\n"
+                  f"[options.extras_require]\ntesting =\n    {DEP}\n",
+                  "setup.py": "from setuptools import setup\nsetup()\n", "proj/__init__.py": ""},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_each_detection_path_installs_what_the_repo_declares(tmp_path: Path, dep_links: Path, path: str) -> None:
+    repo = make_repo(tmp_path / "repo", {**PATHS[path], "tests/test_dep.py": USES_DEP})
+    env = build.prepare(repo, tmp_path / "envs", 300)
+    assert env.status == "ready", env.detail
+    box = Sandbox(["python -m pytest -q"], allow_network=False, timeout_s=120, environment=env,
+                  env_cache=tmp_path / "envs")  # fmt: skip
+    with box.using(repo):
+        result = box.run("python -m pytest -q", repo)
+    assert result.status == "passed", result.output_tail
+    assert result.tests == {"tests.test_dep::test_dep": "passed"}
+
+
+def test_a_uv_lock_is_synced_frozen(tmp_path: Path, dep_links: Path) -> None:
+    files = {"pyproject.toml": f'{PROJECT}requires-python = ">=3.10"\n\n[dependency-groups]\ntests = ["{DEP}"]\n',
+             "tests/test_dep.py": USES_DEP}  # fmt: skip
+    repo = make_repo(tmp_path / "repo", files)
+    build._run([build.uv_bin(), "lock", "--python", os.sys.executable], repo, tmp_path / "envs", 300)
+    assert "casmdep" in (repo / "uv.lock").read_text()
+    recipe = python_recipe(repo)
+    assert recipe is not None and recipe.lock and recipe.groups == ["tests"]
+    env = build.prepare(repo, tmp_path / "envs", 300)
+    assert env.status == "ready", env.detail
+    assert any(step.startswith("uv sync --frozen --no-install-project") for step in env.steps)
+    assert list((Path(env.path) / "lib").glob("python3*/site-packages/casmdep/__init__.py"))
+
+
+def test_environments_are_reused_by_content_and_collected_when_old(tmp_path: Path, dep_links: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {**PATHS["groups"], "tests/test_dep.py": USES_DEP})
+    first = build.prepare(repo, tmp_path / "envs", 300)
+    again = build.prepare(repo, tmp_path / "envs", 300)
+    assert not first.cached and again.cached and again.path == first.path
+    (repo / "pyproject.toml").write_text(PATHS["groups"]["pyproject.toml"] + "# changed\n")
+    changed = build.prepare(repo, tmp_path / "envs", 300)
+    assert changed.key != first.key and not changed.cached
+    assert build.collect(tmp_path / "envs", older_than_days=1) == []  # both just used
+    gone = build.collect(tmp_path / "envs", older_than_days=0, dry_run=True)
+    assert {Path(p).name for p, _, _ in gone} == {Path(first.path).name, Path(changed.path).name}
+    assert Path(first.path).exists()  # a dry run removes nothing
+    build.collect(tmp_path / "envs", older_than_days=0)
+    assert not Path(first.path).exists() and not Path(changed.path).exists()
+
+
+def test_an_environment_that_cannot_be_built_says_exactly_why(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"requirements-test.txt": "casm-missing-dep==9.9\n", "m.py": "x = 1\n"})
+    env = build.prepare(repo, tmp_path / "envs", 300)
+    assert env.status == "failed" and env.path is None
+    assert env.detail.startswith("the environment could not be built: `uv pip install")
+    assert "casm-missing-dep" in env.detail
+    assert not list((tmp_path / "envs").glob("python-*/"))  # nothing half-built is kept
+
+
+class _Index(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # quiet
+        return
+
+
+def test_setup_reaches_the_registry_and_the_tests_reach_nothing(
+    tmp_path: Path, dep_links: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PEP 503 index on 127.0.0.1 serving casmdep: uv fetches it in setup; the repo's
+    # test then tries the very same address and must not get through.
+    index = tmp_path / "index"
+    (index / "simple" / DEP).mkdir(parents=True)
+    wheel = next(dep_links.glob("*.whl"))
+    (index / "simple" / DEP / wheel.name).write_bytes(wheel.read_bytes())
+    (index / "simple" / DEP / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Index(*a, directory=str(index)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    monkeypatch.delenv("UV_NO_INDEX")
+    monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://127.0.0.1:{port}/simple")
+    monkeypatch.setenv("UV_FIND_LINKS", os.environ["UV_FIND_LINKS"].split(",")[0])  # casmdep only via the index
+    probe = (
+        "import socket\n\n\ndef test_no_network():\n    try:\n"
+        f"        socket.create_connection(('127.0.0.1', {port}), timeout=3).close()\n"
+        "    except OSError:\n        return\n    raise AssertionError('reached the network')\n"
+    )
+    repo = make_repo(tmp_path / "repo", {**PATHS["requirements"], "tests/test_net.py": probe,
+                                         "tests/test_dep.py": USES_DEP})  # fmt: skip
+    try:
+        env = build.prepare(repo, tmp_path / "envs", 300)
+        assert env.status == "ready", env.detail
+        with socket.create_connection(("127.0.0.1", port), timeout=3):
+            pass  # the index is up for anyone with the network
+        box = Sandbox(["python -m pytest -q"], allow_network=False, timeout_s=120, environment=env,
+                      env_cache=tmp_path / "envs")  # fmt: skip
+        with box.using(repo):
+            result = box.run("python -m pytest -q", repo)
+    finally:
+        server.shutdown()
+    assert result.network == "enforced"
+    assert result.tests == {"tests.test_dep::test_dep": "passed", "tests.test_net::test_no_network": "passed"}
