@@ -211,6 +211,12 @@ PYTHON_ANALYSERS: list[tuple[str, Analyser]] = [
 
 
 def review(worktree: Path, inventory: Inventory, baseline: list[CheckRun]) -> tuple[list[Finding], list[AnalyserRun]]:
+    return conclude(*static_findings(worktree, inventory), baseline, inventory)
+
+
+def static_findings(worktree: Path, inventory: Inventory) -> tuple[list[RawFinding], list[AnalyserRun]]:
+    """The analysers that read the code (not the checks): safe to run while the baseline
+    checks run in the same tree."""
     raw: list[RawFinding] = []
     runs: list[AnalyserRun] = []
     python_files = [f.path for f in inventory.by_language("python")]
@@ -234,6 +240,14 @@ def review(worktree: Path, inventory: Inventory, baseline: list[CheckRun]) -> tu
     todos = analyse_todos(inventory)
     raw.extend(todos)
     runs.append(AnalyserRun(name="todo-scan", status="ran", files=len(inventory.files), findings=len(todos)))
+    return raw, runs
+
+
+def conclude(
+    raw: list[RawFinding], runs: list[AnalyserRun], baseline: list[CheckRun], inventory: Inventory
+) -> tuple[list[Finding], list[AnalyserRun]]:
+    """The static findings plus what the baseline checks say, with stable ids and order."""
+    raw, runs = list(raw), list(runs)
     failures = check_failures(baseline)
     raw.extend(failures)
     runs.append(

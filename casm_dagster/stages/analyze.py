@@ -4,6 +4,7 @@ review the model plan includes) and the baseline run of the allowlisted checks."
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -49,11 +50,16 @@ def analyze(
         with scratch_checkout(Path(spec.repo_path), snap.head_commit) as tree:
             inventory = restrict(scan(tree), journal.run_dir)  # pr-sentinel: the PR's files
             checks = validator.applicable_checks(box, tree, inventory)
-            env = setup_environment(journal, box, tree) if checks else None
-            baseline = []
-            if env is None or env.status != "failed":
-                baseline = validator.run_checks(Sandbox.for_run(spec, env), checks, tree, "before")
-            findings, analysers = reviewer.review(tree, inventory, baseline)
+            # The code analysers read the tree while the environment is set up and the
+            # baseline checks run: the two are independent, and tests are the long pole.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                static = pool.submit(reviewer.static_findings, tree, inventory)
+                env = setup_environment(journal, box, tree) if checks else None
+                baseline = []
+                if env is None or env.status != "failed":
+                    baseline = validator.run_checks(Sandbox.for_run(spec, env), checks, tree, "before")
+                raw, runs = static.result()
+            findings, analysers = reviewer.conclude(raw, runs, baseline, inventory)
             tasks = planned_tasks(journal.run_dir, "review")
             session = open_model_session(snap, journal, engine, providers) if tasks else None
             if session is not None:
