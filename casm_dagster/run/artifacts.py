@@ -97,7 +97,7 @@ def group_verdict(group_id: str, validation: Validation) -> str:
         return "not delivered (not applied)"
     tests = sum(len([o for o in (c.tests or {}).values() if o == "passed"]) for c in validation.after())
     if tests:
-        return f"accepted: validated by {tests} passing tests"
+        return f"accepted: validated by {tests} passing test{'s' if tests != 1 else ''}"
     checks = ", ".join(f"`{c.command}`" for c in validation.after() if c.status == "passed")
     return f"accepted: validated by {checks}" if checks else "accepted"
 

@@ -44,6 +44,9 @@ def test_patch_that_breaks_a_passing_test_is_rejected(tmp_path: Path, workdir: P
     assert [c["status"] for c in after] == ["passed"]
     explain = run_casm(["explain", "--run-id", out["run_id"]], workdir, casm_env).stdout
     assert "patch_rejected: rejected 01-ruff-F401" in explain
+    report = Path(out["report"]).read_text()
+    assert "`01-ruff-F401`" in report and "rejected: breaks 1 passing test of `python -m pytest -q`" in report
+    assert "accepted: validated by 1 passing test" in report
 
 
 def test_benchmark_command_runs_before_and_after(tmp_path: Path, workdir: Path, casm_env) -> None:
