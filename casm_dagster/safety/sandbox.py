@@ -54,6 +54,81 @@ class CommandResult:
     tests: dict[str, str] | None = None  # per-test outcomes, when the runner reported them
 
 
+SANDBOX_ENV = "CASM_SANDBOX"  # the operator's choice when bubblewrap cannot run: unshare | none
+NOBODY = "65534"
+# The read-only view of the system: the standard top-level directories (symlinks on a
+# merged-/usr system are recreated as symlinks).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+@functools.cache
+def bwrap_probe() -> tuple[str | None, str]:
+    """bubblewrap's path, or why it cannot sandbox here."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None, "bubblewrap (bwrap) is not installed"
+    true = shutil.which("true") or "/bin/true"
+    argv = [bwrap, "--unshare-all", "--die-with-parent", *_system_mounts([]), true]
+    probe = subprocess.run(argv, capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        why = probe.stderr.decode("utf-8", "replace").strip() or f"exit {probe.returncode}"
+        return None, f"bwrap cannot create its namespaces here ({why})"
+    return bwrap, ""
+
+
+def sandbox_mode() -> tuple[str, str]:
+    """How target-repo code is isolated: ``bwrap``, or — only when the operator says so in
+    ``CASM_SANDBOX`` — ``unshare`` (network namespace only) or ``none``. Without bubblewrap
+    and without that choice, no target code runs."""
+    choice = os.environ.get(SANDBOX_ENV, "")
+    if choice and choice not in ("bwrap", "unshare", "none"):
+        raise SandboxError(f"{SANDBOX_ENV}={choice!r}: expected bwrap, unshare or none")
+    if choice in ("unshare", "none"):
+        return choice, f"the operator chose the weaker {SANDBOX_ENV}={choice}"
+    bwrap, why = bwrap_probe()
+    if bwrap:
+        return "bwrap", "bubblewrap: new user, PID, IPC, UTS and network namespaces; read-only system"
+    raise SandboxError(
+        f"{why}: CASM runs no target-repo code without its sandbox. Install bubblewrap (Debian: apt-get install "
+        f"bubblewrap), or accept a weaker isolation with {SANDBOX_ENV}=unshare (network namespace only)"
+    )
+
+
+def _system_mounts(mounts: list[str]) -> list[str]:
+    """bubblewrap arguments for the read-only system; appends what it mounts to ``mounts``."""
+    args: list[str] = []
+    for top in SYSTEM_DIRS:
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+            mounts.append(top)
+    return args
+
+
+def _covered(path: str, mounts: list[str]) -> bool:
+    return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
+
+
+def bwrap_prefix(bwrap: str, tree: Path, home: Path, readable: list[str], network: bool) -> list[str]:
+    """bubblewrap's argv: every namespace new (the network too unless ``network``), all
+    capabilities dropped, uid/gid nobody, the system read-only, ``readable`` (interpreters,
+    the environment) read-only, and only ``tree`` and the private ``home`` writable; a fresh
+    /proc (its own processes only), /dev and /tmp. Nothing else exists inside: not the
+    user's repo, not CASM's state dir, not /var/run, not the host's home."""
+    args = [bwrap, "--unshare-all", *(["--share-net"] if network else []), "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL", "--uid", NOBODY, "--gid", NOBODY, "--hostname", "casm-sandbox"]  # fmt: skip
+    mounts: list[str] = []
+    args += _system_mounts(mounts)
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # before the binds that may live in /tmp
+    for path in sorted({os.path.realpath(p) for p in readable} | set(readable), key=len):
+        if os.path.exists(path) and not _covered(path, mounts):
+            args += ["--ro-bind", path, path]
+            mounts.append(path)
+    args += ["--bind", str(home), str(home), "--bind", str(tree), str(tree), "--chdir", str(tree)]
+    return [*args, "--remount-ro", "/", "--"]  # the sandbox's own root too: nothing to write but tree, home, /tmp
+
+
 @functools.cache
 def network_isolation_prefix() -> tuple[list[str] | None, str]:
     """The argv prefix that puts a command in a fresh network namespace, or why none works."""
@@ -113,6 +188,16 @@ class Sandbox:
     def interpreter(self) -> str:
         env = self.environment
         return env.python if env is not None and env.python else sys.executable
+
+    def readable(self) -> list[str]:
+        """What a command needs to see besides the system and its tree: the interpreters
+        (CASM's and its base) and the repo's environment."""
+        # An environment's interpreter links to the one it was made from (CASM's venv, then
+        # its base): the whole chain must resolve inside.
+        paths = [sys.base_prefix, str(Path(os.path.realpath(sys.executable)).parent.parent), sys.prefix]
+        if self.environment is not None and self.environment.path:
+            paths.append(self.environment.path)
+        return paths
 
     @contextlib.contextmanager
     def using(self, tree: Path) -> Iterator[None]:
@@ -176,12 +261,20 @@ class Sandbox:
             report = Path(home) / junit.REPORT_NAME
             if junit.is_pytest(argv):
                 argv = [*argv, *junit.report_args(report)]
+            mode, how = sandbox_mode()
             network: Isolation = "not_requested"
             detail = "the template allows network access"
-            if not self.allow_network:
-                prefix, detail = network_isolation_prefix()
+            if mode == "bwrap":
+                bwrap = bwrap_probe()[0] or "bwrap"
+                prefix = bwrap_prefix(bwrap, cwd.resolve(), Path(home), self.readable(), self.allow_network)
+                argv = [*prefix, *argv]
+                if not self.allow_network:
+                    network, detail = "enforced", f"{how}; no network"
+            elif not self.allow_network:
+                prefix, detail = network_isolation_prefix() if mode == "unshare" else (None, how)
                 network = "enforced" if prefix else "not_enforced"
                 argv = [*(prefix or []), *argv]
+                detail = f"{detail} ({how})"
             result = self._execute(command, argv, cwd, env, network, detail)
             tests = junit.read(report)
             return dataclasses.replace(result, tests=tests) if tests is not None else result

@@ -33,6 +33,17 @@ def branch_name(spec: RunSpec) -> str:
     return f"casm/{spec.template_id}/{spec.run_id}"
 
 
+def verify_branch(repo: Path, branch: str, validated: str) -> None:
+    """The delivered branch must point at the commit that was validated: anything that
+    moved it since (a leftover process, a hook, another tool) fails the run loudly."""
+    actual = gitops.git_text(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+    if actual != validated:
+        raise gitops.RepoError(
+            f"branch {branch} points at {actual[:12] or 'nothing'}, not the validated commit {validated[:12]}: "
+            "something moved it after validation; do not merge it"
+        )
+
+
 def same_plan_branch(repo: Path, spec: RunSpec, plan: PatchPlan, commit: str) -> str | None:
     """An existing ``casm/<template>/…`` branch whose tip was made from this plan and holds
     the same tree as ``commit`` (a rerun of an unchanged repo), or None."""
@@ -112,6 +123,8 @@ def report(
             )
             if pr:
                 delivery = delivery.model_copy(update={"pull_request": pr.url})
+        if branch and validation.final_commit and not spec.github and not existing:
+            verify_branch(Path(spec.repo_path), branch, validation.final_commit)
         journal.state.counts = {"findings": delivery.findings, "patches": delivery.patches, "checks": delivery.checks}
         journal.emit(
             "stage_completed", f"report at {delivery.report}", stage="report", branch=branch, report=delivery.report

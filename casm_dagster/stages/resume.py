@@ -159,6 +159,13 @@ def resume(
         )
     if record.consumed_at:
         return Resumed("already_consumed", record.run_id, record.partition_key)
+    if not store.verifies(record):
+        why = (
+            f"approval of request {request_id} does not verify (its integrity code is missing or wrong: the row "
+            "was not written by CASM, or was changed since); refused"
+        )
+        store.log(request_id, utc_now(), "casm", "refused", why)
+        raise ApprovalError(why)
     run_dir = Path(record.state_dir) / "runs" / record.run_id
     spec = load(run_dir, SPEC_FILE, RunSpec)
     journal = Journal(spec, listener)

@@ -7,6 +7,8 @@ other cannot both win.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,7 @@ class ApprovalRecord:
     consumed_at: str | None
     continuation_run_id: str | None
     outcome: str | None
+    mac: str | None = None
 
     @classmethod
     def from_row(cls, row: sa.Row) -> ApprovalRecord:
@@ -65,9 +68,36 @@ class LogEntry:
     detail: str
 
 
+def decision_mac(key: bytes, request_id: str, plan_sha256: str, status: str, approver: str, reason: str,
+                 scope: str | None) -> str:  # fmt: skip
+    fields = [request_id, plan_sha256, status, approver, reason, scope or ""]
+    return hmac.new(key, "\x1f".join(fields).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 class ApprovalStore:
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, key: bytes | None = None) -> None:
         self.engine = engine
+        self._key = key
+
+    @property
+    def key(self) -> bytes:
+        """The installation's key (``policy.keyed_hash``): outside the sandbox's view."""
+        if self._key is None:
+            from casm_dagster.policy.keyed_hash import load_or_create_key
+
+            self._key = load_or_create_key()
+        return self._key
+
+    def verifies(self, record: ApprovalRecord) -> bool:
+        """Was this decision written by CASM (with the key)? A row without a MAC, or one
+        whose fields were changed after signing, does not verify."""
+        if not record.mac or not record.approver or record.reason is None:
+            return False
+        expected = decision_mac(
+            self.key, record.request_id, record.plan_sha256, record.status, record.approver, record.reason,
+            record.scope,
+        )  # fmt: skip
+        return hmac.compare_digest(expected, record.mac)
 
     def create(self, **values: Any) -> ApprovalRecord:
         values = dict(values, status=PENDING)
@@ -109,11 +139,13 @@ class ApprovalStore:
 
     def decide(self, request_id: str, status: str, approver: str, reason: str, scope: str | None, now: str) -> bool:
         """pending → approved/denied/expired; False if it was no longer pending."""
+        plan = self.require(request_id).plan_sha256
+        mac = decision_mac(self.key, request_id, plan, status, approver, reason, scope)
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.update(approvals_table)
                 .where(approvals_table.c.request_id == request_id, approvals_table.c.status == PENDING)
-                .values(status=status, approver=approver, reason=reason, scope=scope, decided_at=now)
+                .values(status=status, approver=approver, reason=reason, scope=scope, decided_at=now, mac=mac)
             )
             if result.rowcount != 1:
                 return False

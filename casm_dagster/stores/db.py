@@ -46,6 +46,9 @@ approvals_table = sa.Table(
     sa.Column("consumed_at", sa.String(40)),
     sa.Column("continuation_run_id", sa.String(64)),
     sa.Column("outcome", sa.Text),  # how the story ended after approval (applied, void: why)
+    # HMAC over (request, plan hash, decision, approver, reason, scope) with the installation's
+    # key: a row written by anything without the key (a forged approval) does not verify.
+    sa.Column("mac", sa.String(64)),
 )
 
 # Every HITL action, refusals included, in order. The sensor's cursor is this table's id.
@@ -65,6 +68,20 @@ _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
 
 
+# Columns added to existing tables since they were first created: (table, column, DDL type).
+ADDED_COLUMNS = (("casm_hitl_requests", "mac", "VARCHAR(64)"),)
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """``create_all`` creates missing tables, never missing columns: add them to a database
+    an earlier version made (nullable, so old rows stay valid)."""
+    inspector = sa.inspect(engine)
+    for table, column, ddl in ADDED_COLUMNS:
+        if inspector.has_table(table) and column not in {c["name"] for c in inspector.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
 def engine_for(url: str) -> sa.Engine:
     """One engine per database URL per process, its tables created once (not on every call:
     an audit asks for the engine in most of its stages)."""
@@ -73,6 +90,7 @@ def engine_for(url: str) -> sa.Engine:
         if engine is None:
             engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             _engines[url] = engine
         return engine
 

@@ -27,6 +27,7 @@ import pytest
 from helpers import CASM, ROOT, RUFF_TOML, SMOKE_TEST, git, isolated_env, last_json, make_repo
 
 from casm_dagster.policy import hitl
+from casm_dagster.policy.keyed_hash import load_or_create_key
 from casm_dagster.stores.approvals import APPROVED, ApprovalRecord, ApprovalStore
 from casm_dagster.stores.db import engine_for
 
@@ -114,8 +115,10 @@ class Scenario:
         return [json.loads(line) for line in (self.run_dir / "events.jsonl").read_text().splitlines() if line]
 
     def store(self) -> ApprovalStore:
-        # The instance's own database, where `casm` keeps its tables (instance.instance_db_url).
-        return ApprovalStore(engine_for(f"sqlite:///{self.home / 'casm.db'}"))
+        # The instance's own database, where `casm` keeps its tables (instance.instance_db_url),
+        # and the scenario's installation key (its `casm` processes sign and verify with it).
+        key = load_or_create_key(Path(self.env["CASM_POLICY_KEY_FILE"]))
+        return ApprovalStore(engine_for(f"sqlite:///{self.home / 'casm.db'}"), key=key)
 
     def request(self) -> ApprovalRecord:
         return hitl.require_request(self.store(), self.run_id)

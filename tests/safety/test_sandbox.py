@@ -107,7 +107,7 @@ def test_env_is_scrubbed_and_home_is_a_temp_dir(tmp_path: Path, monkeypatch: pyt
     assert github not in env.values() and openai not in env.values()
     assert not any(github in v or openai in v for v in env.values())
     assert set(env) <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "HOME", "TMPDIR",
-                        "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED", "NO_COLOR"}  # fmt: skip
+                        "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED", "NO_COLOR", "PWD"}  # fmt: skip
     home = Path(env["HOME"])
     assert home.name.startswith("casm-home-")
     assert home != Path.home()
@@ -171,14 +171,6 @@ time.sleep(30)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-
-
 @pytest.mark.parametrize("allow_network", [True, False])
 def test_timeout_kills_the_whole_process_group(tmp_path: Path, allow_network: bool) -> None:
     (tmp_path / "child.py").write_text(CHILD, encoding="utf-8")
@@ -187,24 +179,17 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path, allow_network: bo
     started = time.monotonic()
     result = Sandbox([command], allow_network=allow_network, timeout_s=1).run(command, tmp_path)
     elapsed = time.monotonic() - started
-    pid = int(result.output_tail.split()[1])
-    try:
-        assert result.status == "timed_out"
-        assert result.exit_code is None
-        assert 1.0 <= result.duration_s < 3.0
-        assert elapsed < 3.0  # killed after ~1s, not after the child's 30s
-        assert result.output_tail.endswith("[casm: killed after 1s timeout]")
-        # The grandchild (same process group) is gone: not alive, and its heartbeat stops.
-        deadline = time.monotonic() + 2.0
-        while _alive(pid) and time.monotonic() < deadline:  # only while the kernel reaps it
-            time.sleep(0.01)
-        assert not _alive(pid)
-        size = heartbeat.stat().st_size if heartbeat.exists() else 0
-        time.sleep(0.3)  # six heartbeat periods: a live grandchild would have written
-        assert (heartbeat.stat().st_size if heartbeat.exists() else 0) == size
-    finally:
-        if _alive(pid):  # clean up only the process this test started
-            os.kill(pid, 9)
+    assert result.status == "timed_out"
+    assert result.exit_code is None
+    assert 1.0 <= result.duration_s < 3.0
+    assert elapsed < 3.0  # killed after ~1s, not after the child's 30s
+    assert result.output_tail.endswith("[casm: killed after 1s timeout]")
+    # The grandchild is gone: its heartbeat stops. (The pid it printed is the sandbox's PID
+    # namespace's, meaningless on the host, so the heartbeat is what tells.)
+    time.sleep(0.2)
+    size = heartbeat.stat().st_size if heartbeat.exists() else 0
+    time.sleep(0.3)  # six heartbeat periods: a live grandchild would have written
+    assert (heartbeat.stat().st_size if heartbeat.exists() else 0) == size
 
 
 # --- network -------------------------------------------------------------------------------
@@ -222,11 +207,12 @@ def test_network_isolation_is_available_here() -> None:
 def test_network_denied_when_not_allowed(tmp_path: Path) -> None:
     result = _run(CONNECT, tmp_path, allow_network=False)
     assert result.network == "enforced"
-    assert result.network_detail.startswith("fresh Linux network namespace")
+    assert "no network" in result.network_detail
     assert result.status == "failed"
     assert result.exit_code == 1
     assert "connected" not in result.output_tail
-    assert "OSError: [Errno 101] Network is unreachable" in result.output_tail
+    # bubblewrap's namespace has a loopback of its own, with nothing listening on it.
+    assert "Connection refused" in result.output_tail or "Network is unreachable" in result.output_tail
 
 
 def test_network_reachable_when_allowed(tmp_path: Path) -> None:

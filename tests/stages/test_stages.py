@@ -91,3 +91,23 @@ def test_the_review_and_plan_assets_run_on_a_built_asset_context(tmp_path: Path)
     assert reviewed.metadata["findings"] == len(reviewed.value.findings) > 0
     assert planned.metadata["plan_sha256"] == planned.value.plan_sha256
     assert planned.metadata["groups"] == len(planned.value.groups) > 0
+
+
+def test_a_branch_moved_after_validation_fails_loudly(tmp_path: Path) -> None:
+    import pytest
+
+    from casm_dagster.safety import gitops
+    from casm_dagster.stages.report import verify_branch
+
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    validated = git(repo, "rev-parse", "HEAD")
+    gitops.create_branch(repo, "casm/repo-auditor/R1", validated)
+    verify_branch(repo, "casm/repo-auditor/R1", validated)
+    with pytest.raises(gitops.RepoError):  # create is compare-and-swap: never moves a branch
+        gitops.create_branch(repo, "casm/repo-auditor/R1", validated)
+    (repo / "BACKDOOR.py").write_text("x = 2\n")
+    git(repo, "add", "BACKDOOR.py")
+    git(repo, "commit", "-q", "-m", "backdoor")
+    git(repo, "update-ref", "refs/heads/casm/repo-auditor/R1", "HEAD")
+    with pytest.raises(gitops.RepoError, match="not the validated commit"):
+        verify_branch(repo, "casm/repo-auditor/R1", validated)

@@ -133,15 +133,17 @@ def test_a_failing_baseline_still_rejects_a_group_that_breaks_a_passing_test(tmp
 
 
 def test_a_flaky_test_is_re_run_once_and_named(tmp_path: Path) -> None:
-    # Fails on every other run (state kept outside the scratch tree, in a file the test names).
-    flag = tmp_path / "flip"
+    # Passes at HEAD; on the patched tree it fails once, then passes (state kept in the
+    # scratch tree: the only place a sandboxed test can write that outlives one run).
     flaky = (
         "from pathlib import Path\n\n\ndef test_flip():\n"
-        f"    p = Path({str(flag)!r})\n    seen = p.exists()\n    p.write_text('x') if not seen else p.unlink()\n"
-        "    assert not seen\n"
+        "    patched = Path('pkg/b.py').read_text() == 'x = 1\\n'\n"
+        "    flag = Path('.flip')\n"
+        "    if patched and not flag.exists():\n"
+        "        flag.write_text('x')\n"
+        "        raise AssertionError('fails once after the patch')\n"
     )
     repo = make_repo(tmp_path / "repo", {**BASE_FILES, "tests/test_flip.py": flaky})
-    # Baseline run: passes (creates the flag); after-run: fails (removes it); re-run: passes.
     _, validation, decisions = _audit(repo, tmp_path)
     assert validation.rejected_groups == {}
     assert validation.accepted_groups == ["01-ruff-F401", "02-ruff-W291"]

@@ -320,3 +320,54 @@ def test_approver_allowed(approver: str, orgs: list[str], patterns: list[str], a
 )
 def test_comment_reason_with_the_default_regex(body: str, reason: str | None) -> None:
     assert hitl.comment_reason(body, DEFAULT_APPROVAL_COMMENT) == reason
+
+
+def test_a_decision_carries_a_mac_and_a_forged_or_edited_row_does_not_verify(store, make) -> None:
+    import sqlalchemy as sa
+
+    from casm_dagster.stores.db import approvals_table
+
+    signed = make()
+    store.decide(signed.request_id, APPROVED, "alice", "looks right", "packet", T1)
+    assert store.verifies(store.require(signed.request_id))
+    # Anything with database access but not the key: approve a pending row directly...
+    forged = make()
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(approvals_table)
+            .where(approvals_table.c.request_id == forged.request_id)
+            .values(status=APPROVED, approver="USER:sandboxed-test", reason="pwned", scope="full", decided_at=T1)
+        )
+    assert not store.verifies(store.require(forged.request_id))
+    # ...or widen a real approval's scope after the fact.
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(approvals_table).where(approvals_table.c.request_id == signed.request_id).values(scope="full")
+        )
+    assert not store.verifies(store.require(signed.request_id))
+    # Another installation's key does not verify this one's decisions either.
+    other = ApprovalStore(store.engine, key=b"k" * 32)
+    assert not other.verifies(store.require(signed.request_id))
+    # The continuation refuses both, says why, and logs it; nothing is applied.
+    from casm_dagster.policy.hitl import ApprovalError
+    from casm_dagster.stages.resume import resume
+
+    for record in (forged, signed):
+        with pytest.raises(ApprovalError, match="does not verify"):
+            resume(store, record.request_id, "dagster-run-1")
+        assert store.log_entries(record.request_id)[-1].action == "refused"
+        assert store.require(record.request_id).consumed_at is None
+
+
+def test_an_old_database_gains_the_mac_column(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from casm_dagster.stores.db import engine_for
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    raw = sa.create_engine(url)
+    with raw.begin() as conn:  # casm_hitl_requests as the previous version made it
+        conn.execute(sa.text("CREATE TABLE casm_hitl_requests (id INTEGER PRIMARY KEY, request_id VARCHAR(32))"))
+    engine_for(url)
+    columns = {c["name"] for c in sa.inspect(raw).get_columns("casm_hitl_requests")}
+    assert "mac" in columns
