@@ -17,9 +17,10 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from casm_dagster.safety.repo_scan import read_toml
 
 # Without the repo's own configuration: report bugs, not style (the maintainers' style
 # tools are not ours to second-guess), and fix only what changes no style and no name.
@@ -54,17 +55,8 @@ class RuffSettings:
         return bool(self.config) or rule in NO_STYLE_FIXES
 
 
-def _load_toml(path: Path) -> dict:
-    if not path.is_file() or path.is_symlink():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return {}
-
-
 def _ruff_table(path: Path) -> dict | None:
-    data = _load_toml(path)
+    data = read_toml(path)
     if path.name == "pyproject.toml":
         data = data.get("tool", {}).get("ruff")
         return data if isinstance(data, dict) else None
@@ -120,7 +112,7 @@ def ruff_settings(worktree: Path) -> RuffSettings:
 
 
 def _isolated(worktree: Path, note: str = "") -> RuffSettings:
-    pyproject = _load_toml(worktree / "pyproject.toml")
+    pyproject = read_toml(worktree / "pyproject.toml")
     black_cfg = pyproject.get("tool", {}).get("black", {})
     line_length = black_cfg.get("line-length", 88) if isinstance(black_cfg, dict) else 88
     if not isinstance(line_length, int) or not 40 <= line_length <= 320:

@@ -15,9 +15,10 @@ import configparser
 import hashlib
 import re
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from casm_dagster.safety.repo_scan import read_toml
 
 RECIPE_VERSION = "1"  # bump when the way environments are built changes (new cache keys)
 TEST_NAMES = ("test", "tests", "testing", "dev")
@@ -60,15 +61,6 @@ class PythonRecipe:
         parts += [f"requirements {', '.join(self.requirements)}" if self.requirements else ""]
         parts += [f"{len(self.packages)} tox/nox deps" if self.packages else ""]
         return "; ".join(p for p in [*parts, *self.notes] if p) or "no declared test dependencies"
-
-
-def _toml(path: Path) -> dict:
-    if not path.is_file() or path.is_symlink():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return {}
 
 
 def _regular(path: Path) -> bool:
@@ -174,7 +166,7 @@ def _inside(tree: Path, name: str) -> bool:
 
 def python_recipe(tree: Path) -> PythonRecipe | None:
     """None when the repo is not a Python project (no manifest, no requirements, no .py)."""
-    pyproject = _toml(tree / "pyproject.toml")
+    pyproject = read_toml(tree / "pyproject.toml")
     recipe = PythonRecipe()
     recipe.installable = (
         _regular(tree / "setup.py")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -86,6 +87,17 @@ def _tree_entries(worktree: Path) -> list[tuple[str, int, str]]:
             path = "\0" + name.decode("utf-8", "backslashreplace")
         entries.append((mode.decode(), int(size) if size != b"-" else 0, path))
     return sorted(entries, key=lambda e: e[2])
+
+
+def read_toml(path: Path) -> dict:
+    """A repo's TOML file as data, or {} when it is missing, a symlink (it may point out of
+    the repo) or unreadable: configuration is read, never trusted to exist or parse."""
+    if not path.is_file() or path.is_symlink():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
 
 
 def _inside(root: Path, candidate: Path) -> bool:
