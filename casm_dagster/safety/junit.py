@@ -30,8 +30,13 @@ def report_args(path: Path) -> list[str]:
     return [f"--junitxml={path}", "-o", "junit_family=xunit1"]
 
 
-def read(path: Path) -> dict[str, Outcome] | None:
-    """Test id → outcome; None when there is no readable report."""
+TREE = "<tree>"
+
+
+def read(path: Path, tree: Path | None = None) -> dict[str, Outcome] | None:
+    """Test id → outcome; None when there is no readable report. ``tree``: the checkout the
+    tests ran in; its path inside an id (a test parametrized with ``__file__``) becomes
+    ``<tree>``, so the same test has the same id in every scratch checkout."""
     try:
         if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_REPORT_BYTES:
             return None
@@ -42,6 +47,9 @@ def read(path: Path) -> dict[str, Outcome] | None:
     for case in root.iter("testcase"):
         classname, name = case.get("classname") or "", case.get("name") or ""
         test_id = f"{classname}::{name}" if classname else name
+        if tree is not None:
+            for prefix in {str(tree), str(tree.resolve())}:
+                test_id = test_id.replace(prefix, TREE)
         tags = {child.tag for child in case}
         outcome: Outcome = "passed"
         for tag, meaning in (("skipped", "skipped"), ("failure", "failed"), ("error", "error")):

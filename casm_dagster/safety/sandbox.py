@@ -276,7 +276,7 @@ class Sandbox:
                 argv = [*(prefix or []), *argv]
                 detail = f"{detail} ({how})"
             result = self._execute(command, argv, cwd, env, network, detail)
-            tests = junit.read(report)
+            tests = junit.read(report, cwd)
             return dataclasses.replace(result, tests=tests) if tests is not None else result
 
     def _execute(

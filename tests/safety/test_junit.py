@@ -47,3 +47,16 @@ def test_pytest_commands_are_recognised() -> None:
     assert junit.is_pytest(["pytest"])
     assert not junit.is_pytest(["python", "-m", "unittest"])
     assert not junit.is_pytest(["npm", "test"])
+
+
+def test_a_test_id_holding_the_checkout_path_is_the_same_in_every_checkout(tmp_path: Path) -> None:
+    # requests parametrizes a test with its own __file__: the scratch path is in the id.
+    ids = []
+    for tree in (tmp_path / "casm-wt-1" / "checkout", tmp_path / "casm-wt-2" / "checkout"):
+        path = tmp_path / f"{tree.parent.name}.xml"
+        path.write_text(
+            f'<testsuite><testcase classname="tests.test_utils" name="test_unzipped[{tree}/tests/x.py]"/></testsuite>',
+            encoding="utf-8",
+        )
+        ids.append(junit.read(path, tree))
+    assert ids[0] == ids[1] == {"tests.test_utils::test_unzipped[<tree>/tests/x.py]": "passed"}
