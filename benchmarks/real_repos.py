@@ -68,7 +68,7 @@ def run_tests(python: Path, tree: Path) -> tuple[dict[str, str], float]:
     report = tree.parent / f"{tree.name}-junit.xml"
     started = time.monotonic()
     sh([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *junit.report_args(report)], tree)
-    return junit.read(report) or {}, time.monotonic() - started
+    return junit.read(report, tree) or {}, time.monotonic() - started
 
 
 def lint_errors(tree: Path) -> tuple[int, float]:
