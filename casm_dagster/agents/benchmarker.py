@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 from casm_dagster.contracts.validation import BenchmarkResult
+from casm_dagster.environments import build
 from casm_dagster.safety.sandbox import Sandbox
 
 DEFAULT_REPEATS = 5
@@ -17,7 +18,7 @@ DEFAULT_REPEATS = 5
 
 def _median(sandbox: Sandbox, command: str, worktree: Path, repeats: int) -> tuple[float | None, str]:
     times = []
-    with sandbox.using(worktree):
+    with build.checking(sandbox, worktree):
         for _ in range(repeats):
             result = sandbox.run(command, worktree)
             if result.status != "passed":

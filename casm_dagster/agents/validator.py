@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casm_dagster.contracts.validation import CheckRun
+from casm_dagster.environments import build
 from casm_dagster.safety.repo_scan import Inventory
 from casm_dagster.safety.sandbox import CommandResult, Sandbox
 
@@ -102,7 +103,7 @@ def to_check_run(result: CommandResult, phase: str) -> CheckRun:
 def run_checks(sandbox: Sandbox, commands: list[str], worktree: Path, phase: str) -> list[CheckRun]:
     if not commands:
         return []
-    with sandbox.using(worktree):
+    with build.checking(sandbox, worktree):
         return [to_check_run(sandbox.run(command, worktree), phase) for command in commands]
 
 

@@ -3,10 +3,13 @@
 Environments live in ``<state dir>/envs/<kind>-<key>/``, content-addressed (``detect.
 cache_key``) and reused across runs and repos. A build holds a file lock on its key and
 writes a ``.casm-ready`` marker last, so a killed build is rebuilt, never half-used.
-Setup is the only phase with network (package registries): uv and npm run here with a
-scrubbed environment (only index/proxy/certificate settings pass), their own caches beside
-the environments, and the template's command timeout. The checks themselves run later in
-the sandbox, without network, against the patched tree installed editable (``activate``).
+Setup is the only phase with network (package registries): uv and npm, and the build
+backends they start (the repo's own code), run in the sandbox (``safety.sandbox.
+setup_argv``) with the host network, a scrubbed environment (only index/proxy/certificate
+settings pass), their own caches beside the environments, and the template's command
+timeout; all they can write is the tree, the environment being built and those caches.
+The checks run later in the sandbox without network, against the patched tree installed
+editable (``activate``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from pathlib import Path
 
 from casm_dagster.contracts.environment import Environment
 from casm_dagster.environments.detect import PythonRecipe, cache_key, node_manager, python_recipe
+from casm_dagster.errors import SandboxError
 from casm_dagster.run.journal import utc_now
+from casm_dagster.safety import sandbox
 from casm_dagster.safety.redact import redact
 
 READY = ".casm-ready"
@@ -66,27 +71,56 @@ def uv_bin() -> str:
     return find_uv_bin()
 
 
+def _caches(cache_root: Path) -> dict[str, str]:
+    return {
+        "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(cache_root / "uv-cache"),
+        "npm_config_cache": str(cache_root / "npm-cache"),
+    }
+
+
 def _setup_env(cache_root: Path, home: Path) -> dict[str, str]:
     env = {k: os.environ[k] for k in SETUP_PASSTHROUGH if k in os.environ}
     env.update(
+        _caches(cache_root),
         HOME=str(home),
         TMPDIR=str(home),
-        UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR") or str(cache_root / "uv-cache"),
         UV_PYTHON_DOWNLOADS="never",  # the interpreter is CASM's; never fetch another
         UV_NO_PROGRESS="1",
-        npm_config_cache=str(cache_root / "npm-cache"),
+        # The cache and the environment are separate mounts in the sandbox: no hardlinks.
+        UV_LINK_MODE="copy",
         npm_config_update_notifier="false",
         NO_COLOR="1",
     )
     return env
 
 
-def _run(argv: list[str], cwd: Path, cache_root: Path, timeout_s: int, extra: dict[str, str] | None = None) -> None:
+def _local_links() -> list[str]:
+    """Local wheel directories named in UV_FIND_LINKS: the sandbox must see them."""
+    links = os.environ.get("UV_FIND_LINKS", "").replace(",", " ").split()
+    return [link for link in links if "://" not in link or link.startswith("file://")]
+
+
+def _run(
+    argv: list[str],
+    cwd: Path,
+    cache_root: Path,
+    timeout_s: int,
+    extra: dict[str, str] | None = None,
+    writable: tuple[Path, ...] = (),
+) -> None:
+    """One setup step, in the sandbox with the network: ``cwd`` (the tree, or a Node
+    environment) and ``writable`` (the environment being built) plus the package caches
+    are all it can write."""
     with tempfile.TemporaryDirectory(prefix="casm-setup-") as home:
         env = {**_setup_env(cache_root, Path(home)), **(extra or {})}
+        tools = [os.path.dirname(os.path.dirname(os.path.realpath(argv[0])))]  # a Node install outside /usr
+        node = shutil.which("node")
+        tools += [os.path.dirname(os.path.dirname(os.path.realpath(node)))] if node else []
+        writes = [os.path.realpath(p) for p in (*writable, *_caches(cache_root).values())]
+        boxed = sandbox.setup_argv(argv, cwd, Path(home), [*_local_links(), *tools], writes)
         try:
             proc = subprocess.run(
-                argv, cwd=cwd, env=env, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+                boxed, cwd=cwd, env=env, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL
             )
         except subprocess.TimeoutExpired:
             raise SetupFailed(f"`{_shown(argv)}` timed out after {timeout_s}s") from None
@@ -171,11 +205,11 @@ def _build_python(
         argv += [a for g in recipe.groups for a in ("--group", g)]
         argv += [a for e in recipe.extras for a in ("--extra", e)]
         steps.append(argv)
-        _run(argv, tree, cache_root, timeout_s, {"UV_PROJECT_ENVIRONMENT": str(env_dir)})
+        _run(argv, tree, cache_root, timeout_s, {"UV_PROJECT_ENVIRONMENT": str(env_dir)}, (env_dir,))
     else:
         argv = [uv, "venv", "--quiet", *python, str(env_dir)]
         steps.append(argv)
-        _run(argv, tree, cache_root, timeout_s)
+        _run(argv, tree, cache_root, timeout_s, writable=(env_dir,))
         install = [uv, "pip", "install", "--python", str(env_dir / "bin" / "python")]
         extras = f"[{','.join(recipe.extras)}]" if recipe.extras else ""
         targets = [f".{extras}"] if recipe.installable else []
@@ -184,13 +218,13 @@ def _build_python(
         targets += recipe.packages
         if targets:
             steps.append([*install, *targets])
-            _run([*install, *targets], tree, cache_root, timeout_s)
+            _run([*install, *targets], tree, cache_root, timeout_s, writable=(env_dir,))
     # pytest is how CASM collects per-test verdicts; a repo that tests with unittest
     # still declares no runner, so the environment gets one (never into the tree).
     if not (env_dir / "bin" / "pytest").exists():
         argv = [uv, "pip", "install", "--python", str(env_dir / "bin" / "python"), "pytest"]
         steps.append(argv)
-        _run(argv, tree, cache_root, timeout_s)
+        _run(argv, tree, cache_root, timeout_s, writable=(env_dir,))
     return f"Python ({recipe.describe()})"
 
 
@@ -224,11 +258,27 @@ def activate(env: Environment, tree: Path, cache_root: Path, timeout_s: int) -> 
         return
     if env.kind == "python" and env.editable and env.python:
         argv = [uv_bin(), "pip", "install", "--python", env.python, "--no-deps", "-e", "."]
-        _run(argv, tree, cache_root, timeout_s)
+        _run(argv, tree, cache_root, timeout_s, writable=(Path(env.path),))
     elif env.kind == "node":
         link = tree / "node_modules"
         if not link.exists() and not link.is_symlink():
             link.symlink_to(Path(env.path) / "node_modules")
+
+
+@contextlib.contextmanager
+def checking(box: sandbox.Sandbox, tree: Path) -> Iterator[None]:
+    """Checks on ``tree`` run inside this block: the box's environment (if any) is locked
+    and has ``tree`` installed as the code under test."""
+    env = box.environment
+    if env is None or env.path is None or box.env_cache is None:
+        yield
+        return
+    with locked(box.env_cache / f"{Path(env.path).name}.lock"):
+        try:
+            activate(env, tree, box.env_cache, box.timeout_s)
+        except SetupFailed as exc:
+            raise SandboxError(f"could not install the tree under test into its environment: {exc}") from None
+        yield
 
 
 def collect(cache_root: Path, older_than_days: float, dry_run: bool = False) -> list[tuple[str, int, str]]:

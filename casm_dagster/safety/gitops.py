@@ -32,6 +32,24 @@ def _git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# Scratch clones made by ``run.workspace``: tree -> its git dir, which lives outside the
+# tree. Git on a scratch tree always names that dir: the tree's own ``.git`` file is
+# writable by the code under test, and a git dir it points to could carry filters or
+# hooks that would run here, outside the sandbox.
+_SCRATCH_GIT_DIRS: dict[str, Path] = {}
+
+
+def scratch_git_dir(tree: Path) -> Path | None:
+    return _SCRATCH_GIT_DIRS.get(str(tree))
+
+
+def _location(repo: Path) -> list[str]:
+    git_dir = _SCRATCH_GIT_DIRS.get(str(repo))
+    if git_dir is None:
+        return ["-C", str(repo)]
+    return ["-C", str(repo), f"--git-dir={git_dir}", f"--work-tree={repo}"]
+
+
 def git(
     repo: Path,
     *args: str,
@@ -43,7 +61,7 @@ def git(
     """``env`` adds variables (e.g. ``GIT_CONFIG_*`` carrying a credential: the environment
     is private to the process, unlike argv); ``secrets`` are scrubbed from error messages."""
     proc = subprocess.run(
-        ["git", *_HARDENING, "-C", str(repo), *args],
+        ["git", *_HARDENING, *_location(repo), *args],
         input=input_bytes,
         capture_output=True,
         env=_git_env(env),
@@ -95,14 +113,29 @@ def inspect_repo(path: Path) -> RepoInfo:
     )
 
 
-def add_worktree(repo: Path, where: Path, commit: str) -> None:
-    """A detached checkout of ``commit``: the user's working tree and branch stay untouched."""
-    git(repo, "worktree", "add", "--detach", "--force", str(where), commit)
+def clone_scratch(repo: Path, where: Path, git_dir: Path, commit: str) -> None:
+    """A detached checkout of ``commit`` in a clone of ``repo`` that does not point back:
+    its git dir (``git_dir``, outside ``where``) has no remote, the objects are copied (or
+    hardlinked) rather than shared, and the user's working tree and branch stay untouched."""
+    where.parent.mkdir(parents=True, exist_ok=True)
+    args = ["clone", "--quiet", "--local", "--no-checkout", f"--separate-git-dir={git_dir}", str(repo), str(where)]
+    git(where.parent, *args)
+    _SCRATCH_GIT_DIRS[str(where)] = git_dir
+    git(where, "remote", "remove", "origin", check=False)
+    git(where, "checkout", "--quiet", "--detach", "--force", commit)
 
 
-def remove_worktree(repo: Path, where: Path) -> None:
-    git(repo, "worktree", "remove", "--force", str(where), check=False)
-    git(repo, "worktree", "prune", check=False)
+def return_commits(repo: Path, where: Path, base: str) -> None:
+    """Copy the commits made on the scratch clone ``where`` (its HEAD, if it moved from
+    ``base``) into ``repo``'s object store, without a ref: later stages and delivery find
+    them by id. Nothing is copied from a tree whose HEAD did not move."""
+    head = git_text(where, "rev-parse", "HEAD")
+    if head != base:
+        git(repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(_SCRATCH_GIT_DIRS[str(where)]), head)
+
+
+def forget_scratch(where: Path) -> None:
+    _SCRATCH_GIT_DIRS.pop(str(where), None)
 
 
 def commit_staged(worktree: Path, message: str) -> str:

@@ -6,13 +6,12 @@ with shell rules into argv and executed without a shell. A pytest command also g
 
 ``python``/``python3`` mean the repo's own environment's interpreter when one was built
 (``environments``; its ``bin`` then leads ``PATH``), else the interpreter CASM runs under.
-``using(tree)`` makes ``tree`` the code under test (editable install) and holds the
-environment's lock while its checks run.
+``environments.build.checking(box, tree)`` makes ``tree`` the code under test (editable
+install) and holds the environment's lock while its checks run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -23,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +29,7 @@ from typing import TYPE_CHECKING
 from casm_dagster.contracts.environment import Environment
 from casm_dagster.contracts.validation import CheckStatus, Isolation
 from casm_dagster.errors import SandboxError
-from casm_dagster.safety import junit
+from casm_dagster.safety import gitops, junit
 from casm_dagster.safety.redact import redact
 
 if TYPE_CHECKING:
@@ -110,12 +108,15 @@ def _covered(path: str, mounts: list[str]) -> bool:
     return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
 
 
-def bwrap_prefix(bwrap: str, tree: Path, home: Path, readable: list[str], network: bool) -> list[str]:
+def bwrap_prefix(
+    bwrap: str, tree: Path, home: Path, readable: list[str], network: bool, writable: tuple[str, ...] = ()
+) -> list[str]:
     """bubblewrap's argv: every namespace new (the network too unless ``network``), all
     capabilities dropped, uid/gid nobody, the system read-only, ``readable`` (interpreters,
-    the environment) read-only, and only ``tree`` and the private ``home`` writable; a fresh
-    /proc (its own processes only), /dev and /tmp. Nothing else exists inside: not the
-    user's repo, not CASM's state dir, not /var/run, not the host's home."""
+    the environment) read-only, and only ``tree``, the private ``home`` and ``writable``
+    (a setup step's environment and package caches) writable; a fresh /proc (its own
+    processes only), /dev and /tmp. Nothing else exists inside: not the user's repo, not
+    CASM's state dir, not /var/run, not the host's home."""
     args = [bwrap, "--unshare-all", *(["--share-net"] if network else []), "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--uid", NOBODY, "--gid", NOBODY, "--hostname", "casm-sandbox"]  # fmt: skip
     mounts: list[str] = []
@@ -125,8 +126,34 @@ def bwrap_prefix(bwrap: str, tree: Path, home: Path, readable: list[str], networ
         if os.path.exists(path) and not _covered(path, mounts):
             args += ["--ro-bind", path, path]
             mounts.append(path)
+    for path in sorted(writable, key=len):
+        args += ["--bind", path, path]
     args += ["--bind", str(home), str(home), "--bind", str(tree), str(tree), "--chdir", str(tree)]
     return [*args, "--remount-ro", "/", "--"]  # the sandbox's own root too: nothing to write but tree, home, /tmp
+
+
+def interpreter_paths() -> list[str]:
+    """The interpreters a sandboxed command may need: CASM's venv (its ``uv`` too) and the
+    chain it links to. An environment's interpreter links to the one it was made from
+    (CASM's venv, then its base): the whole chain must resolve inside."""
+    return [sys.base_prefix, str(Path(os.path.realpath(sys.executable)).parent.parent), sys.prefix]
+
+
+def setup_argv(argv: list[str], cwd: Path, home: Path, readable: list[str], writable: list[str]) -> list[str]:
+    """``argv`` for a setup step (building a repo's environment, installing the tree under
+    test into it): the checks' sandbox, but with the network (the package registries) and
+    ``writable`` (the environment, the package caches) beside ``cwd`` and ``home``. Build
+    backends run the repo's own code (``setup.py``, hatch hooks): never outside."""
+    mode, _ = sandbox_mode()
+    if mode != "bwrap":
+        return argv  # the operator chose the weaker isolation (CASM_SANDBOX); setup needs the network anyway
+    bwrap = bwrap_probe()[0] or "bwrap"
+    git_dir = gitops.scratch_git_dir(cwd)  # read-only: version-from-git builds (setuptools-scm, hatch-vcs)
+    resolv = os.path.realpath("/etc/resolv.conf")  # often a link into /run, which is not mounted
+    seen = [*interpreter_paths(), *readable, resolv, *([str(git_dir)] if git_dir else [])]
+    for path in writable:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    return [*bwrap_prefix(bwrap, cwd.resolve(), home, seen, True, tuple(writable)), *argv]
 
 
 @functools.cache
@@ -192,29 +219,10 @@ class Sandbox:
     def readable(self) -> list[str]:
         """What a command needs to see besides the system and its tree: the interpreters
         (CASM's and its base) and the repo's environment."""
-        # An environment's interpreter links to the one it was made from (CASM's venv, then
-        # its base): the whole chain must resolve inside.
-        paths = [sys.base_prefix, str(Path(os.path.realpath(sys.executable)).parent.parent), sys.prefix]
+        paths = interpreter_paths()
         if self.environment is not None and self.environment.path:
             paths.append(self.environment.path)
         return paths
-
-    @contextlib.contextmanager
-    def using(self, tree: Path) -> Iterator[None]:
-        """Checks on ``tree`` run inside this block: the environment (if any) is locked and
-        has ``tree`` installed as the code under test."""
-        env = self.environment
-        if env is None or env.path is None or self.env_cache is None:
-            yield
-            return
-        from casm_dagster.environments import build
-
-        with build.locked(self.env_cache / f"{Path(env.path).name}.lock"):
-            try:
-                build.activate(env, tree, self.env_cache, self.timeout_s)
-            except build.SetupFailed as exc:
-                raise SandboxError(f"could not install the tree under test into its environment: {exc}") from None
-            yield
 
     def argv(self, command: str) -> list[str]:
         if command not in self.allow_commands:
@@ -266,7 +274,10 @@ class Sandbox:
             detail = "the template allows network access"
             if mode == "bwrap":
                 bwrap = bwrap_probe()[0] or "bwrap"
-                prefix = bwrap_prefix(bwrap, cwd.resolve(), Path(home), self.readable(), self.allow_network)
+                # The scratch clone's git dir, read-only: `git describe` and friends work, nothing can be written there.
+                git_dir = gitops.scratch_git_dir(cwd)
+                readable = [*self.readable(), *([str(git_dir)] if git_dir else [])]
+                prefix = bwrap_prefix(bwrap, cwd.resolve(), Path(home), readable, self.allow_network)
                 argv = [*prefix, *argv]
                 if not self.allow_network:
                     network, detail = "enforced", f"{how}; no network"

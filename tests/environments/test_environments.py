@@ -4,6 +4,7 @@ the checks do not, and a failure is said exactly."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import http.server
@@ -14,10 +15,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import make_repo
+from helpers import git, make_repo
 
 from casm_dagster.environments import build
 from casm_dagster.environments.detect import python_recipe
+from casm_dagster.run.workspace import scratch_checkout
 from casm_dagster.safety.sandbox import Sandbox
 
 DEP = "casmdep"
@@ -77,7 +79,7 @@ def test_each_detection_path_installs_what_the_repo_declares(tmp_path: Path, dep
     assert env.status == "ready", env.detail
     box = Sandbox(["python -m pytest -q"], allow_network=False, timeout_s=120, environment=env,
                   env_cache=tmp_path / "envs")  # fmt: skip
-    with box.using(repo):
+    with build.checking(box, repo):
         result = box.run("python -m pytest -q", repo)
     assert result.status == "passed", result.output_tail
     assert result.tests == {"tests.test_dep::test_dep": "passed"}
@@ -157,9 +159,52 @@ def test_setup_reaches_the_registry_and_the_tests_reach_nothing(
             pass  # the index is up for anyone with the network
         box = Sandbox(["python -m pytest -q"], allow_network=False, timeout_s=120, environment=env,
                       env_cache=tmp_path / "envs")  # fmt: skip
-        with box.using(repo):
+        with build.checking(box, repo):
             result = box.run("python -m pytest -q", repo)
     finally:
         server.shutdown()
     assert result.network == "enforced"
     assert result.tests == {"tests.test_dep::test_dep": "passed", "tests.test_net::test_no_network": "passed"}
+
+
+SETUP_PY = """
+import os, subprocess
+from pathlib import Path
+from setuptools import setup
+
+escaped = []
+# (Paths under /tmp exist inside only on the sandbox's private /tmp: checked on the host.)
+for target in ({outside!r}, "/root", "/etc", "/usr/local"):
+    try:
+        Path(target, "PWNED").write_text("x")
+        escaped.append(target)
+    except OSError:
+        pass
+# What setuptools-scm and hatch-vcs do: ask git about the checkout.
+head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+Path("build-facts.txt").write_text(repr((escaped, head, os.getuid(), os.environ.get("CASM_TEST_SECRET"))))
+setup(name="proj", version="0", packages=["proj"])
+"""
+
+
+def test_setup_runs_the_repos_build_code_in_the_sandbox(
+    tmp_path: Path, dep_links: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build backend is the repo's own code: it sees its scratch clone's git (read-only,
+    for version-from-git builds) and nothing of the host, CASM or the user's repo."""
+    outside, state = tmp_path / "outside", tmp_path / "state"
+    outside.mkdir()
+    state.mkdir()
+    monkeypatch.setenv("CASM_TEST_SECRET", "s3cret-value")
+    files = {"setup.py": SETUP_PY.format(outside=str(outside)), "proj/__init__.py": "",
+             "pyproject.toml": BUILD, "tests/test_ok.py": "def test_ok():\n    pass\n"}  # fmt: skip
+    repo = make_repo(tmp_path / "repo", files)
+    head = git(repo, "rev-parse", "HEAD")
+    with scratch_checkout(repo, head) as tree:
+        env = build.prepare(tree, state / "envs", 300)
+        assert env.status == "ready", env.detail
+        escaped, seen_head, uid, secret = ast.literal_eval((tree / "build-facts.txt").read_text())
+    assert escaped == [] and not (outside / "PWNED").exists()
+    assert not [p for p in state.rglob("PWNED")]
+    assert seen_head == head
+    assert uid == 65534 and secret is None

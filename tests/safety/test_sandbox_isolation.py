@@ -16,6 +16,7 @@ import pytest
 from helpers import git, make_repo
 
 from casm_dagster.errors import SandboxError
+from casm_dagster.run.workspace import scratch_checkout
 from casm_dagster.safety import sandbox
 from casm_dagster.safety.sandbox import Sandbox
 
@@ -42,9 +43,21 @@ def test_cannot_read_casm_environ():
 
 
 def test_cannot_reach_the_users_repo_through_git():
-    gitdir = Path(".git").read_text().split(":", 1)[1].strip() if Path(".git").is_file() else FACTS["repo"]
-    assert not Path(gitdir).exists()
+    gitdir = Path(Path(".git").read_text().split(":", 1)[1].strip())
+    assert FACTS["repo"] not in (gitdir / "config").read_text()  # a clone without a remote
     assert not Path(FACTS["repo"]).exists()
+    assert subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True).returncode == 0  # readable
+
+
+def test_cannot_write_the_scratch_git_dir():
+    gitdir = Path(Path(".git").read_text().split(":", 1)[1].strip())
+    for target in (gitdir / "hooks" / "post-checkout", gitdir / "config", gitdir / "refs" / "heads" / "evil"):
+        try:
+            target.write_text("x")
+        except OSError:
+            continue
+        raise AssertionError(f"wrote {target}")
+    assert subprocess.run(["git", "tag", "evil"], capture_output=True).returncode != 0
 
 
 def test_cannot_write_outside_the_tree():
@@ -87,14 +100,14 @@ def test_leaves_a_daemon_behind():
 
 @pytest.fixture
 def hostile(tmp_path: Path):
-    """The hostile repo (checked out into a scratch worktree, as CASM does), the facts its
+    """The hostile repo (in a scratch clone, as CASM checks it out), the facts its
     tests look for, and a listener on 127.0.0.1 they must not reach."""
     state = tmp_path / "state"
     (state / "dagster_home").mkdir(parents=True)
     (state / "dagster_home" / "storage.db").write_text("instance")
     repo = make_repo(tmp_path / "user-repo", {"tests/test_escape.py": HOSTILE})
-    tree = tmp_path / "scratch"
-    git(repo, "worktree", "add", "--quiet", "--detach", str(tree), "HEAD")
+    checkout = scratch_checkout(repo, git(repo, "rev-parse", "HEAD"))
+    tree = checkout.__enter__()
     listener = socket.create_server(("127.0.0.1", 0))
     marker = f"casm-daemon-{uuid.uuid4().hex}"
     facts = {
@@ -114,6 +127,7 @@ def hostile(tmp_path: Path):
     finally:
         os.environ.pop("CASM_TEST_SECRET", None)
         listener.close()
+        checkout.__exit__(None, None, None)
 
 
 def _host_processes_with(marker: str, grace_s: float = 5.0) -> list[int]:
@@ -147,7 +161,7 @@ def test_every_escape_attempt_fails_inside_the_sandbox(hostile) -> None:
     assert result.tests is not None, result.output_tail
     failed = {t: o for t, o in result.tests.items() if o != "passed"}
     assert failed == {}, result.output_tail
-    assert len(result.tests) == 7
+    assert len(result.tests) == 8
     assert result.network == "enforced" and "bubblewrap" in result.network_detail
     # The daemon held stdout open and slept 300 s: the sandbox ended it with the run.
     assert wall < 60, wall
