@@ -265,7 +265,9 @@ def conclude(
 
 def _ruff_mode(settings: python_tools.RuffSettings) -> str:
     if settings.config:
-        return f"the repo's own configuration ({settings.config})"
+        hooks = " on the files its pre-commit hooks cover" if settings.lint_scope or settings.format_scope else ""
+        note = f"; {settings.note}" if settings.note else ""
+        return f"the repo's own configuration ({settings.config}){hooks}{note}"
     why = settings.note or "no ruff configuration in the repo"
     return f"{why}: bugs only ({python_tools.BUG_RULES}), fixes that change no style"
 

@@ -10,9 +10,17 @@ from pathlib import Path
 from helpers import git, make_repo
 
 from casm_dagster.agents import fixer
-from casm_dagster.agents.python_tools import ruff_settings
+from casm_dagster.agents.python_tools import ruff_settings, ruff_version
 from casm_dagster.agents.reviewer import review
 from casm_dagster.safety.repo_scan import scan
+
+OURS = ruff_version() or (0, 0)
+
+
+def _hooks(rev: str, top: str = "", format_hook: str = "") -> str:
+    """A .pre-commit-config.yaml running ruff-pre-commit at ``rev``."""
+    return (f"{top}repos:\n- repo: https://github.com/astral-sh/ruff-pre-commit\n  rev: {rev}\n  hooks:\n"
+            f"    - id: ruff-check\n      args: [--fix]\n    - id: ruff-format\n{format_hook}")  # fmt: skip
 
 
 def _review(repo: Path):
@@ -108,8 +116,7 @@ def test_the_formatter_runs_only_when_the_repo_declares_it(tmp_path: Path) -> No
     hooked = make_repo(tmp_path / "hooked", {
         **files,
         "ruff.toml": "line-length = 100\n",
-        ".pre-commit-config.yaml": "repos:\n- repo: https://github.com/astral-sh/ruff-pre-commit\n"
-        "  rev: v0.6.0\n  hooks:\n  - id: ruff\n  - id: ruff-format\n",
+        ".pre-commit-config.yaml": _hooks(f"v{OURS[0]}.{OURS[1]}.0"),
     })  # fmt: skip
     undeclared = make_repo(tmp_path / "undeclared", {**files, "ruff.toml": "line-length = 100\n"})
     assert ruff_settings(declared).formats and ruff_settings(hooked).formats
@@ -169,3 +176,44 @@ def test_a_module_with_all_keeps_its_unused_imports(tmp_path: Path) -> None:
     f401 = {f.file: f for f in findings if f.rule == "F401"}
     assert not f401["listed.py"].auto_fixable and "__all__" in f401["listed.py"].message
     assert f401["plain.py"].auto_fixable
+
+
+def test_a_formatter_pinned_to_another_ruff_version_is_not_run(tmp_path: Path) -> None:
+    """Another minor version formats differently: the maintainers' hook would undo it."""
+    other = f"v{OURS[0]}.{OURS[1] + 1}.0"
+    repo = make_repo(tmp_path / "pinned", {"a.py": "x = {'a':1}\n", "ruff.toml": "[format]\n",
+                                           ".pre-commit-config.yaml": _hooks(other)})  # fmt: skip
+    settings = ruff_settings(repo)
+    assert not settings.formats and other in settings.note
+    findings, runs = _review(repo)
+    assert not any(f.analyser == "ruff-format" for f in findings)
+    assert other in runs["ruff"].detail
+
+
+def test_ruff_runs_only_on_the_files_the_repos_pre_commit_hooks_cover(tmp_path: Path) -> None:
+    """requests' shape: a top-level ``exclude`` for docs/ and a ruff-format hook that skips
+    one test file whose byte layout its tests depend on."""
+    unformatted = "x = {'a':1}\n"
+    precommit = _hooks(f"v{OURS[0]}.{OURS[1]}.3", top="exclude: 'docs/|ext/'\n\n",
+                       format_hook="      exclude: tests/test_lowlevel.py\n")  # fmt: skip
+    repo = make_repo(tmp_path / "repo", {
+        "ruff.toml": "[lint]\nselect = ['F']\n", ".pre-commit-config.yaml": precommit,
+        "tests/test_lowlevel.py": unformatted, "docs/conf.py": "import os\n" + unformatted,
+        "src/a.py": unformatted, "src/b.py": "import os\n",
+    })  # fmt: skip
+    findings, runs = _review(repo)
+    assert {(f.analyser, f.file) for f in findings if f.analyser.startswith("ruff")} == {
+        ("ruff-format", "src/a.py"),
+        ("ruff", "src/b.py"),
+    }
+    assert "pre-commit hooks" in runs["ruff"].detail
+    plan, _ = _plan(repo, tmp_path)
+    changed = {path for group in plan.groups for path in group.files}
+    assert changed == {"src/a.py", "src/b.py"}
+
+
+def test_a_pre_commit_config_with_yaml_anchors_is_not_read(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nrepos: [*b]\n"
+    repo = make_repo(tmp_path / "repo", {"ruff.toml": "[format]\n", ".pre-commit-config.yaml": bomb, "a.py": "x=1\n"})
+    settings = ruff_settings(repo)
+    assert settings.formats and settings.lint_scope is None
