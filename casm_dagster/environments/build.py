@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,13 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from casm_dagster.contracts.environment import Environment
-from casm_dagster.environments.detect import PythonRecipe, cache_key, node_manager, python_recipe
+from casm_dagster.environments.detect import PythonRecipe, cache_key, node_manager, python_recipe, setup_steps
 from casm_dagster.errors import SandboxError
 from casm_dagster.run.journal import utc_now
 from casm_dagster.safety import sandbox
 from casm_dagster.safety.redact import redact
 
 READY = ".casm-ready"
+SETTINGS_FILE = ".casm.yaml"
 OUTPUT_TAIL = 1500
 # Settings a setup step may need to reach the registries; nothing else of CASM's
 # environment (no token, no key) reaches uv, npm or the repo's build backend.
@@ -147,8 +149,10 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def prepare(tree: Path, cache_root: Path, timeout_s: int) -> Environment:
-    """The environment for ``tree``'s checks: reused when its key is cached, else built."""
+def prepare(tree: Path, cache_root: Path, timeout_s: int, allowed: list[str] | None = None) -> Environment:
+    """The environment for ``tree``'s checks: reused when its key is cached, else built.
+    ``allowed``: the template's command allowlist, which every ``.casm.yaml`` setup step
+    must be on."""
     recipe = python_recipe(tree)
     node = node_manager(tree) if recipe is None else None
     if recipe is None and node is None:
@@ -171,6 +175,7 @@ def prepare(tree: Path, cache_root: Path, timeout_s: int) -> Environment:
                 detail = _build_python(tree, env_dir, recipe, cache_root, timeout_s, steps)
             else:
                 detail = _build_node(tree, env_dir, node, cache_root, timeout_s, steps)  # type: ignore[arg-type]
+            detail += _repo_steps(tree, env_dir, kind, cache_root, timeout_s, allowed or [], steps)
         except SetupFailed as exc:
             shutil.rmtree(env_dir, ignore_errors=True)
             return Environment(
@@ -249,6 +254,38 @@ def _build_node(
     _run(argv, env_dir, cache_root, timeout_s)
     how = f"{manager} with {lock}" if lock else f"{manager}, no lockfile: the declared ranges"
     return f"Node ({how}; install scripts not run)"
+
+
+def _repo_steps(
+    tree: Path, env_dir: Path, kind: str, cache_root: Path, timeout_s: int, allowed: list[str], steps: list[list[str]]
+) -> str:
+    """Run the ``.casm.yaml`` setup steps in the new environment (its ``bin`` first on
+    ``PATH``; ``python`` is its interpreter). A step the template does not allowlist, or
+    that fails, fails the environment: the repo says its checks need it."""
+    wanted, problem = setup_steps(tree)
+    if problem:
+        raise SetupFailed(problem)
+    bin_dir = env_dir / ("bin" if kind == "python" else "node_modules/.bin")
+    search = os.pathsep.join([str(bin_dir), os.environ.get("PATH", os.defpath)])
+    for command in wanted:
+        if command not in allowed:
+            raise SetupFailed(f"{SETTINGS_FILE} setup step {command!r} is not allowlisted by the template")
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise SetupFailed(f"{SETTINGS_FILE} setup step {command!r} cannot be split: {exc}") from None
+        if kind == "python" and argv[0] in ("python", "python3"):
+            program: str | None = str(env_dir / "bin" / "python")
+        elif "/" in argv[0]:
+            found = (tree / argv[0]).resolve()
+            program = str(found) if found.is_relative_to(tree.resolve()) and found.is_file() else None
+        else:
+            program = shutil.which(argv[0], path=search)
+        if program is None:
+            raise SetupFailed(f"{SETTINGS_FILE} setup step {command!r}: {argv[0]!r} is not installed")
+        steps.append([program, *argv[1:]])
+        _run([program, *argv[1:]], tree, cache_root, timeout_s, {"PATH": search}, (env_dir,))
+    return f"; {len(wanted)} setup step{'s' if len(wanted) != 1 else ''} from {SETTINGS_FILE}" if wanted else ""
 
 
 def activate(env: Environment, tree: Path, cache_root: Path, timeout_s: int) -> None:

@@ -36,6 +36,7 @@ KEY_FILES = (
     "package-lock.json",
     "pnpm-lock.yaml",
     "yarn.lock",
+    ".casm.yaml",  # its setup steps
 )
 NODE_LOCKS = {"package-lock.json": "npm", "pnpm-lock.yaml": "pnpm", "yarn.lock": "yarn"}
 _REQUIREMENT_FILES = re.compile(r"^(?:requirements[-_]?(?:dev|test|tests|testing)?|(?:dev|test)[-_]requirements)\.txt$")
@@ -211,3 +212,15 @@ def node_manager(tree: Path) -> tuple[str, str | None] | None:
         if _regular(tree / lock):
             return manager, lock
     return "npm", None
+
+
+def setup_steps(tree: Path) -> tuple[list[str], str]:
+    """The extra setup steps the repo's ``.casm.yaml`` asks for, and what is wrong with the
+    file ("" when nothing is)."""
+    from casm_dagster.prsentinel.settings import SETTINGS_FILE, parse_settings
+
+    path = tree / SETTINGS_FILE
+    if not _regular(path):
+        return [], ""
+    settings, problem = parse_settings(path.read_bytes())
+    return list(settings.setup), (f"{SETTINGS_FILE} is malformed: {problem}" if problem else "")

@@ -1,5 +1,8 @@
 """Per-repo settings: ``.casm.yaml`` at the top of the repo's **default branch**.
 
+(``setup`` is read by the environment builder from the audited tree; its steps are only
+ever commands the template allowlists.)
+
 Never read from the PR head: its author controls that file and could switch the review
 off for their own change. A malformed file does not crash the review: the defaults apply
 and the comment says what is wrong.
@@ -7,7 +10,7 @@ and the comment says what is wrong.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -59,6 +62,9 @@ class RepoSettings(_Strict):
     max_findings: int = Field(default=15, ge=1, le=100)  # per comment; the rest are counted
     token_budget: int = Field(default=60_000, ge=1_000, le=2_000_000)  # review input tokens per run
     hitl: RepoHitl = RepoHitl()
+    # Extra environment setup steps (after the dependencies are installed), like Copilot's
+    # setup steps: each runs only if the template allowlists it, as argv, in the sandbox.
+    setup: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(default=[], max_length=20)
 
     @field_validator("ignore")
     @classmethod

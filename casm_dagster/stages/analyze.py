@@ -26,7 +26,8 @@ from casm_dagster.stages.model_work import open_model_session, record_tally
 def setup_environment(journal: Journal, box: Sandbox, tree: Path) -> Environment:
     """The repo's own environment for its checks, built (or reused) the way the repo builds
     itself; recorded in the run dir. A failure is said exactly, and is no finding."""
-    env = build.prepare(tree, box.env_cache or Path(journal.spec.state_dir) / ENVS_DIR, box.timeout_s)
+    cache = box.env_cache or Path(journal.spec.state_dir) / ENVS_DIR
+    env = build.prepare(tree, cache, box.timeout_s, box.allow_commands)
     save_environment(journal.run_dir, env)
     if env.status == "failed":
         journal.decision("analyze", "environment_failed", env.detail)

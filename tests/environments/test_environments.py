@@ -208,3 +208,43 @@ def test_setup_runs_the_repos_build_code_in_the_sandbox(
     assert not [p for p in state.rglob("PWNED")]
     assert seen_head == head
     assert uid == 65534 and secret is None
+
+
+STEP = (
+    "import sysconfig\nfrom pathlib import Path\n\n"
+    "Path(sysconfig.get_paths()['purelib'], 'casm_generated.py').write_text('VALUE = 7\\n')\n"
+)
+USES_STEP = "import casm_generated\n\n\ndef test_generated():\n    assert casm_generated.VALUE == 7\n"
+
+
+def test_casm_yaml_setup_steps_run_in_the_new_environment_when_allowlisted(tmp_path: Path, dep_links: Path) -> None:
+    files = {**PATHS["requirements"], ".casm.yaml": "setup:\n  - python tools/generate.py\n",
+             "tools/generate.py": STEP, "tests/test_gen.py": USES_STEP}  # fmt: skip
+    repo = make_repo(tmp_path / "repo", files)
+    allowed = ["python -m pytest -q", "python tools/generate.py"]
+    env = build.prepare(repo, tmp_path / "envs", 300, allowed)
+    assert env.status == "ready", env.detail
+    assert "1 setup step from .casm.yaml" in env.detail and env.steps[-1].endswith("python tools/generate.py")
+    box = Sandbox(allowed, allow_network=False, timeout_s=120, environment=env, env_cache=tmp_path / "envs")
+    with build.checking(box, repo):
+        result = box.run("python -m pytest -q", repo)
+    assert result.tests == {"tests.test_gen::test_generated": "passed"}, result.output_tail
+
+
+@pytest.mark.parametrize(
+    ("casm_yaml", "why"),
+    [
+        ("setup:\n  - python tools/generate.py\n", "'python tools/generate.py' is not allowlisted by the template"),
+        ("setup: [1, 2\n", ".casm.yaml is malformed"),
+        ("setup:\n  - python -c 'raise SystemExit(3)'\n", "failed (exit 3)"),
+    ],
+    ids=["not-allowlisted", "malformed", "failing"],
+)
+def test_a_setup_step_that_cannot_run_fails_the_environment_saying_why(
+    tmp_path: Path, dep_links: Path, casm_yaml: str, why: str
+) -> None:
+    files = {**PATHS["requirements"], ".casm.yaml": casm_yaml, "tools/generate.py": STEP}
+    repo = make_repo(tmp_path / "repo", files)
+    env = build.prepare(repo, tmp_path / "envs", 300, ["python -m pytest -q", "python -c 'raise SystemExit(3)'"])
+    assert env.status == "failed" and why in env.detail, env.detail
+    assert not list((tmp_path / "envs").glob("python-*/"))  # nothing half-built is kept
