@@ -55,3 +55,21 @@ def isolated_env(home: Path) -> dict[str, str]:
     env["DAGSTER_HOME"] = str(home)
     env["CASM_POLICY_KEY_FILE"] = str(home / "policy.key")  # never the user's own key
     return env
+
+
+def host_address() -> str:
+    """This machine's own IPv4 address (not loopback): what a sandbox with a user-mode
+    network reaches where the host's loopback is cut off."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+            address = probe.getsockname()[0]
+        except OSError:
+            address = ""
+    if not address or address.startswith("127."):
+        import pytest
+
+        pytest.fail("this machine has no non-loopback IPv4 address (the setup-network tests need one)")
+    return address

@@ -4,8 +4,8 @@ Environments live in ``<state dir>/envs/<kind>-<key>/``, content-addressed (``de
 cache_key``) and reused across runs and repos. A build holds a file lock on its key and
 writes a ``.casm-ready`` marker last, so a killed build is rebuilt, never half-used.
 Setup is the only phase with network (package registries): uv and npm, and the build
-backends they start (the repo's own code), run in the sandbox (``safety.sandbox.
-setup_argv``) with the host network, a scrubbed environment (only index/proxy/certificate
+backends they start (the repo's own code), run in the sandbox (``safety.setup_box``) with
+a user-mode network that cannot reach the host's loopback, a scrubbed environment (only index/proxy/certificate
 settings pass), their own caches beside the environments, and the template's command
 timeout; all they can write is the tree, the environment being built and those caches.
 The checks run later in the sandbox without network, against the patched tree installed
@@ -31,7 +31,7 @@ from casm_dagster.contracts.environment import Environment
 from casm_dagster.environments.detect import PythonRecipe, cache_key, node_manager, python_recipe, setup_steps
 from casm_dagster.errors import SandboxError
 from casm_dagster.run.journal import utc_now
-from casm_dagster.safety import sandbox
+from casm_dagster.safety import sandbox, setup_box
 from casm_dagster.safety.redact import redact
 
 READY = ".casm-ready"
@@ -119,11 +119,8 @@ def _run(
         node = shutil.which("node")
         tools += [os.path.dirname(os.path.dirname(os.path.realpath(node)))] if node else []
         writes = [os.path.realpath(p) for p in (*writable, *_caches(cache_root).values())]
-        boxed = sandbox.setup_argv(argv, cwd, Path(home), [*_local_links(), *tools], writes)
         try:
-            proc = subprocess.run(
-                boxed, cwd=cwd, env=env, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL
-            )
+            proc = setup_box.run(argv, cwd, env, Path(home), [*_local_links(), *tools], writes, timeout_s)
         except subprocess.TimeoutExpired:
             raise SetupFailed(f"`{_shown(argv)}` timed out after {timeout_s}s") from None
         except OSError as exc:
@@ -176,6 +173,7 @@ def prepare(tree: Path, cache_root: Path, timeout_s: int, allowed: list[str] | N
             else:
                 detail = _build_node(tree, env_dir, node, cache_root, timeout_s, steps)  # type: ignore[arg-type]
             detail += _repo_steps(tree, env_dir, kind, cache_root, timeout_s, allowed or [], steps)
+            detail += f"; setup network: {setup_box.network_mode()}"
         except SetupFailed as exc:
             shutil.rmtree(env_dir, ignore_errors=True)
             return Environment(

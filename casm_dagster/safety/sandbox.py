@@ -139,23 +139,6 @@ def interpreter_paths() -> list[str]:
     return [sys.base_prefix, str(Path(os.path.realpath(sys.executable)).parent.parent), sys.prefix]
 
 
-def setup_argv(argv: list[str], cwd: Path, home: Path, readable: list[str], writable: list[str]) -> list[str]:
-    """``argv`` for a setup step (building a repo's environment, installing the tree under
-    test into it): the checks' sandbox, but with the network (the package registries) and
-    ``writable`` (the environment, the package caches) beside ``cwd`` and ``home``. Build
-    backends run the repo's own code (``setup.py``, hatch hooks): never outside."""
-    mode, _ = sandbox_mode()
-    if mode != "bwrap":
-        return argv  # the operator chose the weaker isolation (CASM_SANDBOX); setup needs the network anyway
-    bwrap = bwrap_probe()[0] or "bwrap"
-    git_dir = gitops.scratch_git_dir(cwd)  # read-only: version-from-git builds (setuptools-scm, hatch-vcs)
-    resolv = os.path.realpath("/etc/resolv.conf")  # often a link into /run, which is not mounted
-    seen = [*interpreter_paths(), *readable, resolv, *([str(git_dir)] if git_dir else [])]
-    for path in writable:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    return [*bwrap_prefix(bwrap, cwd.resolve(), home, seen, True, tuple(writable)), *argv]
-
-
 @functools.cache
 def network_isolation_prefix() -> tuple[list[str] | None, str]:
     """The argv prefix that puts a command in a fresh network namespace, or why none works."""

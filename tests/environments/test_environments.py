@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import git, make_repo
+from helpers import git, host_address, make_repo
 
 from casm_dagster.environments import build
 from casm_dagster.environments.detect import python_recipe
@@ -139,15 +139,17 @@ def test_setup_reaches_the_registry_and_the_tests_reach_nothing(
     wheel = next(dep_links.glob("*.whl"))
     (index / "simple" / DEP / wheel.name).write_bytes(wheel.read_bytes())
     (index / "simple" / DEP / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Index(*a, directory=str(index)))
+    # The host's own address, not its loopback: setup's network cannot reach the loopback.
+    host = host_address()
+    server = http.server.ThreadingHTTPServer((host, 0), lambda *a: _Index(*a, directory=str(index)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     monkeypatch.delenv("UV_NO_INDEX")
-    monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://127.0.0.1:{port}/simple")
+    monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://{host}:{port}/simple")
     monkeypatch.setenv("UV_FIND_LINKS", os.environ["UV_FIND_LINKS"].split(",")[0])  # casmdep only via the index
     probe = (
         "import socket\n\n\ndef test_no_network():\n    try:\n"
-        f"        socket.create_connection(('127.0.0.1', {port}), timeout=3).close()\n"
+        f"        socket.create_connection(({host!r}, {port}), timeout=3).close()\n"
         "    except OSError:\n        return\n    raise AssertionError('reached the network')\n"
     )
     repo = make_repo(tmp_path / "repo", {**PATHS["requirements"], "tests/test_net.py": probe,
@@ -155,7 +157,7 @@ def test_setup_reaches_the_registry_and_the_tests_reach_nothing(
     try:
         env = build.prepare(repo, tmp_path / "envs", 300)
         assert env.status == "ready", env.detail
-        with socket.create_connection(("127.0.0.1", port), timeout=3):
+        with socket.create_connection((host, port), timeout=3):
             pass  # the index is up for anyone with the network
         box = Sandbox(["python -m pytest -q"], allow_network=False, timeout_s=120, environment=env,
                       env_cache=tmp_path / "envs")  # fmt: skip
@@ -168,7 +170,7 @@ def test_setup_reaches_the_registry_and_the_tests_reach_nothing(
 
 
 SETUP_PY = """
-import os, subprocess
+import os, socket, subprocess
 from pathlib import Path
 from setuptools import setup
 
@@ -180,6 +182,11 @@ for target in ({outside!r}, "/root", "/etc", "/usr/local"):
         escaped.append(target)
     except OSError:
         pass
+try:  # the host's loopback (the instance database, Redis live there)
+    socket.create_connection(("127.0.0.1", {port}), timeout=3).close()
+    escaped.append("loopback")
+except OSError:
+    pass
 # What setuptools-scm and hatch-vcs do: ask git about the checkout.
 head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 Path("build-facts.txt").write_text(repr((escaped, head, os.getuid(), os.environ.get("CASM_TEST_SECRET"))))
@@ -196,7 +203,8 @@ def test_setup_runs_the_repos_build_code_in_the_sandbox(
     outside.mkdir()
     state.mkdir()
     monkeypatch.setenv("CASM_TEST_SECRET", "s3cret-value")
-    files = {"setup.py": SETUP_PY.format(outside=str(outside)), "proj/__init__.py": "",
+    listener = socket.create_server(("127.0.0.1", 0))
+    files = {"setup.py": SETUP_PY.format(outside=str(outside), port=listener.getsockname()[1]), "proj/__init__.py": "",
              "pyproject.toml": BUILD, "tests/test_ok.py": "def test_ok():\n    pass\n"}  # fmt: skip
     repo = make_repo(tmp_path / "repo", files)
     head = git(repo, "rev-parse", "HEAD")
@@ -204,7 +212,9 @@ def test_setup_runs_the_repos_build_code_in_the_sandbox(
         env = build.prepare(tree, state / "envs", 300)
         assert env.status == "ready", env.detail
         escaped, seen_head, uid, secret = ast.literal_eval((tree / "build-facts.txt").read_text())
+    listener.close()
     assert escaped == [] and not (outside / "PWNED").exists()
+    assert "user-mode (slirp4netns), the host's loopback cut off" in env.detail
     assert not [p for p in state.rglob("PWNED")]
     assert seen_head == head
     assert uid == 65534 and secret is None
