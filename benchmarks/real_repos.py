@@ -123,7 +123,8 @@ def measure(bundle: Path, work: Path) -> dict:
     passed_before = sum(o == "passed" for c in before for o in (c.get("tests") or {}).values())
     row["environment"] = environment.get("status", "-")
     row["baseline_validated"] = "yes" if passed_before or any(c["status"] == "passed" for c in before) else "no"
-    row["tests_run"] = tests_before
+    # Without per-test outcomes (a JS runner), name the checks that passed instead of "0".
+    row["tests_run"] = tests_before or ", ".join(c["command"] for c in before if c["status"] == "passed") or 0
     row["groups_kept"] = len(validation.get("accepted_groups", []))
     row["groups_rejected"] = len(validation.get("rejected_groups", {}))
     branch = out.get("branch")
@@ -152,7 +153,9 @@ def measure(bundle: Path, work: Path) -> dict:
     else:
         row["changed_lines"] = 0
     row["second_run_branch"] = out2.get("branch") or "-"
-    row["warm_over_direct"] = round(warm / row["direct_s"], 2) if row.get("direct_s") else None
+    # A direct run that ran no test (tqdm needs tox's deps) is no baseline for a ratio.
+    ran = row.get("direct_tests") not in (None, "0 passed")
+    row["warm_over_direct"] = round(warm / row["direct_s"], 2) if row.get("direct_s") and ran else None
     return row
 
 

@@ -4,10 +4,12 @@ only if every attempt failed, so these tests fail if the isolation regresses."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -211,3 +213,70 @@ def test_bwrap_argv_exposes_only_the_tree_home_system_and_interpreters(tmp_path:
     assert "--share-net" not in argv and "--unshare-all" in argv and argv[-1] == "--"
     assert ["--cap-drop", "ALL"] == argv[argv.index("--cap-drop") : argv.index("--cap-drop") + 2]
     assert shutil.which("bwrap") is None or subprocess.run(["bwrap", "--version"], capture_output=True).returncode == 0
+
+
+DRIVER = """
+import json, os, sys
+from pathlib import Path
+from casm_dagster.contracts.environment import Environment
+from casm_dagster.run.workspace import scratch_checkout
+from casm_dagster.safety.sandbox import Sandbox
+
+repo, env_dir, facts = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+facts["casm_pid"] = os.getpid()
+head = os.popen(f"git -C {repo} rev-parse HEAD").read().strip()
+env = Environment(kind="python", status="ready", detail="", path=str(env_dir), python=str(env_dir / "bin" / "python"))
+with scratch_checkout(repo, head) as tree:
+    (tree / "facts.json").write_text(json.dumps(facts))
+    result = Sandbox(["python -m pytest -q"], False, 120, environment=env).run("python -m pytest -q", tree)
+print(json.dumps({"tests": result.tests, "tail": result.output_tail, "network": result.network}))
+"""
+
+
+def test_every_escape_attempt_fails_for_an_unprivileged_user(tmp_path: Path) -> None:
+    """The same hostile suite, with CASM itself running as an unprivileged user (uid 65534
+    on the host): bubblewrap then builds its namespaces without any privilege."""
+    if os.geteuid() != 0:
+        pytest.skip("the suite already runs unprivileged: the test above is this one")
+    python = shutil.which("python3.11", path="/usr/bin:/usr/local/bin")
+    if python is None or os.path.realpath(python).startswith("/root"):
+        pytest.skip("no system Python 3.11 an unprivileged user can run")
+    import site
+
+    from casm_dagster.environments.build import uv_bin
+
+    # Everything the unprivileged CASM needs, outside root's 0700 temp and home dirs.
+    shared = Path(tempfile.mkdtemp(prefix="casm-unpriv-"))
+    try:
+        os.chmod(shared, 0o755)
+        env_dir = shared / "env"
+        uv = {**os.environ, "UV_NO_INDEX": "1"}
+        subprocess.run([uv_bin(), "venv", "-q", "--python", python, str(env_dir)], check=True, env=uv)
+        subprocess.run([uv_bin(), "pip", "install", "-q", "--python", str(env_dir / "bin" / "python"), "pytest"],
+                       check=True, env=uv)  # fmt: skip
+        repo = make_repo(shared / "user-repo", {"tests/test_escape.py": HOSTILE})
+        state = shared / "state"
+        (state / "dagster_home").mkdir(parents=True)
+        (state / "dagster_home" / "storage.db").write_text("instance")
+        subprocess.run(["chown", "-R", f"{sandbox.NOBODY}:{sandbox.NOBODY}", str(shared)], check=True)
+        listener = socket.create_server(("127.0.0.1", 0))
+        secret = "CASM-SECRET-" + uuid.uuid4().hex
+        facts = {"secret": secret, "repo": str(repo), "state": str(state), "db": str(state / "dagster_home" / "storage.db"),
+                 "ssh": "/root/.ssh", "port": listener.getsockname()[1], "marker": f"casm-daemon-{uuid.uuid4().hex}"}  # fmt: skip
+        pythonpath = os.pathsep.join([str(Path(__file__).resolve().parents[2]), *site.getsitepackages()])
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(shared), "PYTHONPATH": pythonpath, "CASM_TEST_SECRET": secret,
+               "TMPDIR": str(shared)}  # fmt: skip
+        as_nobody = ["setpriv", f"--reuid={sandbox.NOBODY}", f"--regid={sandbox.NOBODY}", "--clear-groups"]
+        proc = subprocess.run(
+            [*as_nobody, python, "-c", DRIVER, str(repo), str(env_dir), json.dumps(facts)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        listener.close()
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads(proc.stdout.splitlines()[-1])
+        assert result["tests"] and {t: o for t, o in result["tests"].items() if o != "passed"} == {}, result["tail"]
+        assert len(result["tests"]) == 8 and result["network"] == "enforced"
+        assert _host_processes_with(facts["marker"]) == []
+        assert not list(shared.rglob("PWNED"))
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
