@@ -261,8 +261,15 @@ def test_every_escape_attempt_fails_for_an_unprivileged_user(tmp_path: Path) -> 
         subprocess.run(["chown", "-R", f"{sandbox.NOBODY}:{sandbox.NOBODY}", str(shared)], check=True)
         listener = socket.create_server(("127.0.0.1", 0))
         secret = "CASM-SECRET-" + uuid.uuid4().hex
-        facts = {"secret": secret, "repo": str(repo), "state": str(state), "db": str(state / "dagster_home" / "storage.db"),
-                 "ssh": "/root/.ssh", "port": listener.getsockname()[1], "marker": f"casm-daemon-{uuid.uuid4().hex}"}  # fmt: skip
+        facts = {
+            "secret": secret,
+            "repo": str(repo),
+            "state": str(state),
+            "db": str(state / "dagster_home" / "storage.db"),
+            "ssh": "/root/.ssh",
+            "port": listener.getsockname()[1],
+            "marker": f"casm-daemon-{uuid.uuid4().hex}",
+        }
         pythonpath = os.pathsep.join([str(Path(__file__).resolve().parents[2]), *site.getsitepackages()])
         env = {"PATH": "/usr/bin:/bin", "HOME": str(shared), "PYTHONPATH": pythonpath, "CASM_TEST_SECRET": secret,
                "TMPDIR": str(shared)}  # fmt: skip
