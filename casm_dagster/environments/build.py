@@ -219,6 +219,10 @@ def _build_python(
         targets += [a for r in recipe.requirements for a in ("-r", r)]
         targets += [a for g in recipe.groups for a in ("--group", f"pyproject.toml:{g}")]
         targets += recipe.packages
+        if targets and recipe.pins:  # the lock's versions, as constraints
+            constraints = env_dir / "casm-lock-constraints.txt"
+            constraints.write_text("\n".join(recipe.pins) + "\n", encoding="utf-8")
+            targets += ["-c", str(constraints)]
         if targets:
             steps.append([*install, *targets])
             _run([*install, *targets], tree, cache_root, timeout_s, writable=(env_dir,))

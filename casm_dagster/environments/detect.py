@@ -3,9 +3,11 @@
 Python: ``uv.lock`` (``uv sync --frozen``), PEP 735 ``[dependency-groups]``, test extras in
 ``[project.optional-dependencies]`` or ``setup.cfg``, ``requirements*.txt``, ``tox.ini`` (or
 ``[tool.tox] legacy_tox_ini``) ``[testenv]`` deps/extras/groups, ``noxfile.py``
-``session.install`` literals; ``poetry.lock``/``pdm.lock`` repos are installed from their
-PEP 621 metadata. Node: the lockfile names the package manager (``npm ci``, ``pnpm install
---frozen-lockfile``, ``yarn install --frozen-lockfile``).
+``session.install`` literals; Poetry and PDM test groups (``[tool.poetry.group.<test>]``,
+``[tool.poetry.dev-dependencies]``, ``[tool.pdm.dev-dependencies]``), pinned to the versions
+in ``poetry.lock``/``pdm.lock`` (the lock becomes a constraints file). Node: the lockfile
+names the package manager (``npm ci``, ``pnpm install --frozen-lockfile``, ``yarn install
+--frozen-lockfile``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class PythonRecipe:
     groups: list[str] = field(default_factory=list)
     extras: list[str] = field(default_factory=list)
     requirements: list[str] = field(default_factory=list)  # repo-relative files
-    packages: list[str] = field(default_factory=list)  # from tox/nox deps
+    packages: list[str] = field(default_factory=list)  # from tox/nox deps, Poetry/PDM test groups
+    pins: list[str] = field(default_factory=list)  # name==version from poetry.lock / pdm.lock (constraints)
     installable: bool = False  # the repo is a package (pyproject with a build, setup.py, setup.cfg)
     notes: list[str] = field(default_factory=list)  # what was detected and what was skipped
 
@@ -60,7 +63,9 @@ class PythonRecipe:
         parts += [f"groups {', '.join(self.groups)}" if self.groups else ""]
         parts += [f"extras {', '.join(self.extras)}" if self.extras else ""]
         parts += [f"requirements {', '.join(self.requirements)}" if self.requirements else ""]
-        parts += [f"{len(self.packages)} tox/nox deps" if self.packages else ""]
+        parts += [f"{len(self.packages)} tox/nox/Poetry/PDM test deps" if self.packages else ""]
+        pinned = f"{len(self.pins)} version{'s' if len(self.pins) != 1 else ''} pinned by the lock"
+        parts += [pinned if self.pins else ""]
         return "; ".join(p for p in [*parts, *self.notes] if p) or "no declared test dependencies"
 
 
@@ -192,14 +197,55 @@ def python_recipe(tree: Path) -> PythonRecipe | None:
     _tox(tree, pyproject, recipe)
     _nox(tree, recipe)
     recipe.lock = _regular(tree / "uv.lock") and bool(pyproject)
+    _poetry_pdm_groups(pyproject, recipe)
     for lock in ("poetry.lock", "pdm.lock"):
-        if _regular(tree / lock):
-            recipe.notes.append(f"{lock}: installed from the project's metadata (not the lock)")
+        if _regular(tree / lock) and not recipe.lock:
+            recipe.pins += _lock_pins(tree / lock)
     recipe.extras = list(dict.fromkeys(recipe.extras))
     recipe.groups = list(dict.fromkeys(recipe.groups))
     if not (pyproject or recipe.installable or recipe.requirements or recipe.packages):
         return None
     return recipe
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_VERSION = re.compile(r"^[A-Za-z0-9.+!_-]+$")
+
+
+def _poetry_pdm_groups(pyproject: dict, recipe: PythonRecipe) -> None:
+    """Test dependencies declared the Poetry or PDM way (names; the lock pins versions)."""
+    poetry = pyproject.get("tool", {}).get("poetry", {})
+    tables = []
+    if isinstance(poetry, dict):
+        groups = poetry.get("group", {})
+        tables += [g.get("dependencies") for n, g in groups.items() if n in TEST_NAMES and isinstance(g, dict)] if (
+            isinstance(groups, dict)) else []  # fmt: skip
+        tables.append(poetry.get("dev-dependencies"))
+    for table in tables:
+        if isinstance(table, dict):
+            recipe.packages += [n for n in table if isinstance(n, str) and n != "python" and _NAME.match(n)]
+    pdm = pyproject.get("tool", {}).get("pdm", {}).get("dev-dependencies", {})
+    for name, reqs in pdm.items() if isinstance(pdm, dict) else []:
+        if name in TEST_NAMES and isinstance(reqs, list):
+            recipe.packages += [r for r in reqs if isinstance(r, str) and not r.startswith(("-", "."))]
+    recipe.packages = list(dict.fromkeys(recipe.packages))
+
+
+def _lock_pins(lock: Path) -> list[str]:
+    """``name==version`` for every registry package in a Poetry or PDM lock; packages from
+    git, a URL or a local path are left to the resolver."""
+    data = read_toml(lock)
+    pins = []
+    for package in data.get("package", []) if isinstance(data.get("package"), list) else []:
+        if not isinstance(package, dict):
+            continue
+        name, version, source = package.get("name"), package.get("version"), package.get("source")
+        local = isinstance(source, dict) and source.get("type") in ("git", "url", "file", "directory")
+        local = local or any(k in package for k in ("git", "url", "path"))
+        if isinstance(name, str) and isinstance(version, str) and _NAME.match(name) and _VERSION.match(version):
+            if not local:
+                pins.append(f"{name}=={version}")
+    return sorted(set(pins))
 
 
 def node_manager(tree: Path) -> tuple[str, str | None] | None:

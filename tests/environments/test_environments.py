@@ -258,3 +258,24 @@ def test_a_setup_step_that_cannot_run_fails_the_environment_saying_why(
     env = build.prepare(repo, tmp_path / "envs", 300, ["python -m pytest -q", "python -c 'raise SystemExit(3)'"])
     assert env.status == "failed" and why in env.detail, env.detail
     assert not list((tmp_path / "envs").glob("python-*/"))  # nothing half-built is kept
+
+
+def test_a_poetry_lock_pins_the_test_group_it_declares(tmp_path: Path, dep_links: Path) -> None:
+    """A Poetry project declares its tests' dependencies in a group, not in PEP 621: they
+    are installed, at the version poetry.lock pins (1.0, though 2.0 is available too)."""
+    _wheel(dep_links, version="2.0")
+    pyproject = (
+        '[tool.poetry]\nname = "proj"\nversion = "0"\n\n[tool.poetry.dependencies]\npython = "^3.8"\n\n'
+        f'[tool.poetry.group.test.dependencies]\n{DEP} = ">=1"\n'
+    )
+    lock = f'[[package]]\nname = "{DEP}"\nversion = "1.0"\n\n[[package]]\nname = "vcs"\nversion = "1"\n'
+    lock += '[package.source]\ntype = "git"\nurl = "https://example.invalid/vcs.git"\n'
+    repo = make_repo(
+        tmp_path / "repo", {"pyproject.toml": pyproject, "poetry.lock": lock, "tests/test_dep.py": USES_DEP}
+    )
+    recipe = python_recipe(repo)
+    assert recipe is not None and recipe.packages == [DEP] and recipe.pins == [f"{DEP}==1.0"]
+    env = build.prepare(repo, tmp_path / "envs", 300)
+    assert env.status == "ready", env.detail
+    assert "1 version pinned by the lock" in env.detail
+    assert list((Path(env.path) / "lib").glob(f"python3*/site-packages/{DEP}-1.0.dist-info"))
