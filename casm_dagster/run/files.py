@@ -30,6 +30,15 @@ POLICY_RESULT_FILE = "gate.json"
 POLICY_FILE = "policy_decisions.json"  # the spec's proof-mode document (SPEC §7)
 # The model plan (the forecast stage's model tasks) — not the patch plan (PLAN_FILE).
 MODEL_PLAN_FILE, FORECAST_FILE = "model_plan.json", "forecast.json"
+# Every file a run writes in its run dir (and, for some, the artifacts dir): a template's
+# artifact may not take one of these names, except the one that is its own default.
+RUN_FILES = frozenset({
+    SPEC_FILE, SNAPSHOT_FILE, REVIEW_FILE, PLAN_FILE, CHECKS_FILE, ENV_FILE, POLICY_RESULT_FILE, POLICY_FILE,
+    MODEL_PLAN_FILE, FORECAST_FILE, "events.jsonl", "state.json", "validation.json", "run_summary.json",
+    "routing_decisions.json", "cost_forecast.json", "run_replay.sh", "run.json", "report.md", "cost_report.md",
+    "issues.json", "patches",
+})  # fmt: skip
+ARTIFACT_DEFAULTS = {"report_md": "report.md", "cost_report_md": "cost_report.md", "issues_json": "issues.json"}
 
 
 def save(run_dir: Path, name: str, model: BaseModel) -> None:

@@ -7,6 +7,7 @@ directory, an unknown template or a malformed manifest fails with a ``CasmError`
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from casm_dagster.contracts.run import EffectiveConfig, GitHubCheckout, RulesetP
 from casm_dagster.errors import ConfigError, RepoError, RunNotFoundError, TemplateError
 from casm_dagster.llm.router import STRATEGIES
 from casm_dagster.llm.session import model_settings
+from casm_dagster.run.files import ARTIFACT_DEFAULTS, RUN_FILES
 from casm_dagster.run.ids import new_ulid
 from casm_dagster.run.templates import PR_WORKFLOW, Template
 from casm_dagster.safety import gitops
@@ -97,6 +99,20 @@ def resolve_repo(
     return resolve_local_repo(repo), None
 
 
+def _check_artifact_names(names: dict[str, str]) -> None:
+    """Artifact names are plain, distinct file names that no file of the run already has:
+    ``report_md: events.jsonl`` would overwrite the run's own journal."""
+    seen: dict[str, str] = {}
+    for key, name in names.items():
+        if name in ("", ".", ".."):
+            raise ConfigError(f"outputs.artifacts: {key}: {name!r} is not a file name")
+        if name in RUN_FILES and name != ARTIFACT_DEFAULTS.get(key):
+            raise ConfigError(f"outputs.artifacts: {key}: {name!r} is a file the run itself writes")
+        if name in seen:
+            raise ConfigError(f"outputs.artifacts: {key} and {seen[name]} are both named {name!r}")
+        seen[name] = key
+
+
 def build_spec(
     template: Template,
     repo: str,
@@ -117,8 +133,9 @@ def build_spec(
     options = options or RunOptions()
     if options.routing is not None and options.routing not in STRATEGIES:
         raise ConfigError(f"--routing {options.routing!r}: unknown strategy (one of: {', '.join(STRATEGIES)})")
-    if options.budget_usd is not None and options.budget_usd < 0:
-        raise ConfigError("--budget-usd must not be negative")
+    if options.budget_usd is not None and not (math.isfinite(options.budget_usd) and options.budget_usd >= 0):
+        raise ConfigError(f"--budget-usd {options.budget_usd}: expected a finite amount of USD, 0 or more")
+    _check_artifact_names(manifest.artifact_names())
     head = _commit(repo_info.root, options.head, "--head") if options.head else None
     base = _commit(repo_info.root, options.base, "--base") if options.base else None
     reviews_pr = manifest.entrypoint.workflow == PR_WORKFLOW
