@@ -71,12 +71,21 @@ def glob_to_regex(pattern: str) -> str:
     return "^" + "".join(parts) + "$"
 
 
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """The glob as a compiled regex, or a GlobError saying why it is not one (a reversed
+    range like ``[z-a]`` translates fine and fails only when compiled)."""
+    try:
+        return re.compile(glob_to_regex(pattern))
+    except re.error as exc:
+        raise GlobError(f"invalid pattern: {exc.msg}") from None
+
+
 class GlobSet:
     """Several patterns compiled once into one regex per pattern (first match reported)."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = list(patterns)
-        self._compiled = [(p, re.compile(glob_to_regex(p))) for p in self.patterns]
+        self._compiled = [(p, compile_glob(p)) for p in self.patterns]
 
     def match(self, path: str) -> str | None:
         for pattern, regex in self._compiled:

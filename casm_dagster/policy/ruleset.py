@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from casm_dagster.contracts.checks import regex_compiles
 from casm_dagster.contracts.yaml12 import load_yaml, yaml_problem
 from casm_dagster.errors import ConfigError
-from casm_dagster.policy.globs import GlobError, GlobSet, glob_to_regex
+from casm_dagster.policy.globs import GlobError, GlobSet, compile_glob
 
 Language = Literal["python", "javascript", "shell", "yaml", "dockerfile", "any"]
 GateCondition = Literal[
@@ -59,7 +59,7 @@ class Thresholds(_Strict):
 def _check_globs(patterns: list[str]) -> list[str]:
     for index, pattern in enumerate(patterns):
         try:
-            glob_to_regex(pattern)
+            compile_glob(pattern)
         except GlobError as exc:
             raise ValueError(f"entry {index} {pattern!r}: {exc}") from None
     return patterns

@@ -217,6 +217,7 @@ def test_unknown_gating_condition(tmp_path):
         (("path_sensitivity", "medium"), "scripts/", "a trailing '/' is ambiguous"),
         (("dependencies", "files"), "a**b", "'**' must be a whole path segment"),
         (("path_sensitivity", "high"), "../secrets/**", "'.' and '..' segments are not allowed"),
+        (("path_sensitivity", "high"), "src/[z-a].py", "invalid pattern: bad character range z-a"),
     ],
 )
 def test_bad_path_globs(tmp_path, section, pattern, expected):
@@ -353,6 +354,12 @@ def test_character_class_stays_within_one_segment():
 def test_glob_rejections(pattern, message):
     with pytest.raises(GlobError, match=re.escape(message)):
         glob_to_regex(pattern)
+
+
+def test_a_reversed_range_is_a_glob_error_not_a_crash():
+    """It translates, and fails only when compiled: found at load time, never mid-run."""
+    with pytest.raises(GlobError, match="bad character range z-a"):
+        GlobSet(["src/[z-a].py"])
 
 
 def test_globset_reports_the_first_matching_pattern():

@@ -59,3 +59,10 @@ def test_huge_prs_stay_under_githubs_comment_limit_and_keep_the_footer() -> None
     state = markers.read(body, "pr-sentinel")
     assert 0 < len(state["findings"]) < 400 and state["covered"] == ["a.py"]
     assert [f.id for f in carried_findings(state, ["a.py"])][:2] == ["f0", "f1"]
+
+
+def test_a_reversed_glob_range_in_casm_yaml_is_a_malformed_file_not_a_crash() -> None:
+    from casm_dagster.prsentinel.settings import RepoSettings, parse_settings
+
+    settings, problem = parse_settings(b"ignore:\n  - 'src/[z-a].py'\n")
+    assert settings == RepoSettings() and problem is not None and "bad character range" in problem
