@@ -110,7 +110,7 @@ class Policy(_Strict):
 
 
 class Budget(_Strict):
-    max_usd_per_run: Annotated[float, Field(ge=0)]
+    max_usd_per_run: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     max_usd_per_task_default: Annotated[float, Field(ge=0)] | None = None  # None: the run's budget
 
 

@@ -20,7 +20,7 @@ from casm_dagster.contracts.yaml12 import load_config
 from casm_dagster.errors import ConfigError
 
 BUNDLED = Path(__file__).resolve().parent / "prices.yaml"
-NonNegative = Annotated[float, Field(ge=0)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # .inf would crash the forecast
 
 
 class _Strict(BaseModel):

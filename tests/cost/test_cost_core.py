@@ -10,7 +10,7 @@ import pytest
 
 from casm_dagster.cost import formulas
 from casm_dagster.cost.budget import BudgetLedger, OverBudget
-from casm_dagster.cost.prices import UnknownModelError, load_prices
+from casm_dagster.cost.prices import BUNDLED, UnknownModelError, load_prices
 from casm_dagster.cost.usage import Usage, from_anthropic, from_openai, llm_cost, usd
 from casm_dagster.errors import ConfigError
 
@@ -150,3 +150,11 @@ def test_concurrent_tasks_never_overspend() -> None:
         t.join()
     assert len(granted) == 10
     assert ledger.spent == Decimal("1.00") and ledger.spent <= ledger.budget
+
+
+def test_an_infinite_price_is_a_load_error_not_a_forecast_crash(tmp_path) -> None:
+    text = BUNDLED.read_text().replace("price_in_per_1m: 0.15", "price_in_per_1m: .inf", 1)
+    assert ".inf" in text
+    (tmp_path / "prices.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="finite"):
+        load_prices(tmp_path / "prices.yaml")

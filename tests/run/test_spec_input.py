@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import make_repo
 
-from casm_dagster.errors import ConfigError
+from casm_dagster.errors import ConfigError, TemplateError
 from casm_dagster.run.spec import RunOptions, build_spec, resolve_local_repo
 from casm_dagster.run.templates import load_template
 
@@ -47,3 +47,11 @@ def test_artifact_names_cannot_collide(tmp_path: Path, artifacts: list[dict[str,
 
 def test_default_artifact_names_are_fine(tmp_path: Path) -> None:
     assert _build(tmp_path, load_template("repo-auditor")).manifest.artifact_names()
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan"])
+def test_a_template_budget_must_be_finite(tmp_path: Path, value: str) -> None:
+    source = Path(load_template("repo-auditor").path).read_text()
+    (tmp_path / "manifest.yaml").write_text(re.sub(r"max_usd_per_run: [0-9.]+", f"max_usd_per_run: {value}", source))
+    with pytest.raises(TemplateError, match="max_usd_per_run: Input should be a finite number"):
+        load_template(str(tmp_path / "manifest.yaml"))
