@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from casm_dagster.errors import CasmError
+from casm_dagster.errors import CasmError, ConfigError
 
 EXIT_RUN_FAILED = 1
 # Same codes as `casm policy check`: 3 held for a human, 4 blocked by policy.
@@ -52,7 +52,10 @@ class CasmGroup(click.Group):
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+    path = Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{STATE_DIR_ENV}={path} is not a directory: point it at a folder CASM may create")
+    return path
 
 
 def open_instance():

@@ -99,6 +99,17 @@ def resolve_repo(
     return resolve_local_repo(repo), None
 
 
+def _check_branch_room(root: Path, template_id: str) -> None:
+    """CASM's branches live under ``casm/<template>/``: a branch named ``casm`` or
+    ``casm/<template>`` leaves git no room for them, which would fail only at delivery."""
+    for name in ("casm", f"casm/{template_id}"):
+        if gitops.git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}", check=False).returncode == 0:
+            raise ConfigError(
+                f"the repo has a branch named {name!r}, so git cannot create CASM's branches "
+                f"(casm/{template_id}/…) beside it: rename that branch"
+            )
+
+
 def _check_artifact_names(names: dict[str, str]) -> None:
     """Artifact names are plain, distinct file names that no file of the run already has:
     ``report_md: events.jsonl`` would overwrite the run's own journal."""
@@ -136,6 +147,7 @@ def build_spec(
     if options.budget_usd is not None and not (math.isfinite(options.budget_usd) and options.budget_usd >= 0):
         raise ConfigError(f"--budget-usd {options.budget_usd}: expected a finite amount of USD, 0 or more")
     _check_artifact_names(manifest.artifact_names())
+    _check_branch_room(repo_info.root, template.id)
     head = _commit(repo_info.root, options.head, "--head") if options.head else None
     base = _commit(repo_info.root, options.base, "--base") if options.base else None
     reviews_pr = manifest.entrypoint.workflow == PR_WORKFLOW

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import make_repo
+from helpers import git, make_repo
 
 from casm_dagster.errors import ConfigError, TemplateError
 from casm_dagster.run.spec import RunOptions, build_spec, resolve_local_repo
@@ -55,3 +55,13 @@ def test_a_template_budget_must_be_finite(tmp_path: Path, value: str) -> None:
     (tmp_path / "manifest.yaml").write_text(re.sub(r"max_usd_per_run: [0-9.]+", f"max_usd_per_run: {value}", source))
     with pytest.raises(TemplateError, match="max_usd_per_run: Input should be a finite number"):
         load_template(str(tmp_path / "manifest.yaml"))
+
+
+@pytest.mark.parametrize("branch", ["casm", "casm/repo-auditor"])
+def test_a_branch_that_leaves_no_room_for_casms_is_refused_up_front(tmp_path: Path, branch: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    git(repo, "branch", branch)
+    with pytest.raises(ConfigError, match=f"the repo has a branch named '{branch}'"):
+        build_spec(
+            load_template("repo-auditor"), str(repo), resolve_local_repo(str(repo)), tmp_path / "s", tmp_path / "a"
+        )
