@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from dataclasses import dataclass, field
 
 from casm_dagster.contracts.findings import SEVERITY_ORDER, Finding
 from casm_dagster.github import markers
 from casm_dagster.prsentinel.policy import PrPolicy
 from casm_dagster.prsentinel.scope import Scope
+from casm_dagster.safety.markdown import CONTROL, inert, inert_path
 from casm_dagster.safety.redact import redact
 
 MARKER = "pr-sentinel"
@@ -51,23 +51,6 @@ class CommentData:
     extra_notes: list[str] = field(default_factory=list)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u2028\u2029]")
-
-
-def _cell(text: str) -> str:
-    """Untrusted text (a TODO's words, a path) as inert markdown: no HTML, no links, no
-    @mentions, no table breaks, one line."""
-    text = _CONTROL.sub(" ", " ".join(text.split()))[:300]
-    text = html.escape(text, quote=False).replace("|", "\\|")
-    return re.sub(r"([\[\]()`*_~#@!])", r"\\\1", text)
-
-
-def _path(path: str) -> str:
-    """A repo path (chosen by the PR's author) as a code span that cannot be closed early."""
-    clean = html.escape(_CONTROL.sub("?", path)[:200], quote=False)
-    return "<code>" + re.sub(r"([\\\[\]()`*_~#@!|<>])", r"\\\1", clean) + "</code>"
-
-
 def _fix(f: Finding) -> str:
     if f.auto_fixable:
         return _FIX_HINTS.get(f.analyser, "auto-fixable")
@@ -75,9 +58,9 @@ def _fix(f: Finding) -> str:
 
 
 def _row(f: Finding, carried: set[str]) -> str:
-    where = _path(f"{f.file}:{f.line}" if f.line else f.file)
+    where = inert_path(f"{f.file}:{f.line}" if f.line else f.file)
     new = "" if f.id in carried else " 🆕"
-    return f"| {f.severity}{new} | {where} | {_path(f.rule)} | {_cell(f.message)} | {_fix(f)} |"
+    return f"| {f.severity}{new} | {where} | {inert_path(f.rule)} | {inert(f.message)} | {_fix(f)} |"
 
 
 def visible(findings: list[Finding], threshold: str) -> list[Finding]:
@@ -154,10 +137,10 @@ def render(d: CommentData) -> str:
     lines += ["", "### Coverage", _coverage(d)]
     skipped = sorted(d.scope.not_reviewed.items())
     for path, why in skipped[:MAX_COVERAGE_LINES]:
-        lines.append(f"- {_path(path)} — {_cell(why)}")
+        lines.append(f"- {inert_path(path)} — {inert(why)}")
     if len(skipped) > MAX_COVERAGE_LINES:
         lines.append(f"- … and {len(skipped) - MAX_COVERAGE_LINES} more (the run's scope.json lists them all)")
-    note = html.escape(_CONTROL.sub(" ", d.settings_note), quote=False)  # CASM's own words
+    note = html.escape(CONTROL.sub(" ", d.settings_note), quote=False)  # CASM's own words
     settings = f"⚠️ {note}" if d.settings_error else note
     footer = [f"<sub>{settings} · run `{d.run_id}` · head `{d.head[:12]}`</sub>"]
     footer += [f"<sub>{html.escape(n, quote=False)}</sub>" for n in d.extra_notes]
