@@ -21,7 +21,8 @@ def _bundled_instance_yaml() -> Path:
 
 
 def ensure_dagster_home() -> str | None:
-    """Make sure ``DAGSTER_HOME`` names a usable directory; return a notice when defaulted."""
+    """Make sure ``DAGSTER_HOME`` names a usable directory; return a notice when defaulted,
+    or when the user's own has no ``dagster.yaml``."""
     configured = os.environ.get("DAGSTER_HOME")
     if configured:
         home = Path(configured)
@@ -29,6 +30,14 @@ def ensure_dagster_home() -> str | None:
             raise ConfigError(f"DAGSTER_HOME must be an absolute path, got {configured!r}")
         if not home.is_dir():
             raise ConfigError(f"DAGSTER_HOME={configured} does not exist or is not a directory")
+        if not (home / "dagster.yaml").is_file():
+            # Not an error (Dagster runs on its defaults), but never silent: the defaults
+            # lack CASM's per-repo run limit and pools, and keep Dagster's telemetry on.
+            return (
+                f"DAGSTER_HOME={configured} has no dagster.yaml, so Dagster's defaults apply without "
+                f"CASM's instance settings (per-repo run limit, pools, telemetry off): copy "
+                f"{_bundled_instance_yaml()} there"
+            )
         return None
     home = (Path.cwd() / DEFAULT_DAGSTER_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)

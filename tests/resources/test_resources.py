@@ -64,3 +64,13 @@ def test_github_resource_values_override_the_environment(monkeypatch: pytest.Mon
     settings = GitHubResource(token="resource-token").settings()
     assert settings.token == "resource-token"
     assert settings.api_url.startswith("http://127.0.0.1:9")
+
+
+def test_a_users_dagster_home_without_dagster_yaml_is_said_not_silent(tmp_path, monkeypatch) -> None:
+    from casm_dagster.resources.instance import ensure_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    notice = ensure_dagster_home()
+    assert notice is not None and "has no dagster.yaml" in notice and "per-repo run limit" in notice
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    assert ensure_dagster_home() is None
