@@ -60,6 +60,12 @@ class RuffSettings:
             f"--target-version={self.target_version}",
         ]
 
+    def lint_files(self, files: list[str]) -> list[str]:
+        return self.lint_scope.keep(files) if self.lint_scope else files
+
+    def format_files(self, files: list[str]) -> list[str]:
+        return self.format_scope.keep(files) if self.format_scope else files
+
     def fixable(self, rule: str) -> bool:
         """May CASM apply ruff's safe fix for ``rule`` on its own?"""
         return bool(self.config) or rule in NO_STYLE_FIXES
@@ -160,7 +166,7 @@ def ruff_version() -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def _declares_format(worktree: Path, table: dict, hooks: dict[str, tuple[dict, str]]) -> tuple[bool, str]:
+def _declares_format(table: dict, hooks: dict[str, tuple[dict, str]]) -> tuple[bool, str]:
     """Does the repo format with ruff — a ``[format]`` table, or the ruff-format hook — and
     may CASM's ruff do it for them (not when the hook pins another minor version)?"""
     if "ruff-format" in hooks:
@@ -186,7 +192,7 @@ def ruff_settings(worktree: Path) -> RuffSettings:
             return _isolated(worktree, note=f"{problem}: the repo's ruff configuration is not used")
         precommit = _precommit(worktree)
         hooks = _ruff_hooks(precommit)
-        formats, why = _declares_format(worktree, table, hooks)
+        formats, why = _declares_format(table, hooks)
         lint = next((h for i, (h, _) in hooks.items() if i in LINT_HOOKS), None)
         return RuffSettings(
             config=name,
@@ -223,7 +229,7 @@ def _tool(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str
 
 
 def ruff_check(worktree: Path, files: list[str], settings: RuffSettings) -> list[dict]:
-    files = settings.lint_scope.keep(files) if settings.lint_scope else files
+    files = settings.lint_files(files)
     if not files:
         return []
     select = [] if settings.config else [f"--select={BUG_RULES}"]
@@ -238,7 +244,7 @@ def ruff_check(worktree: Path, files: list[str], settings: RuffSettings) -> list
 def ruff_fix(worktree: Path, files: list[str], rules: list[str] | None, settings: RuffSettings) -> None:
     """Apply ruff's *safe* fixes (unsafe fixes are never applied): for ``rules``, or (None)
     for every rule the repo selects — never ``--select`` over the repo's own ``ignore``."""
-    files = settings.lint_scope.keep(files) if settings.lint_scope else files
+    files = settings.lint_files(files)
     if not files:
         return
     if rules is None:
@@ -262,7 +268,7 @@ def ruff_fix(worktree: Path, files: list[str], rules: list[str] | None, settings
 
 def ruff_format_check(worktree: Path, files: list[str], settings: RuffSettings) -> list[str]:
     """Files ruff format would rewrite (repo-relative as given)."""
-    files = settings.format_scope.keep(files) if settings.format_scope else files
+    files = settings.format_files(files)
     if not files:
         return []
     proc = _tool("ruff", "format", *settings.args(), "--check", "--output-format=json", "--", *files, cwd=worktree)
@@ -276,7 +282,7 @@ def ruff_format_check(worktree: Path, files: list[str], settings: RuffSettings) 
 
 
 def ruff_format(worktree: Path, files: list[str], settings: RuffSettings) -> None:
-    files = settings.format_scope.keep(files) if settings.format_scope else files
+    files = settings.format_files(files)
     if not files:
         return
     _tool("ruff", "format", *settings.args(), "--", *files, cwd=worktree)

@@ -5,9 +5,10 @@ cache_key``) and reused across runs and repos. A build holds a file lock on its 
 writes a ``.casm-ready`` marker last, so a killed build is rebuilt, never half-used.
 Setup is the only phase with network (package registries): uv and npm, and the build
 backends they start (the repo's own code), run in the sandbox (``safety.setup_box``) with
-a user-mode network that cannot reach the host's loopback, a scrubbed environment (only index/proxy/certificate
-settings pass), their own caches beside the environments, and the template's command
-timeout; all they can write is the tree, the environment being built and those caches.
+a user-mode network that cannot reach the host's loopback, a scrubbed environment (only
+index/proxy/certificate settings pass), their own caches beside the environments, and the
+template's command timeout; all they can write is the tree, the environment being built
+and those caches.
 The checks run later in the sandbox without network, against the patched tree installed
 editable (``activate``).
 """
@@ -30,12 +31,12 @@ from pathlib import Path
 from casm_dagster.contracts.environment import Environment
 from casm_dagster.environments.detect import PythonRecipe, cache_key, node_manager, python_recipe, setup_steps
 from casm_dagster.errors import SandboxError
+from casm_dagster.prsentinel.settings import SETTINGS_FILE
 from casm_dagster.run.journal import utc_now
 from casm_dagster.safety import sandbox, setup_box
 from casm_dagster.safety.redact import redact
 
 READY = ".casm-ready"
-SETTINGS_FILE = ".casm.yaml"
 OUTPUT_TAIL = 1500
 # Settings a setup step may need to reach the registries; nothing else of CASM's
 # environment (no token, no key) reaches uv, npm or the repo's build backend.

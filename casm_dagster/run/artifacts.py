@@ -18,7 +18,7 @@ from casm_dagster.contracts.validation import CheckRun, Validation
 from casm_dagster.cost.run_cost import RunCost, mode_label, summary_table
 from casm_dagster.run.files import POLICY_FILE, load_environment
 from casm_dagster.run.journal import Journal, write_json_atomic, write_text_atomic
-from casm_dagster.safety.markdown import code_span, inert
+from casm_dagster.safety.markdown import inert, inert_path
 from casm_dagster.safety.redact import redact
 
 DEFAULT_ARTIFACT_NAMES = {
@@ -147,7 +147,7 @@ def render_report(
         lines.append(f"| {run.name} | {run.status} | {run.files} | {run.findings} | {_md_cell(run.detail)} |")
     if review.skipped_files:
         lines += ["", "### Files not read", ""]
-        lines += [f"- {code_span(s.path)} — {s.reason}" for s in review.skipped_files]
+        lines += [f"- {inert_path(s.path)} — {s.reason}" for s in review.skipped_files]
     lines += [
         "",
         "### Findings",
@@ -157,7 +157,7 @@ def render_report(
     ]
     for f in review.findings[:MAX_FINDINGS_IN_REPORT]:
         # The path and the message are the repo's (a TODO's words) or a model's: inert.
-        where = code_span(f"{f.file}:{f.line}" if f.line else f.file) if f.file else "repo"
+        where = inert_path(f"{f.file}:{f.line}" if f.line else f.file) if f.file else "repo"
         lines.append(
             f"| {f.severity} | {f.analyser}:{inert(f.rule, 80)} | {where} | {inert(f.message, 500)} | "
             f"{'yes' if f.auto_fixable else 'no'} |"

@@ -21,13 +21,3 @@ def inert_path(path: str) -> str:
     """A path as a code span that cannot be closed early."""
     clean = html.escape(CONTROL.sub("?", path)[:200], quote=False)
     return "<code>" + re.sub(r"([\\\[\]()`*_~#@!|<>])", r"\\\1", clean) + "</code>"
-
-
-def code_span(text: str, limit: int = 300) -> str:
-    """Text as a markdown code span (literal: no HTML, link or mention inside) that it
-    cannot close early: the fence is longer than any run of backticks in it. Safe in a
-    table cell (``|`` escaped, one line)."""
-    text = CONTROL.sub("?", text)[:limit].replace("|", "\\|")
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"

@@ -99,7 +99,7 @@ def test_report_lists_real_findings(audited) -> None:
             ("todo-scan", "TODO")} <= rules  # fmt: skip
     not_fixable = [f for f in issues["findings"] if not f["auto_fixable"]]
     assert not_fixable and all(f["fix_group"] is None for f in not_fixable)
-    assert "bandit:B324:hashlib" in report and "`src/inventory_kit/pricing.py:32`" in report
+    assert "bandit:B324:hashlib" in report and "<code>src/inventory\\_kit/pricing.py:32</code>" in report
     assert "| `python -m pytest -q` | passed" in report
     assert "## Cost" in report and "0.00" in report
     assert (Path(out["artifacts_dir"]) / "cost_report.md").exists()

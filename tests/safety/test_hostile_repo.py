@@ -60,4 +60,4 @@ def test_hostile_repo_audit_completes_and_stays_inside(hostile, workdir, casm_en
     for artifact in Path(out["run_dir"]).rglob("*"):
         if artifact.is_file():
             assert SENTINEL not in artifact.read_text(errors="replace"), artifact
-    assert "leak.py` — symlink" in Path(out["report"]).read_text()
+    assert "leak.py</code> — symlink" in Path(out["report"]).read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from casm_dagster.safety.markdown import code_span, inert
+from casm_dagster.safety.markdown import inert, inert_path
 
 
 def test_inert_text_has_no_html_links_mentions_or_cell_breaks() -> None:
@@ -17,9 +17,7 @@ def test_inert_text_has_no_html_links_mentions_or_cell_breaks() -> None:
     assert re.search(r"(?<!\\)\|", text) is None
 
 
-def test_a_code_span_cannot_be_closed_early() -> None:
-    assert code_span("src/a.py:3") == "`src/a.py:3`"
-    span = code_span("we`ird``name.py")
-    assert span.startswith("```") and span.endswith("```") and "we`ird``name.py" in span
-    assert code_span("`edge`") == "`` `edge` ``"
-    assert code_span("a|b\nc") == "`a\\|b?c`"
+def test_a_path_cannot_close_its_code_element() -> None:
+    assert inert_path("src/a.py:3") == "<code>src/a.py:3</code>"
+    path = inert_path("x</code><img src=y>`|[a](b)")
+    assert path.count("</code>") == 1 and path.endswith("</code>") and "<img" not in path
