@@ -248,7 +248,7 @@ class PolicyEngine:
                 dep_level = max(dep_level, level)
                 if note:
                     notes.append(self._scrub(note))
-            for hit in self.scanner.scan_file(file):
+            for hit in self.scanner.scan_file(file, source):
                 signal, component = self._hit_signal(hit)
                 signals.append(signal)
                 if component:

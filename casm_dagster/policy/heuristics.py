@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from casm_dagster.policy import pyexec
 from casm_dagster.policy.diff import FileDiff, Hunk
 from casm_dagster.policy.ruleset import Pattern, Ruleset
+from casm_dagster.policy.sources import FileSource, Unavailable
 
 COMPONENTS = (
     "secret_like",
@@ -142,6 +144,9 @@ class Scanner:
         for pattern in heuristics.risky_deletions.patterns:
             for lang in _targets(pattern):
                 self._removed[lang].append(_Compiled("risky_deletions", pattern))
+        # The AST check belongs to command_execution: a ruleset that gives that component
+        # no Python pattern has opted out of it for Python too.
+        self._python_exec = any(p.component == "command_execution" for p in self._added["python"])
 
     def scrub(self, text: str) -> str:
         for pattern in self._added["other"]:
@@ -153,11 +158,14 @@ class Scanner:
         value = match.groupdict().get("secret") or match.group(0)
         return is_placeholder(value) or any(a.search(match.group(0)) for a in self._allow)
 
-    def scan_file(self, file: FileDiff) -> list[Hit]:
+    def scan_file(self, file: FileDiff, source: FileSource | None = None) -> list[Hit]:
+        """Pattern hits; with ``source``, Python's added command execution from the AST too."""
         lang = language_of(file.path, _first_line(file))
         hits: list[Hit] = []
         for hunk in file.hunks:
             hits += self._scan_lines(self._added[lang], file.path, hunk, "+")
+        if lang == "python" and self._python_exec and source is not None and file.new_path and not file.binary:
+            hits += _exec_hits(file, source, {h.line for h in hits if h.component == "command_execution"})
         hits += self._deletions(file, lang)
         hits += _private_key_bodies(file)
         hits += _structure(file)
@@ -210,6 +218,34 @@ class Scanner:
             else:
                 kept.append(hit)
         return kept
+
+
+def _exec_hits(file: FileDiff, source: FileSource, regex_lines: set[int]) -> list[Hit]:
+    """Calls the AST check finds on lines no command_execution pattern already flagged."""
+    added = {line.number for line in file.added_lines()}
+    if not added:
+        return []
+    calls: list[pyexec.ExecCall] | None
+    try:
+        old, new = source.texts(file)
+    except Unavailable:
+        old = new = None
+    calls = pyexec.added_calls(old, new, added) if new is not None else None
+    if calls is None:  # no whole file, or it does not parse: the hunks on their own
+        calls = pyexec.added_calls_in_fragments([_fragment(h) for h in file.hunks])
+    hits = []
+    for call in calls:
+        if call.line not in regex_lines:
+            regex_lines.add(call.line)
+            hunk = next((h for h in file.hunks if h.new_start <= call.line < h.new_start + max(h.new_len, 1)), None)
+            hits.append(Hit("command_execution", call.pattern_id, file.path, call.line, hunk))
+    return hits
+
+
+def _fragment(hunk: Hunk) -> tuple[str, str, int, list[tuple[int, str]]]:
+    old = "\n".join(text for kind, text in hunk.body if kind != "+")
+    new = "\n".join(text for kind, text in hunk.body if kind != "-")
+    return old, new, hunk.new_start, [(line.number, line.text) for line in hunk.added]
 
 
 def _all_positions(text: str, needle: str) -> Iterator[int]:
