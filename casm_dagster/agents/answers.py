@@ -7,6 +7,7 @@ once, then drops the task and counts a failure."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -104,6 +105,27 @@ def parse_file_diff(answer: str, path: str, additions_only: bool = False) -> byt
     body = [line for line in lines if not line.startswith(("diff --git", "index "))]
     start = next(i for i, line in enumerate(body) if line.startswith("--- "))
     return ("\n".join(body[start:]) + "\n").encode("utf-8")
+
+
+def _without_docstrings(tree: ast.AST) -> str:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                if isinstance(first.value.value, str):
+                    node.body = node.body[1:]
+    return ast.dump(tree, annotate_fields=False)
+
+
+def check_docs_only(old: str, new: str) -> None:
+    """Docgen may change docstrings and comments only: with every docstring removed, the
+    code before and after the patch must be the same syntax tree (comments are not in it)."""
+    try:
+        before, after = ast.parse(old), ast.parse(new)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise InvalidOutput(f"the documented file does not parse: {type(exc).__name__}") from None
+    if _without_docstrings(before) != _without_docstrings(after):
+        raise InvalidOutput("documentation may only add docstrings and comments; this patch changes code")
 
 
 @dataclass(frozen=True)

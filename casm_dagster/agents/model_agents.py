@@ -22,6 +22,7 @@ from casm_dagster.cost.forecast import PlannedTask
 from casm_dagster.errors import RepoError
 from casm_dagster.llm.providers import Prompt
 from casm_dagster.llm.router import InvalidOutput, ModelTask, Router, TaskResult
+from casm_dagster.policy.diff import DiffError, apply_hunks, parse_diff
 from casm_dagster.policy.engine import SemanticScore
 from casm_dagster.safety import gitops
 from casm_dagster.safety.repo_scan import SourceFile
@@ -83,6 +84,13 @@ def _diff_parser(tree: Path, path: str, additions_only: bool) -> Callable[[str],
             gitops.git(tree, "apply", "--check", "--whitespace=nowarn", "-", input_bytes=patch)
         except RepoError as exc:
             raise InvalidOutput(f"the diff does not apply: {exc}") from None
+        if additions_only and path.endswith((".py", ".pyi")):
+            old = (tree / path).read_text(encoding="utf-8", errors="replace")
+            try:
+                new = apply_hunks(old, parse_diff(patch)[0].hunks)
+            except DiffError as exc:
+                raise InvalidOutput(f"the diff does not apply: {exc}") from None
+            answers.check_docs_only(old, new)
         return patch
 
     return parse
