@@ -50,6 +50,26 @@ class CasmGroup(click.Group):
         except CasmError as exc:
             fail(str(exc), exc.exit_code)
 
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        """A usage error (unknown option, bad choice) is one line too, not click's 4-line block."""
+        from click.exceptions import NoArgsIsHelpError
+
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except NoArgsIsHelpError as exc:
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else self.name
+            fail(f"{' '.join(exc.format_message().split())} (see: {where} --help)", exc.exit_code)
+        except click.ClickException as exc:
+            fail(" ".join(exc.format_message().split()), exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 def state_dir() -> Path:
     path = Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
@@ -59,14 +79,13 @@ def state_dir() -> Path:
 
 
 def open_instance():
-    import dagster as dg
-
     from casm_dagster.resources.instance import ensure_dagster_home
+    from casm_dagster.resources.instance import open_instance as open_checked
 
     notice = ensure_dagster_home()
     if notice:
         click.echo(f"casm: {notice}", err=True)
-    return dg.DagsterInstance.get()
+    return open_checked()
 
 
 def read_summary(run_dir: Path) -> dict | None:

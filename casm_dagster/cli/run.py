@@ -94,14 +94,15 @@ def _run(
         click.echo(
             f"casm: note: {info.root} has uncommitted changes; auditing HEAD {info.head_commit[:12]} only", err=True
         )
+    # Fail on a bad flag, manifest field or ruleset before Dagster's instance is created or
+    # touched (the asset would fail the same way, later, with the instance written).
+    from casm_dagster.run.spec import build_spec
+
+    build_spec(template, repo, info, state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options, github)
     instance = open_instance()
     ref = str(template.path) if Path(template_ref).suffix in (".yaml", ".yml") else template.id
     target = f"{github.repo}@{github.head_commit[:12]}" if github else str(info.root)
     click.echo(f"casm: {template.id} on {target} (stages: {', '.join(template.stages)})", err=True)
-    # Fail on a bad flag before Dagster starts (the asset would fail the same way, later).
-    from casm_dagster.run.spec import build_spec
-
-    build_spec(template, repo, info, state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options, github)
     _announce_policy(instance)
     result = launch_audit(
         instance,

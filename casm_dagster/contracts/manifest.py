@@ -14,8 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from casm_dagster.contracts.checks import regex_compiles
-from casm_dagster.contracts.yaml12 import load_yaml, yaml_problem
-from casm_dagster.errors import TemplateError
+from casm_dagster.contracts.yaml12 import load_yaml, read_config_file, yaml_problem
+from casm_dagster.errors import ConfigError, TemplateError
 
 AgentName = Literal["reviewer", "fixer", "validator", "benchmarker", "docgen", "redteam", "cost_auditor"]
 ModelProfile = Literal["cheap", "code_mid", "reasoning_low", "reasoning_high"]
@@ -265,8 +265,10 @@ def parse_manifest(data: Any, source: str) -> TemplateManifest:
 
 def load_manifest(path: Path) -> TemplateManifest:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_config_file(path, "template manifest").decode("utf-8")
+    except ConfigError as exc:
+        raise TemplateError(str(exc)) from None
+    except UnicodeDecodeError as exc:
         raise TemplateError(f"{path}: cannot read template manifest: {exc}") from None
     try:
         data = load_yaml(text)

@@ -66,8 +66,65 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 Yaml12Loader.add_constructor(_INT, _construct_int)
 
 
+# CASM's config files are a few KB. These bounds turn hostile ones into one clear error
+# instead of a hang (a 200 MB file), a RecursionError (50,000 nested brackets) or a
+# billion-laughs alias bomb whose expansion takes gigabytes once something walks it.
+MAX_YAML_CHARS = 1_000_000
+MAX_YAML_NODES = 100_000  # counted with every alias expanded
+MAX_YAML_DEPTH = 64
+
+
+class YamlLimitError(yaml.YAMLError):
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    if len(text) > MAX_YAML_CHARS:
+        raise YamlLimitError(f"{len(text):,} characters is more than a config file may hold ({MAX_YAML_CHARS:,})")
+    loader = Yaml12Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise YamlLimitError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Nodes with aliases expanded (memoised per node, so a bomb is measured, not walked)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise YamlLimitError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise YamlLimitError("an alias refers to a node that contains it")
+        total = 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            active.add(key)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+            for child in children:
+                total += size(child, depth + 1)
+                if total > MAX_YAML_NODES:
+                    raise YamlLimitError(
+                        f"more than {MAX_YAML_NODES:,} values once aliases are expanded (an alias bomb?)"
+                    )
+            active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -77,11 +134,18 @@ def load_config(path: Path, model: type[M], what: str) -> tuple[M, bytes]:
     """Read, parse and strictly validate one of CASM's YAML config files; every failure is a
     ``ConfigError`` naming the file and the key path. Returns the model and the raw bytes
     (whose hash versions the file)."""
+    raw = read_config_file(path, what)
+    return parse_config(raw, model, str(path), what), raw
+
+
+def read_config_file(path: Path, what: str) -> bytes:
+    """A config file's bytes; one that is too large to be one is refused before it is read."""
     try:
-        raw = path.read_bytes()
+        if path.stat().st_size > MAX_YAML_CHARS * 4:  # 4 bytes per character at most in UTF-8
+            raise ConfigError(f"{path}: {what} is {path.stat().st_size:,} bytes: too large for a config file")
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    return parse_config(raw, model, str(path), what), raw
 
 
 def parse_config(raw: bytes, model: type[M], where: str, what: str) -> M:

@@ -18,7 +18,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from casm_dagster.contracts.checks import regex_compiles
-from casm_dagster.contracts.yaml12 import load_yaml, yaml_problem
+from casm_dagster.contracts.yaml12 import load_yaml, read_config_file, yaml_problem
 from casm_dagster.errors import ConfigError
 from casm_dagster.policy.globs import GlobError, GlobSet, compile_glob
 
@@ -223,10 +223,7 @@ def load_ruleset(ref: str, source: RulesetSource | None = None, base_dir: Path |
             raise ConfigError(f"unknown ruleset {ref!r}: not a bundled id ({known}) and no such file")
         path = candidate.resolve()
         kind = source or "override"
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read ruleset {path}: {exc.strerror or exc}") from None
+    raw = read_config_file(path, "ruleset")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -3,14 +3,19 @@ when ``$DAGSTER_HOME/dagster.yaml`` says so (see ``infra/dagster/dagster.postgre
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
+from casm_dagster.contracts.yaml12 import yaml_problem
 from casm_dagster.errors import ConfigError
 from casm_dagster.run.templates import bundled_dir
+from casm_dagster.safety.redact import redact
 
 DEFAULT_DAGSTER_HOME = Path(".casm") / "dagster_home"
 
@@ -54,3 +59,54 @@ def instance_db_url(instance: dg.DagsterInstance) -> str:
         return postgres_url
     root = Path(instance.root_directory)
     return f"sqlite:///{root / 'casm.db'}"
+
+
+class _NoRetryNoise(logging.Filter):
+    """dagster-postgres logs each failed connection attempt at WARNING on the root logger;
+    the one error below says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Retrying failed database connection")
+
+
+def open_instance() -> dg.DagsterInstance:
+    """``DagsterInstance.get()`` with every way it fails (a malformed ``dagster.yaml``, an
+    unset ``DAGSTER_PG_*`` variable, an unreachable PostgreSQL, a missing driver) as one
+    ``ConfigError`` line instead of a 100-line traceback."""
+    quiet = _NoRetryNoise()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return dg.DagsterInstance.get()
+    except Exception as exc:  # noqa: BLE001 - every cause is reported, in one line
+        where = Path(os.environ.get("DAGSTER_HOME", "")) / "dagster.yaml"
+        raise ConfigError(f"cannot open the Dagster instance ({where}): {redact(instance_problem(exc))}") from None
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def instance_problem(exc: BaseException) -> str:
+    """The most specific cause in a chain, in one line."""
+    chain = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 20:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for c in chain:
+        if isinstance(c, yaml.YAMLError):
+            return yaml_problem(c)
+        if isinstance(c, ModuleNotFoundError) and c.name == "psycopg":
+            return (
+                "the PostgreSQL URL needs the psycopg (3) driver, which is not installed: "
+                "set `scheme: postgresql+psycopg2` under postgres_db (see infra/dagster/dagster.postgres.yaml)"
+            )
+        if isinstance(c, dg.DagsterInvalidConfigError):
+            env = re.search(r'environment variable "([^"]+)" which is not set', str(c))
+            if env:
+                return f"environment variable {env.group(1)} is not set (dagster.yaml reads it)"
+            errors = [e.message for e in getattr(c, "errors", [])]
+            return "invalid configuration: " + " ".join(" ".join(errors).split())[:400]
+    last = chain[-1]
+    first = next((line.strip() for line in str(last).splitlines() if line.strip()), type(last).__name__)
+    if last is not exc and "postgres" in type(exc).__module__ + type(last).__module__:
+        return f"PostgreSQL: {first}"
+    return f"{type(last).__name__}: {first}"[:400]

@@ -116,7 +116,7 @@ def _check_artifact_names(names: dict[str, str]) -> None:
     seen: dict[str, str] = {}
     for key, name in names.items():
         if name in ("", ".", ".."):
-            raise ConfigError(f"outputs.artifacts: {key}: {name!r} is not a file name")
+            raise ConfigError(f"outputs.artifacts: {key}: the path names no file (end it in one, e.g. {key}.txt)")
         if name in RUN_FILES and name != ARTIFACT_DEFAULTS.get(key):
             raise ConfigError(f"outputs.artifacts: {key}: {name!r} is a file the run itself writes")
         if name in seen:
@@ -160,16 +160,17 @@ def build_spec(
             f"--base {options.base} differs from the audited commit: {template.id} audits one commit "
             "(its patches are made against it), so --base must equal --head"
         )
+    from casm_dagster.policy.ruleset import load_ruleset
+
+    # Loaded here, before any stage, so a missing or malformed ruleset is an error up front.
+    ref = options.ruleset or manifest.policy.ruleset
+    loaded = load_ruleset(
+        ref,
+        source="override" if options.ruleset and options.ruleset != manifest.policy.ruleset else "template",
+        base_dir=template.path.parent,
+    )
     ruleset = None
     if options.ruleset or options.ruleset_hash:
-        from casm_dagster.policy.ruleset import load_ruleset
-
-        ref = options.ruleset or manifest.policy.ruleset
-        loaded = load_ruleset(
-            ref,
-            source="override" if options.ruleset and options.ruleset != manifest.policy.ruleset else "template",
-            base_dir=template.path.parent,
-        )
         if options.ruleset_hash and loaded.sha256 != options.ruleset_hash:
             raise ConfigError(
                 f"--ruleset-hash: ruleset {ref} has sha256 {loaded.sha256}, not {options.ruleset_hash} "

@@ -32,7 +32,7 @@ def test_a_budget_must_be_a_finite_amount(tmp_path: Path, budget: float) -> None
     ("artifacts", "why"),
     [
         ([{"report_md": "events.jsonl"}], "'events.jsonl' is a file the run itself writes"),
-        ([{"report_md": "."}], "is not a file name"),
+        ([{"report_md": "."}], "the path names no file"),
         ([{"report_md": "out/x.md"}, {"issues_json": "x.md"}], "both named 'x.md'"),
         ([{"issues_json": "cost_report.md"}], "'cost_report.md' is a file the run itself writes"),
     ],
