@@ -31,6 +31,7 @@ class Case:
     dagster_yaml: str | None = None
     files: dict[str, str | bytes] = field(default_factory=dict)  # written beside the manifest
     repo_setup: Callable[[Path], None] | None = None
+    default_home: bool = False  # DAGSTER_HOME unset: CASM would make ./.casm/dagster_home
 
 
 def _branch(name: str) -> Callable[[Path], None]:
@@ -100,6 +101,10 @@ CASES = {
         "has a branch named 'casm/repo-auditor'", repo_setup=_branch("casm/repo-auditor")
     ),
     "repo does not exist": Case("does not exist", args=["--repo", "{dir}/nowhere"]),
+    "bad flag, default DAGSTER_HOME": Case("--budget-usd nan", args=["--budget-usd", "nan"], default_home=True),
+    "bad manifest, default DAGSTER_HOME": Case(
+        "report_md: the path names no file", manifest=MANIFEST.replace(REPORT, 'report_md: "."'), default_home=True
+    ),
 }
 
 
@@ -126,6 +131,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, case: 
     if case.dagster_yaml is not None:
         (tmp_path / "dagster_home" / "dagster.yaml").write_text(case.dagster_yaml)
     env |= {k: _fill(v, inputs) for k, v in case.env.items()}
+    if case.default_home:
+        del env["DAGSTER_HOME"]
     instance_before = sorted(p.name for p in (tmp_path / "dagster_home").iterdir())
     args = ["run", "--template", template, "--repo", str(repo), *[_fill(a, inputs) for a in case.args]]
 
