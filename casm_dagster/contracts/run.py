@@ -150,6 +150,9 @@ class RunState(BaseModel):
     stages: dict[str, StageStatus]
     head_commit: str | None = None
     branch: str | None = None
+    # The validated commit ``branch`` will point at; the ref is created only when the run's
+    # report and telemetry are on disk (a branch always has a finished run behind it).
+    branch_commit: str | None = None
     dagster_run_id: str | None = None
     policy_status: str | None = None  # pass | warn | gate | block
     hitl_request_id: str | None = None

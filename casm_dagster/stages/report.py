@@ -88,16 +88,17 @@ def report(
             )
         elif validation.final_commit:
             branch = branch_name(spec)
-            if not spec.github:  # GitHub mode: the branch is made in the mirror and pushed below
-                gitops.create_branch(Path(spec.repo_path), branch, validation.final_commit)
             journal.state.branch = branch
-            journal.decision(
-                "report",
-                "branch_created",
-                f"branch {branch} at {validation.final_commit[:12]}",
-                branch=branch,
-                commit=validation.final_commit,
-            )
+            if spec.github:  # the branch is made in the mirror and pushed below
+                journal.decision(
+                    "report",
+                    "branch_created",
+                    f"branch {branch} at {validation.final_commit[:12]}",
+                    branch=branch,
+                    commit=validation.final_commit,
+                )
+            else:  # created by the telemetry stage, once the report and cost are on disk
+                journal.state.branch_commit = validation.final_commit
         accepted = set(validation.accepted_groups)
         counts = Counts(
             findings=len(review.findings),
@@ -123,11 +124,37 @@ def report(
             )
             if pr:
                 delivery = delivery.model_copy(update={"pull_request": pr.url})
-        if branch and validation.final_commit and not spec.github and not existing:
-            verify_branch(Path(spec.repo_path), branch, validation.final_commit)
         journal.state.counts = {"findings": delivery.findings, "patches": delivery.patches, "checks": delivery.checks}
         journal.emit(
             "stage_completed", f"report at {delivery.report}", stage="report", branch=branch, report=delivery.report
         )
-        journal.emit("run_completed", delivery.status, branch=branch)
     return delivery
+
+
+def _delivering(journal: Journal) -> bool:
+    """The run reached the end of its report (not held, blocked, stopped, or a workflow
+    that finishes on its own, like pr-sentinel's)."""
+    return journal.state.status == "running" and journal.state.stages.get("report") == "completed"
+
+
+def deliver_branch(journal: Journal) -> None:
+    """Create the local branch the report named, at the validated commit, only once the
+    report and the cost reconciliation are on disk: a killed run leaves no branch."""
+    state, spec = journal.state, journal.spec
+    if _delivering(journal) and state.branch and state.branch_commit and not spec.github:
+        gitops.create_branch(Path(spec.repo_path), state.branch, state.branch_commit)
+        verify_branch(Path(spec.repo_path), state.branch, state.branch_commit)
+        journal.decision(
+            "report",
+            "branch_created",
+            f"branch {state.branch} at {state.branch_commit[:12]}",
+            branch=state.branch,
+            commit=state.branch_commit,
+        )
+        state.branch_commit = None
+
+
+def finish_run(journal: Journal) -> None:
+    branch = journal.state.branch
+    if _delivering(journal):
+        journal.emit("run_completed", "delivered" if branch else "no_changes", branch=branch)

@@ -13,12 +13,15 @@ from casm_dagster.cost.run_cost import SUMMARY_FILE, load_json
 from casm_dagster.cost.usage import usd
 from casm_dagster.llm.telemetry import calls_for_run
 from casm_dagster.run.journal import Journal, skipped, stage
+from casm_dagster.stages.report import deliver_branch, finish_run
 
 
 def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, Any]:
     """The telemetry stage: check that every recorded call is in the run's summary (the
     report stage wrote it) and hand the summary to the asset."""
     if skipped(journal, "telemetry"):
+        deliver_branch(journal)
+        finish_run(journal)
         return load_json(spec.run_dir / SUMMARY_FILE) or {}
     with stage(journal, "telemetry", "reconciling the recorded model calls with the cost summary"):
         summary = load_json(spec.run_dir / SUMMARY_FILE)
@@ -31,6 +34,7 @@ def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, A
                 f"telemetry mismatch: {len(calls)} calls (${recorded}) recorded, the summary has "
                 f"{summary['calls']['count']} (${summary['totals']['llm_usd']})"
             )
+        deliver_branch(journal)
         called = "no model called (offline)" if spec.models.offline else f"{len(calls)} model calls"
         journal.emit(
             "stage_completed",
@@ -39,4 +43,5 @@ def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, A
             calls=len(calls),
             llm_usd=str(recorded),
         )
+    finish_run(journal)
     return summary
