@@ -81,10 +81,12 @@ def resume(run_id: str, as_json: bool) -> None:
 
     Safe to race with the sensor: the approval is consumed exactly once.
     """
-    from casm_dagster.cli.launch import launch_continuation
+    from casm_dagster.cli.launch import launch_continuation, recover
     from casm_dagster.policy import hitl
 
     instance = open_instance()
+    for note in recover(instance, state_dir()):
+        click.echo(f"casm: note: {note}", err=True)
     record = hitl.require_request(approvals(instance), run_id)
     if record.status != "approved":
         raise CasmError(

@@ -13,7 +13,9 @@ from casm_dagster.contracts.run import RunState
 from casm_dagster.errors import CasmError, RunFailedError
 from casm_dagster.jobs.run_config import audit_run_config, continuation_run_config, pr_review_run_config
 from casm_dagster.resources import CasmResource
+from casm_dagster.run import leftovers
 from casm_dagster.run.ids import new_ulid
+from casm_dagster.run.journal import fail_dead_run
 from casm_dagster.run.spec import RunOptions
 from casm_dagster.run.templates import PR_WORKFLOW, Template
 from casm_dagster.sensors.hitl import continuation_request
@@ -70,6 +72,7 @@ def launch_audit(
         "casm/template": template.id,
         "casm/repo": repo,
         "casm/partition": record.partition_key,
+        **in_process_tags(),
     }
     result = _job(job_name).execute_in_process(
         run_config=run_config,
@@ -83,6 +86,42 @@ def launch_audit(
     if not result.success and state is None:
         raise CasmError(f"the Dagster run {result.run_id} failed before CASM could start: {_first_error(result)}")
     return LaunchResult(run_id, result.run_id, result.success, state, run_dir)
+
+
+def in_process_tags() -> dict[str, str]:
+    """An in-process run has no run monitor: its owner tag lets the next start tell a run
+    whose process was killed from one still going."""
+    return {"casm/launcher": "in-process", "casm/owner": leftovers.me().tag}
+
+
+def recover(instance: dg.DagsterInstance, state_dir: Path, dry_run: bool = False) -> list[str]:
+    """Close what killed in-process runs left: Dagster runs still STARTED and CASM runs
+    still ``running`` whose process is gone are marked failed (with why), their scratch
+    clones and temp dirs removed. Returns one line per thing done (or that would be)."""
+    verb = "would mark" if dry_run else "marked"
+    notes = []
+    for run_dir, state in leftovers.dead_runs(state_dir):
+        if not dry_run:
+            fail_dead_run(run_dir, f"{KILLED} ({state.owner})")
+        notes.append(f"{verb} run {state.run_id} failed: {KILLED}")
+    alive = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED)
+    for run in instance.get_runs(dg.RunsFilter(statuses=list(alive), tags={"casm/launcher": "in-process"})):
+        owner = leftovers.Owner.parse(run.tags.get("casm/owner", ""))
+        if owner and not owner.alive():
+            if not dry_run:
+                instance.report_run_failed(run, f"{KILLED} ({owner.tag}); marked failed by CASM at the next start")
+                # Its pool slots (casm_models, casm_sandbox) are never released by a dead process:
+                # without this the next run's steps wait for them forever.
+                if instance.event_log_storage.supports_global_concurrency_limits:
+                    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            notes.append(f"{verb} Dagster run {run.run_id} failed: {KILLED}")
+    removed = leftovers.reap_temp_dirs(dry_run=dry_run)
+    if removed:
+        notes.append(f"{'would remove' if dry_run else 'removed'} {len(removed)} temp dirs left by killed runs")
+    return notes
+
+
+KILLED = "the process running it is gone (killed or crashed)"
 
 
 def _state(run_dir: Path) -> RunState | None:
@@ -112,7 +151,7 @@ def launch_continuation(instance: dg.DagsterInstance, request_id: str, state_dir
     result = _job("hitl_continuation_job").execute_in_process(
         run_config=continuation_run_config(record.request_id, casm),
         instance=instance,
-        tags={**request.tags, "dagster/run_key": request.run_key or ""},
+        tags={**request.tags, "dagster/run_key": request.run_key or "", **in_process_tags()},
         raise_on_error=False,
     )
     run_dir = Path(record.state_dir) / "runs" / record.run_id

@@ -79,7 +79,6 @@ def _run_options(kw: dict) -> RunOptions:
 def _run(
     template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, options: RunOptions | None = None
 ) -> None:
-    from casm_dagster.cli.launch import launch_audit
     from casm_dagster.resources import GitHubResource
     from casm_dagster.run.spec import resolve_repo
     from casm_dagster.run.templates import load_template
@@ -100,6 +99,10 @@ def _run(
 
     build_spec(template, repo, info, state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options, github)
     instance = open_instance()
+    from casm_dagster.cli.launch import launch_audit, recover
+
+    for note in recover(instance, state_dir()):
+        click.echo(f"casm: note: {note}", err=True)
     ref = str(template.path) if Path(template_ref).suffix in (".yaml", ".yml") else template.id
     target = f"{github.repo}@{github.head_commit[:12]}" if github else str(info.root)
     click.echo(f"casm: {template.id} on {target} (stages: {', '.join(template.stages)})", err=True)

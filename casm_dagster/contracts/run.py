@@ -154,6 +154,9 @@ class RunState(BaseModel):
     # report and telemetry are on disk (a branch always has a finished run behind it).
     branch_commit: str | None = None
     dagster_run_id: str | None = None
+    # host:pid-start of the process that last started a stage (see run/leftovers.py): a
+    # run still "running" whose owner is gone was killed, and the next start says so.
+    owner: str | None = None
     policy_status: str | None = None  # pass | warn | gate | block
     hitl_request_id: str | None = None
     counts: dict[str, int] = {}

@@ -33,6 +33,7 @@ from casm_dagster.environments.detect import PythonRecipe, cache_key, node_manag
 from casm_dagster.errors import SandboxError
 from casm_dagster.prsentinel.settings import SETTINGS_FILE
 from casm_dagster.run.journal import utc_now
+from casm_dagster.run.leftovers import owned_prefix
 from casm_dagster.safety import sandbox, setup_box
 from casm_dagster.safety.redact import redact
 
@@ -114,7 +115,7 @@ def _run(
     """One setup step, in the sandbox with the network: ``cwd`` (the tree, or a Node
     environment) and ``writable`` (the environment being built) plus the package caches
     are all it can write."""
-    with tempfile.TemporaryDirectory(prefix="casm-setup-") as home:
+    with tempfile.TemporaryDirectory(prefix=owned_prefix("casm-setup-")) as home:
         env = {**_setup_env(cache_root, Path(home)), **(extra or {})}
         tools = [os.path.dirname(os.path.dirname(os.path.realpath(argv[0])))]  # a Node install outside /usr
         node = shutil.which("node")

@@ -248,7 +248,7 @@ class PolicyEngine:
                 dep_level = max(dep_level, level)
                 if note:
                     notes.append(self._scrub(note))
-            for hit in self.scanner.scan_file(file, source):
+            for hit in self.scanner.scan_file(file, lambda f=file: _texts(f, source)):
                 signal, component = self._hit_signal(hit)
                 signals.append(signal)
                 if component:
@@ -423,6 +423,13 @@ class PolicyEngine:
         extra = len(report.changes) - len(signals)
         note = f"{file.path}: {extra} more dependency changes not listed as signals" if extra > 0 else None
         return signals, level, note
+
+
+def _texts(file: FileDiff, source: FileSource) -> tuple[str | None, str | None] | None:
+    try:
+        return source.texts(file)
+    except Unavailable:
+        return None
 
 
 def _dep_message(change: deps.DepChange) -> str:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from casm_dagster.policy import pyexec
 from casm_dagster.policy.diff import FileDiff, Hunk
 from casm_dagster.policy.ruleset import Pattern, Ruleset
-from casm_dagster.policy.sources import FileSource, Unavailable
 
 COMPONENTS = (
     "secret_like",
@@ -114,6 +113,10 @@ def is_placeholder(value: str) -> bool:
     return len(value) >= 16 and len(set(value[-16:])) < 8
 
 
+# Both sides of a changed file, read on demand (None when they cannot be read).
+Texts = Callable[[], tuple[str | None, str | None] | None]
+
+
 @dataclass(frozen=True)
 class Hit:
     component: str  # a COMPONENTS name, or "risky_deletions" / "structure"
@@ -158,14 +161,15 @@ class Scanner:
         value = match.groupdict().get("secret") or match.group(0)
         return is_placeholder(value) or any(a.search(match.group(0)) for a in self._allow)
 
-    def scan_file(self, file: FileDiff, source: FileSource | None = None) -> list[Hit]:
-        """Pattern hits; with ``source``, Python's added command execution from the AST too."""
+    def scan_file(self, file: FileDiff, texts: Texts | None = None) -> list[Hit]:
+        """Pattern hits; with ``texts`` (both sides of the file, or None when they cannot be
+        read), Python's added command execution from the AST too."""
         lang = language_of(file.path, _first_line(file))
         hits: list[Hit] = []
         for hunk in file.hunks:
             hits += self._scan_lines(self._added[lang], file.path, hunk, "+")
-        if lang == "python" and self._python_exec and source is not None and file.new_path and not file.binary:
-            hits += _exec_hits(file, source, {h.line for h in hits if h.component == "command_execution"})
+        if lang == "python" and self._python_exec and texts is not None and file.new_path and not file.binary:
+            hits += _exec_hits(file, texts, {h.line for h in hits if h.component == "command_execution"})
         hits += self._deletions(file, lang)
         hits += _private_key_bodies(file)
         hits += _structure(file)
@@ -220,16 +224,13 @@ class Scanner:
         return kept
 
 
-def _exec_hits(file: FileDiff, source: FileSource, regex_lines: set[int]) -> list[Hit]:
+def _exec_hits(file: FileDiff, texts: Texts, regex_lines: set[int]) -> list[Hit]:
     """Calls the AST check finds on lines no command_execution pattern already flagged."""
     added = {line.number for line in file.added_lines()}
     if not added:
         return []
     calls: list[pyexec.ExecCall] | None
-    try:
-        old, new = source.texts(file)
-    except Unavailable:
-        old = new = None
+    old, new = texts() or (None, None)
     calls = pyexec.added_calls(old, new, added) if new is not None else None
     if calls is None:  # no whole file, or it does not parse: the hunks on their own
         calls = pyexec.added_calls_in_fragments([_fragment(h) for h in file.hunks])

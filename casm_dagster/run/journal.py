@@ -19,6 +19,7 @@ from typing import Any
 from casm_dagster.contracts.events import EventType, RunEvent, Stage
 from casm_dagster.contracts.run import RunSpec, RunState
 from casm_dagster.errors import RunNotFoundError
+from casm_dagster.run import leftovers
 
 Listener = Callable[[RunEvent], None]
 
@@ -106,6 +107,7 @@ class Journal:
         state = self.state
         if event.type == "stage_started" and event.stage:
             state.stages[event.stage] = "running"
+            state.owner = leftovers.me().tag
         elif event.type == "stage_completed" and event.stage:
             state.stages[event.stage] = "completed"
         elif event.type == "stage_skipped" and event.stage:
@@ -193,3 +195,27 @@ def skipped(journal: Journal, name: Stage) -> bool:
         return False
     journal.emit("stage_skipped", f"not part of workflow {journal.spec.workflow}", stage=name)
     return True
+
+
+def fail_dead_run(run_dir: Path, reason: str) -> None:
+    """Close a dead run's journal: its stage in progress and the run fail, with why. Written
+    here rather than through ``Journal``: a run killed early has no spec.json to build one."""
+    state = RunState.model_validate_json((run_dir / "state.json").read_text(encoding="utf-8"))
+    path = run_dir / "events.jsonl"
+    written = path.read_bytes() if path.exists() else b""
+    seq = sum(1 for line in written.splitlines() if line.strip())
+    now = utc_now()
+    events = [(name, "stage_failed") for name, status in state.stages.items() if status == "running"]
+    with path.open("a", encoding="utf-8") as journal:
+        if written and not written.endswith(b"\n"):
+            journal.write("\n")  # the killed process's last line stays cut off, on its own line
+        for stage, kind in [*events, (None, "run_failed")]:
+            seq += 1
+            event = RunEvent(seq=seq, run_id=state.run_id, ts=now, type=kind, stage=stage, message=reason, data={})
+            journal.write(event.model_dump_json() + "\n")
+        journal.flush()
+        os.fsync(journal.fileno())
+    for stage, _ in events:
+        state.stages[stage] = "failed"
+    state.status, state.error, state.finished_at = "failed", reason, now
+    write_json_atomic(run_dir / "state.json", state.model_dump(mode="json"))

@@ -13,12 +13,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from casm_dagster.run import leftovers
 from casm_dagster.safety import gitops
 
 
 @contextlib.contextmanager
 def scratch_checkout(repo: Path, commit: str) -> Iterator[Path]:
-    parent = Path(tempfile.mkdtemp(prefix="casm-wt-"))
+    parent = Path(tempfile.mkdtemp(prefix=leftovers.owned_prefix("casm-wt-")))
     where = parent / "checkout"
     try:
         gitops.clone_scratch(repo, where, parent / "git", commit)

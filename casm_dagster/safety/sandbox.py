@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from casm_dagster.contracts.environment import Environment
 from casm_dagster.contracts.validation import CheckStatus, Isolation
 from casm_dagster.errors import SandboxError
+from casm_dagster.run.leftovers import owned_prefix
 from casm_dagster.safety import gitops, junit
 from casm_dagster.safety.redact import redact
 
@@ -236,7 +237,7 @@ class Sandbox:
         return [found, *argv[1:]] if found else None
 
     def run(self, command: str, cwd: Path) -> CommandResult:
-        with tempfile.TemporaryDirectory(prefix="casm-home-") as home:
+        with tempfile.TemporaryDirectory(prefix=owned_prefix("casm-home-")) as home:
             env = scrubbed_env(Path(home), self.interpreter)
             argv = self.resolve(command, env, cwd)
             if argv is None:
