@@ -3,6 +3,8 @@ repo_snapshot → cost_forecast → review_findings → patch_plan → policy_de
 applied_patches → validation_result → audit_report → run_cost. Each body calls its stage in
 ``casm_dagster.stages`` and returns the value with metadata."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from casm_dagster.assets.config import AuditConfig, run_spec
@@ -13,6 +15,7 @@ from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
+from casm_dagster.resources.instance import POOLS
 from casm_dagster.stages.analyze import analyze
 from casm_dagster.stages.apply import apply
 from casm_dagster.stages.forecast import ForecastResult, forecast
@@ -26,7 +29,7 @@ from casm_dagster.stages.validate import validate
 GROUP = "audit"
 # Concurrency pools (limits in dagster.yaml): stages that call models, and stages that run
 # the target repo's commands in the sandbox — the scarce things an audit holds.
-MODEL_POOL, SANDBOX_POOL = "casm_models", "casm_sandbox"
+MODEL_POOL, SANDBOX_POOL = POOLS
 
 
 def _asset(**kwargs):
@@ -229,7 +232,8 @@ def audit_report(
             "casm_run_id": repo_snapshot.spec.run_id,
             "status": delivery.status,
             "branch": delivery.branch or "none",
-            "report": dg.MetadataValue.path(delivery.report),
+            # The run dir's copy: the artifacts dir is shared and the next run overwrites it.
+            "report": dg.MetadataValue.path(str(Path(delivery.run_dir) / Path(delivery.report).name)),
             "findings": delivery.findings,
             "patches": delivery.patches,
         },

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,18 +78,54 @@ def launch_audit(
         "casm/partition": record.partition_key,
         **in_process_tags(),
     }
-    result = _job(job_name).execute_in_process(
-        run_config=run_config,
-        instance=instance,
-        partition_key=record.partition_key,
-        tags=tags,
-        raise_on_error=False,
-    )
+    with repo_lock(instance, record.partition_key, repo):
+        result = _job(job_name).execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            partition_key=record.partition_key,
+            tags=tags,
+            raise_on_error=False,
+        )
     run_dir = state_dir / "runs" / run_id
     state = _state(run_dir)
     if not result.success and state is None:
         raise CasmError(f"the Dagster run {result.run_id} failed before CASM could start: {_first_error(result)}")
     return LaunchResult(run_id, result.run_id, result.success, state, run_dir)
+
+
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+@contextlib.contextmanager
+def repo_lock(instance: dg.DagsterInstance, partition: str, repo: str) -> Iterator[None]:
+    """One run per repo at a time, as the daemon's ``casm/repo`` limit does for queued runs:
+    two runs on one repo interleave their stage outputs and journals. An in-process run
+    holds a lock file under ``$DAGSTER_HOME/locks``; a run the daemon has queued or started
+    for the repo counts too. The second run is refused, clearly, rather than waiting."""
+    locks = Path(instance.root_directory) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(partition.encode()).hexdigest()[:24]
+    with open(locks / f"{name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CasmError(f"another casm run is auditing {repo} right now: wait for it to finish") from None
+        try:
+            busy = instance.get_runs(dg.RunsFilter(statuses=_ACTIVE, tags={"casm/partition": partition}), limit=1)
+            if busy:
+                raise CasmError(
+                    f"Dagster run {busy[0].run_id} ({busy[0].status.value.lower()}) is auditing {repo}: "
+                    "wait for it to finish"
+                )
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def in_process_tags() -> dict[str, str]:

@@ -3,10 +3,13 @@ when ``$DAGSTER_HOME/dagster.yaml`` says so (see ``infra/dagster/dagster.postgre
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -16,8 +19,10 @@ from casm_dagster.contracts.yaml12 import yaml_problem
 from casm_dagster.errors import ConfigError
 from casm_dagster.run.templates import bundled_dir
 from casm_dagster.safety.redact import redact
+from casm_dagster.stores.db import engine_for
 
 DEFAULT_DAGSTER_HOME = Path(".casm") / "dagster_home"
+POOLS = ("casm_models", "casm_sandbox")  # the model-call and target-command pools (assets.stages)
 
 
 def _bundled_instance_yaml() -> Path:
@@ -76,12 +81,41 @@ def open_instance() -> dg.DagsterInstance:
     quiet = _NoRetryNoise()
     logging.getLogger().addFilter(quiet)
     try:
-        return dg.DagsterInstance.get()
+        with _init_lock():
+            instance = dg.DagsterInstance.get()
+            # Create (or migrate) every storage and CASM's tables now, one process at a time:
+            # four runs on a fresh instance raced here (two alembic heads, "table runs
+            # already exists", a duplicate type on PostgreSQL).
+            instance.get_runs_count()
+            instance.event_log_storage.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.RUN_START), limit=1)
+            if instance.schedule_storage is not None:
+                instance.schedule_storage.all_instigator_state()
+            storage = instance.event_log_storage
+            if storage.supports_global_concurrency_limits:  # the pools' rows (a duplicate insert on PostgreSQL)
+                # Only when missing: on PostgreSQL, Dagster's insert-then-update of an existing
+                # row fails in an aborted transaction.
+                for pool in set(POOLS) - set(storage.get_concurrency_keys()):
+                    storage.initialize_concurrency_limit_to_default(pool)
+            engine_for(instance_db_url(instance))
+            return instance
     except Exception as exc:  # noqa: BLE001 - every cause is reported, in one line
         where = Path(os.environ.get("DAGSTER_HOME", "")) / "dagster.yaml"
         raise ConfigError(f"cannot open the Dagster instance ({where}): {redact(instance_problem(exc))}") from None
     finally:
         logging.getLogger().removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def _init_lock() -> Iterator[None]:
+    """An exclusive lock on ``$DAGSTER_HOME`` (a file lock: every process that opens this
+    instance on this host takes it); held only while the instance is opened."""
+    home = Path(os.environ["DAGSTER_HOME"])
+    with open(home / ".casm-init.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def instance_problem(exc: BaseException) -> str:

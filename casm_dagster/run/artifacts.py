@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from pathlib import Path
 
@@ -235,7 +236,6 @@ def write_all(
     write_json_atomic(run_dir / "validation.json", validation.model_dump(mode="json"))
     artifacts = Path(spec.artifacts_dir)
     publish_artifacts(spec, list(names.values()))
-    write_json_atomic(artifacts / "run.json", {"run_id": spec.run_id, "run_dir": str(run_dir)})
     status = "delivered" if branch else ("no_changes" if "apply" in spec.stages else "not_applicable")
     return Delivery(
         status=status,
@@ -250,21 +250,26 @@ def write_all(
 
 
 def publish_artifacts(spec: RunSpec, names: list[str]) -> None:
-    """Copy this run's files to the artifacts dir; drop a previous run's files this run lacks."""
+    """Copy this run's files to the artifacts dir, with ``run.json`` naming the run; drop a
+    previous run's files this run lacks. Runs sharing the dir (the default ``.casm/artifacts``)
+    publish one at a time, so the dir always holds one run's complete set, never a mix."""
     artifacts = Path(spec.artifacts_dir)
     artifacts.mkdir(parents=True, exist_ok=True)
-    for name in [*names, "plan.json", "validation.json", POLICY_FILE, *COST_FILES]:
-        source, target = spec.run_dir / name, artifacts / name
-        if source.exists():
-            shutil.copyfile(source, target)
-            if name.endswith(".sh"):
-                target.chmod(0o755)
-        elif target.exists():
-            target.unlink()  # a previous run's file must not pass for this run's
-    if (artifacts / "patches").exists():
-        shutil.rmtree(artifacts / "patches")
-    if (spec.run_dir / "patches").exists():
-        shutil.copytree(spec.run_dir / "patches", artifacts / "patches", copy_function=_copy_redacted)
+    with open(artifacts / ".casm-publish.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in [*names, "plan.json", "validation.json", POLICY_FILE, *COST_FILES]:
+            source, target = spec.run_dir / name, artifacts / name
+            if source.exists():
+                shutil.copyfile(source, target)
+                if name.endswith(".sh"):
+                    target.chmod(0o755)
+            elif target.exists():
+                target.unlink()  # a previous run's file must not pass for this run's
+        if (artifacts / "patches").exists():
+            shutil.rmtree(artifacts / "patches")
+        if (spec.run_dir / "patches").exists():
+            shutil.copytree(spec.run_dir / "patches", artifacts / "patches", copy_function=_copy_redacted)
+        write_json_atomic(artifacts / "run.json", {"run_id": spec.run_id, "run_dir": str(spec.run_dir)})
 
 
 def _copy_redacted(source: str, target: str) -> None:
@@ -295,7 +300,6 @@ def write_held(
     write_json_atomic(spec.run_dir / "plan.json", plan.model_dump(mode="json"))
     (spec.run_dir / "validation.json").unlink(missing_ok=True)
     publish_artifacts(spec, list(names.values()))
-    write_json_atomic(Path(spec.artifacts_dir) / "run.json", {"run_id": spec.run_id, "run_dir": str(spec.run_dir)})
     return Path(spec.artifacts_dir) / names["report_md"]
 
 
@@ -323,5 +327,4 @@ def write_stopped(spec: RunSpec, reason: str, cost: RunCost, journal: Journal) -
     for stale in ("issues_json",):
         (spec.run_dir / names[stale]).unlink(missing_ok=True)
     publish_artifacts(spec, list(names.values()))
-    write_json_atomic(Path(spec.artifacts_dir) / "run.json", {"run_id": spec.run_id, "run_dir": str(spec.run_dir)})
     return Path(spec.artifacts_dir) / names["report_md"]
