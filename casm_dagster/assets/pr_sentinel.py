@@ -40,7 +40,7 @@ def pr_review(
         models.env(),
     )
     if outcome.policy_status == "gate":
-        context.instance.add_run_tags(context.run.run_id, {"casm/hitl": "pending"})
+        context.instance.add_run_tags(context.run.run_id, {"casm/hitl": "pending", "casm/status": "awaiting_approval"})
     return dg.MaterializeResult(
         metadata={
             "casm_run_id": spec.run_id,

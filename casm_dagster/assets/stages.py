@@ -48,6 +48,12 @@ def repo_snapshot(
     spec = run_spec(context, config, casm, github, models)
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id
+    # A run launched from the UI, a schedule or the API gets the tags `casm explain` and
+    # `casm approve` look runs up by, as one launched by `casm run` has them.
+    identity = {"casm/run_id": spec.run_id, "casm/template": spec.template_id, "casm/repo": spec.repo}
+    missing = {k: v for k, v in identity.items() if k not in context.run.tags}
+    if missing:
+        context.instance.add_run_tags(context.run.run_id, missing)
     snap = ingest(spec, journal)
     return dg.MaterializeResult(
         value=snap,
@@ -67,7 +73,7 @@ def cost_forecast(context: dg.AssetExecutionContext, casm: CasmResource, repo_sn
     budget (downgrade, reduce scope, stop). A stopped run materializes nothing further."""
     result = forecast(repo_snapshot, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
     if not result.proceeds:
-        context.instance.add_run_tags(context.run.run_id, {"casm/budget": "stopped"})
+        context.instance.add_run_tags(context.run.run_id, {"casm/budget": "stopped", "casm/status": "stopped"})
         return
     yield dg.MaterializeResult(
         value=result,
@@ -161,10 +167,11 @@ def policy_decision(
             "suggested_scope": result.scope_notes,
         }
         context.instance.add_run_tags(
-            context.run.run_id, {"casm/hitl": "pending", "casm/hitl_request": result.request_id or ""}
+            context.run.run_id,
+            {"casm/hitl": "pending", "casm/hitl_request": result.request_id or "", "casm/status": "awaiting_approval"},
         )
     elif result.status == "block":
-        context.instance.add_run_tags(context.run.run_id, {"casm/policy": "blocked"})
+        context.instance.add_run_tags(context.run.run_id, {"casm/policy": "blocked", "casm/status": "blocked"})
     if result.document:
         metadata["policy_decisions"] = dg.MetadataValue.path(result.document)
     return dg.MaterializeResult(value=result, metadata=metadata)
@@ -261,7 +268,10 @@ def run_cost_metadata(run_id: str, summary: dict) -> dict:
 @_asset(kinds={"sql"})
 def run_cost(context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, audit_report: Delivery):
     """Telemetry: the run's model calls and costs, as recorded (run_summary.json, cost_report.md)."""
-    summary = telemetry(repo_snapshot.spec, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
+    journal = casm.journal(repo_snapshot.spec)
+    summary = telemetry(repo_snapshot.spec, journal, casm.engine(context.instance))
+    # Dagster shows SUCCESS for every run that did not crash; the tag says how it ended.
+    context.instance.add_run_tags(context.run.run_id, {"casm/status": journal.state.status})
     return dg.MaterializeResult(value=summary, metadata=run_cost_metadata(repo_snapshot.spec.run_id, summary))
 
 

@@ -65,6 +65,7 @@ def render_summary(summary: dict[str, Any], price_usd: float | None) -> tuple[st
         lines.append(f"  {m['name']}: ${m['value']:.6f} ({m['basis']['count']} {m['basis']['description']})")
     data = {
         "run_id": summary["run_id"],
+        "status": summary["status"],
         "outcome_cost_usd": str(outcome),
         "price_usd": str(price) if price is not None else None,
         "gross_margin": float(round(margin, 4)) if margin is not None else None,
@@ -91,6 +92,11 @@ def cost(last_run: bool, run_id: str | None, price_usd: float | None, as_json: b
     summary = read_summary(state_dir() / "runs" / run_id)
     if summary is None:
         raise CasmError(f"run {run_id} has no run_summary.json (it failed before its report, or predates cost reports)")
+    # The summary is written when the run stops; a held run is decided later (approved and
+    # continued, denied, expired): the run's state has the status it has now.
+    state_path = state_dir() / "runs" / run_id / "state.json"
+    if state_path.exists():
+        summary = {**summary, "status": json.loads(state_path.read_text(encoding="utf-8"))["status"]}
     text, data = render_summary(summary, price_usd)
     click.echo(text)
     if as_json:

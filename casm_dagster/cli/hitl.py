@@ -25,7 +25,7 @@ def _tag_gated_run(instance, record, value: str) -> None:
 
     dagster_run_id = hitl.gated_dagster_run_id(record)
     if dagster_run_id and instance.get_run_by_id(dagster_run_id):
-        instance.add_run_tags(dagster_run_id, {"casm/hitl": value})
+        instance.add_run_tags(dagster_run_id, {"casm/hitl": value, "casm/status": value})
 
 
 def _decide(run_id: str, outcome: str, reason: str, scope: str) -> None:

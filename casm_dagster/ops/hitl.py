@@ -6,6 +6,8 @@ newer audit may have replaced. It reports the assets it updates as materializati
 ``run_cost`` included: an approved run reconciles its cost like any other.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from casm_dagster.assets.stages import SANDBOX_POOL, run_cost_metadata
@@ -51,13 +53,13 @@ def continue_approved_run(
             {
                 "status": delivery.status,
                 "branch": delivery.branch or "none",
-                "report": dg.MetadataValue.path(delivery.report),
+                "report": dg.MetadataValue.path(str(Path(delivery.run_dir) / Path(delivery.report).name)),
             },
         ),
         ("run_cost", run_cost_metadata(outcome.run_id, outcome.cost_summary or {})),
     ):
         context.log_event(dg.AssetMaterialization(asset_key=key, partition=partition, metadata={**common, **metadata}))
-    context.instance.add_run_tags(context.run_id, {"casm/hitl": "applied"})
+    context.instance.add_run_tags(context.run_id, {"casm/hitl": "applied", "casm/status": "succeeded"})
 
 
 @dg.job(

@@ -79,7 +79,7 @@ def hitl_approval_sensor(
         context.log.info(f"request {record.request_id} (run {record.run_id}) expired")
         gated = hitl.gated_dagster_run_id(record)
         if gated and context.instance.get_run_by_id(gated):
-            context.instance.add_run_tags(gated, {"casm/hitl": "expired"})
+            context.instance.add_run_tags(gated, {"casm/hitl": "expired", "casm/status": "expired"})
     _poll_github(context, store, github)
     cursor = int(context.cursor or 0)
     found = store.approvals_after(cursor, limit=MAX_PER_TICK)

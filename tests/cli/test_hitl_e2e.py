@@ -316,12 +316,12 @@ def test_approve_then_resume_delivers_exactly_the_packet_scope(scenarios: dict[s
     # Both Dagster runs carry the HITL story in their tags.
     with dg.DagsterInstance.from_config(str(s.home)) as instance:
         gated_run = instance.get_run_by_id(s.out["dagster_run_id"])
-        assert gated_run.tags["casm/hitl"] == "approved"
+        assert gated_run.tags["casm/hitl"] == "approved" and gated_run.tags["casm/status"] == "approved"
         assert gated_run.tags["casm/hitl_request"] == record.request_id
         continuation = instance.get_run_by_id(out["dagster_run_id"])
         assert continuation.job_name == "hitl_continuation_job"
         assert continuation.status == dg.DagsterRunStatus.SUCCESS
-        assert continuation.tags["casm/hitl"] == "applied"
+        assert continuation.tags["casm/hitl"] == "applied" and continuation.tags["casm/status"] == "succeeded"
         assert continuation.tags["dagster/run_key"] == f"approval:{record.request_id}"
 
 
@@ -371,6 +371,11 @@ def test_deny_ends_the_run_and_cannot_be_overturned(scenarios: dict[str, Scenari
     assert_nothing_delivered(s)
     explained = s.casm("explain", "--run-id", s.run_id)
     assert "outcome: denied" in explained.stdout
+    cost = s.casm("cost", "--run-id", s.run_id, "--json")
+    assert cost.stdout.splitlines()[0].endswith(": denied") and last_json(cost.stdout)["status"] == "denied"
+    with dg.DagsterInstance.from_config(str(s.home)) as instance:  # the runs list tells the truth too
+        tags = instance.get_run_by_id(s.out["dagster_run_id"]).tags
+        assert tags["casm/status"] == "denied" and tags["casm/hitl"] == "denied"
 
 
 # --- bound by hash --------------------------------------------------------------------------

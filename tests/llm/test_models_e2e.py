@@ -188,6 +188,11 @@ def test_a_budget_too_small_for_any_model_work_stops_the_run(live):
     assert steps[0] == "none" and steps[-1] == "stop"  # the cascade's order: tests/llm/test_forecast_budget.py
     report = (Path(out["artifacts_dir"]) / "report.md").read_text()
     assert "stopped by the budget" in report
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:  # Dagster says SUCCESS; the tag says why
+        run = instance.get_run_by_id(out["dagster_run_id"])
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["casm/status"] == "stopped"
 
 
 def test_casm_cost_prints_the_last_runs_summary_with_margin(tmp_path):
