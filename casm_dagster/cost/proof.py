@@ -28,8 +28,8 @@ from casm_dagster.cost.run_cost import (
 from casm_dagster.cost.usage import usd
 from casm_dagster.llm.router import ROUTER_VERSION
 from casm_dagster.llm.telemetry import ROUTING_FILE, calls_for_run, read_jsonl
-from casm_dagster.run.files import FORECAST_FILE, MODEL_PLAN_FILE, parse_ts
-from casm_dagster.run.journal import Journal, read_events, write_json_atomic, write_text_atomic
+from casm_dagster.run.files import FORECAST_FILE, MODEL_PLAN_FILE
+from casm_dagster.run.journal import Journal, read_events, worked_seconds, write_json_atomic, write_text_atomic
 
 ROUTING_DOC, FORECAST_DOC, REPLAY_SCRIPT = "routing_decisions.json", "cost_forecast.json", "run_replay.sh"
 
@@ -49,7 +49,7 @@ def measure(spec: RunSpec, journal: Journal, engine: sa.Engine, checks: list[Che
         finished_at=state.finished_at,
         mode=mode,
         calls=calls_for_run(engine, spec.run_id),
-        run_seconds=Decimal(str(round(time.time() - parse_ts(state.started_at), 3))),
+        run_seconds=Decimal(str(round(worked_seconds(events, state.started_at, time.time()), 3))),
         check_minutes=check_minutes(checks),
         hitl_decisions=decisions,
         rates=rates_of(manifest),

@@ -79,7 +79,7 @@ def load_runs(state_dir: Path, outcome_of: Callable[[dict[str, Any]], str]) -> p
             "run_id": summary["run_id"],
             "repo": summary["repo"],
             "template_id": summary["template_id"],
-            "status": summary["status"],
+            "status": state.get("status", summary["status"]),  # a held run is decided after its summary
             "started_at": summary["started_at"],
             "branch": state.get("branch"),
             "run_dir": str(path.parent),

@@ -197,6 +197,25 @@ def skipped(journal: Journal, name: Stage) -> bool:
     return True
 
 
+def worked_seconds(events: list[RunEvent], started_at: str, now: float) -> float:
+    """The run's wall time without its holds: from ``run_held`` until the next stage starts
+    (the continuation, after a human decided and the sensor or `casm resume` launched it)
+    nothing of CASM's runs, so a held run's infra cost does not count those hours."""
+
+    def at(ts: str) -> float:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+    total, held_at = now - at(started_at), None
+    for event in events:
+        if event.type == "run_held":
+            held_at = at(event.ts)
+        elif event.type == "stage_started" and held_at is not None:
+            total, held_at = total - (at(event.ts) - held_at), None
+    if held_at is not None:
+        total -= now - held_at
+    return max(0.0, total)
+
+
 def fail_dead_run(run_dir: Path, reason: str) -> None:
     """Close a dead run's journal: its stage in progress and the run fail, with why. Written
     here rather than through ``Journal``: a run killed early has no spec.json to build one."""
