@@ -85,7 +85,20 @@ def open_instance():
     notice = ensure_dagster_home()
     if notice:
         click.echo(f"casm: {notice}", err=True)
+    ignore_own_dir(state_dir(), Path(os.environ["DAGSTER_HOME"]))
     return open_checked()
+
+
+def ignore_own_dir(*paths: Path) -> None:
+    """``./.casm`` ignores itself (a ``.gitignore`` of ``*``, as ``.pytest_cache`` does) when
+    CASM writes there: run from inside the audited repo, it never shows in ``git status``
+    nor reaches a commit, so the only thing CASM adds to the repo stays its branch."""
+    root = (Path.cwd() / DEFAULT_STATE_DIR).resolve()
+    if any(p.resolve() == root or root in p.resolve().parents for p in paths):
+        root.mkdir(parents=True, exist_ok=True)
+        ignore = root / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# CASM's state, runs and artifacts: never part of the repo\n*\n", encoding="utf-8")
 
 
 def read_summary(run_dir: Path) -> dict | None:

@@ -12,6 +12,7 @@ import click
 from casm_dagster.cli.common import (
     EXIT_RUN_FAILED,
     RUN_EXIT_CODES,
+    ignore_own_dir,
     json_option,
     open_instance,
     read_summary,
@@ -99,6 +100,7 @@ def _run(
 
     build_spec(template, repo, info, state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options, github)
     instance = open_instance()
+    ignore_own_dir(artifacts_dir)
     from casm_dagster.cli.launch import launch_audit, recover
 
     for note in recover(instance, state_dir()):
