@@ -67,7 +67,12 @@ def save_checks(run_dir: Path, runs: list[CheckRun]) -> None:
 
 
 def load_checks(run_dir: Path) -> list[CheckRun]:
-    return read_models(run_dir / CHECKS_FILE, CheckRun)
+    """The baseline check runs; missing is an error, never "no checks": validating against
+    nothing would accept every patch group."""
+    path = run_dir / CHECKS_FILE
+    if not path.exists():
+        raise RunNotFoundError(f"{path} is missing: the analyze stage's baseline is gone, so nothing can be validated")
+    return read_models(path, CheckRun)
 
 
 def save_environment(run_dir: Path, env: Environment) -> None:
@@ -92,9 +97,13 @@ def load_model_plan(run_dir: Path) -> dict[str, Any]:
 
 
 def planned_tasks(run_dir: Path, task_type: str) -> list[PlannedTask]:
-    """The model plan's included tasks of one type, in plan order (a run without a model
-    plan has none)."""
+    """The model plan's included tasks of one type, in plan order (a workflow without the
+    forecast stage has none; one with it whose plan is missing is an error, never "none":
+    the planned model work would silently vanish)."""
     if not (run_dir / MODEL_PLAN_FILE).exists():
+        stages = json.loads((run_dir / SPEC_FILE).read_text(encoding="utf-8")).get("stages", [])
+        if "forecast" in stages:
+            raise RunNotFoundError(f"{run_dir / MODEL_PLAN_FILE} is missing: the forecast stage's model plan is gone")
         return []
     return [
         PlannedTask(**t) for t in load_model_plan(run_dir)["tasks"] if t["task_type"] == task_type and t["included"]
