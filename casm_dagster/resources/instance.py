@@ -109,11 +109,16 @@ def open_instance() -> dg.DagsterInstance:
 def _init_lock() -> Iterator[None]:
     """An exclusive lock on ``$DAGSTER_HOME`` (a file lock: every process that opens this
     instance on this host takes it); held only while the instance is opened."""
-    home = Path(os.environ["DAGSTER_HOME"])
-    with open(home / ".casm-init.lock", "a") as handle:
+    path = Path(os.environ["DAGSTER_HOME"]) / ".casm-init.lock"
+    created = not path.exists()
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
+        except BaseException:
+            if created:  # an instance that cannot be opened is left as it was found
+                path.unlink(missing_ok=True)
+            raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
