@@ -57,6 +57,15 @@ def isolated_env(home: Path) -> dict[str, str]:
     return env
 
 
+def postgres_home(home: Path, db: dict[str, str]) -> dict[str, str]:
+    """A DAGSTER_HOME on PostgreSQL (the production dagster.yaml) for the ``pg_database``
+    fixture's database; returns the environment variables that select it."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((ROOT / "infra" / "dagster" / "dagster.postgres.yaml").read_text())
+    variables = {"HOST": "host", "PORT": "port", "USER": "user", "PASSWORD": "password", "DB": "db"}
+    return {"DAGSTER_HOME": str(home), **{f"DAGSTER_PG_{k}": db[v] for k, v in variables.items()}}
+
+
 def host_address() -> str:
     """This machine's own IPv4 address (not loopback): what a sandbox with a user-mode
     network reaches where the host's loopback is cut off."""

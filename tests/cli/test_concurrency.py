@@ -6,13 +6,12 @@ report link stays its own."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
-from helpers import CASM, ROOT, isolated_env, last_json, make_repo, run_casm
+from helpers import CASM, isolated_env, last_json, make_repo, postgres_home, run_casm
 
 APP = "import os\n\n\ndef total(items):\n    return sum(items)\n"
 TEST = "from app import total\n\n\ndef test_total():\n    assert total([1, 2]) == 3\n"
@@ -41,14 +40,8 @@ def test_four_runs_on_a_fresh_sqlite_instance(tmp_path: Path) -> None:
 
 
 def test_four_runs_on_a_fresh_postgres_instance(tmp_path: Path, pg_database) -> None:
-    home = tmp_path / "pg_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "infra" / "dagster" / "dagster.postgres.yaml", home / "dagster.yaml")
-    env = isolated_env(home) | {"CASM_STATE_DIR": str(tmp_path / "state"), "DAGSTER_PG_HOST": pg_database["host"],
-           "DAGSTER_PG_PORT": pg_database["port"], "DAGSTER_PG_USER": pg_database["user"],
-           "DAGSTER_PG_PASSWORD": pg_database["password"], "DAGSTER_PG_DB": pg_database["db"]}  # fmt: skip
-    shutil.copyfile(ROOT / "infra" / "dagster" / "dagster.postgres.yaml", home / "dagster.yaml")  # not SQLite's
-    _four_at_once(tmp_path, env)
+    env = isolated_env(tmp_path / "unused") | postgres_home(tmp_path / "pg_home", pg_database)
+    _four_at_once(tmp_path, env | {"CASM_STATE_DIR": str(tmp_path / "state")})
 
 
 def test_a_second_run_on_a_repo_being_audited_is_refused(tmp_path: Path, casm_env: dict[str, str]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
-from helpers import CASM, ROOT, git, make_repo, run_casm
+from helpers import CASM, git, make_repo, postgres_home, run_casm
 
 from casm_dagster.contracts.run import RunState
 
@@ -91,15 +90,10 @@ def test_kill_at_every_stage_on_sqlite(tmp_path: Path, casm_env: dict[str, str])
 
 
 def test_kill_at_every_stage_on_postgres(tmp_path: Path, casm_env: dict[str, str], pg_database, monkeypatch) -> None:
-    home = tmp_path / "pg_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "infra" / "dagster" / "dagster.postgres.yaml", home / "dagster.yaml")
-    env = {**casm_env, "DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": pg_database["host"],
-           "DAGSTER_PG_PORT": pg_database["port"], "DAGSTER_PG_USER": pg_database["user"],
-           "DAGSTER_PG_PASSWORD": pg_database["password"], "DAGSTER_PG_DB": pg_database["db"]}  # fmt: skip
+    env = casm_env | postgres_home(tmp_path / "pg_home", pg_database)
     for key in (k for k in env if k.startswith("DAGSTER_PG_")):
         monkeypatch.setenv(key, env[key])  # the test reads the instance too
-    _crash_every_stage(tmp_path, env, home)
+    _crash_every_stage(tmp_path, env, Path(env["DAGSTER_HOME"]))
 
 
 pytestmark = pytest.mark.timeout(900)

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
 import psycopg2
 import pytest
-from helpers import ROOT, last_json, run_casm
+from helpers import last_json, postgres_home, run_casm
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def test_audit_run_lands_in_postgres(pg_database, demo_repo: Path, workdir: Path, casm_env, tmp_path: Path) -> None:
     home = tmp_path / "pg_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "infra" / "dagster" / "dagster.postgres.yaml", home / "dagster.yaml")
-    env = {**casm_env, "DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": pg_database["host"],
-           "DAGSTER_PG_PORT": pg_database["port"], "DAGSTER_PG_USER": pg_database["user"],
-           "DAGSTER_PG_PASSWORD": pg_database["password"], "DAGSTER_PG_DB": pg_database["db"]}  # fmt: skip
+    env = casm_env | postgres_home(home, pg_database)
     proc = run_casm(["run", "--template", "repo-auditor", "--repo", str(demo_repo), "--json"], workdir, env)
     assert proc.returncode == 0, proc.stderr
     out = last_json(proc.stdout)
