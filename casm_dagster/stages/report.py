@@ -70,7 +70,7 @@ def report(
     github: GitHubConnector | None = None,
 ) -> Delivery:
     """``github``: the connector a GitHub-mode run delivers through (push, PR, comment)."""
-    with stage(journal, "report", "writing the report and delivering the branch"):
+    with stage(journal, "report", "writing the report (the branch comes last, after telemetry)"):
         spec = snap.spec
         branch = None
         existing = None

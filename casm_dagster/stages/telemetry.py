@@ -23,7 +23,7 @@ def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, A
         deliver_branch(journal)
         finish_run(journal)
         return load_json(spec.run_dir / SUMMARY_FILE) or {}
-    with stage(journal, "telemetry", "reconciling the recorded model calls with the cost summary"):
+    with stage(journal, "telemetry", "reconciling model calls with the cost summary, then delivering the branch"):
         summary = load_json(spec.run_dir / SUMMARY_FILE)
         if summary is None:
             raise RuntimeError(f"{spec.run_dir / SUMMARY_FILE} is missing: the report stage did not finish")
