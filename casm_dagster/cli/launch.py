@@ -19,7 +19,7 @@ from casm_dagster.jobs.run_config import audit_run_config, continuation_run_conf
 from casm_dagster.resources import CasmResource
 from casm_dagster.run import leftovers
 from casm_dagster.run.ids import new_ulid
-from casm_dagster.run.journal import fail_dead_run
+from casm_dagster.run.journal import fail_dead_run, utc_now
 from casm_dagster.run.spec import RunOptions
 from casm_dagster.run.templates import PR_WORKFLOW, Template
 from casm_dagster.sensors.hitl import continuation_request
@@ -143,6 +143,7 @@ def recover(instance: dg.DagsterInstance, state_dir: Path, dry_run: bool = False
     for run_dir, state in leftovers.dead_runs(state_dir):
         if not dry_run:
             fail_dead_run(run_dir, f"{KILLED} ({state.owner})")
+            _close_continuation(instance, state)
         notes.append(f"{verb} run {state.run_id} failed: {KILLED}")
     alive = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED)
     for run in instance.get_runs(dg.RunsFilter(statuses=list(alive), tags={"casm/launcher": "in-process"})):
@@ -162,6 +163,17 @@ def recover(instance: dg.DagsterInstance, state_dir: Path, dry_run: bool = False
 
 
 KILLED = "the process running it is gone (killed or crashed)"
+
+
+def _close_continuation(instance: dg.DagsterInstance, state: RunState) -> None:
+    """A continuation killed after it consumed its approval: the approval records that it
+    failed (it said "in progress" forever). Approvals are used once: a new run is needed."""
+    if not state.hitl_request_id:
+        return
+    store = approvals(instance)
+    record = store.get(state.hitl_request_id)
+    if record is not None and record.consumed_at and not record.outcome:
+        store.finish(record.request_id, f"failed: {KILLED}", utc_now())
 
 
 def _state(run_dir: Path) -> RunState | None:

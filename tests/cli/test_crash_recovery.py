@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
-from helpers import CASM, git, make_repo, postgres_home, run_casm
+from helpers import CASM, RUFF_TOML, SMOKE_TEST, git, make_repo, postgres_home, run_casm
 
 from casm_dagster.contracts.run import RunState
 
@@ -97,3 +97,34 @@ def test_kill_at_every_stage_on_postgres(tmp_path: Path, casm_env: dict[str, str
 
 
 pytestmark = pytest.mark.timeout(900)
+
+
+GATED = {
+    "ruff.toml": RUFF_TOML,
+    "tests/test_smoke.py": SMOKE_TEST,
+    "auth/login.py": "import os\n\n\ndef login(user):\n    return user\n",
+    "app.py": "import sys\n\n\ndef main():\n    return 1\n",
+}
+
+
+def test_a_killed_continuation_records_that_it_failed(tmp_path: Path, casm_env: dict[str, str]) -> None:
+    """`casm resume` killed after it consumed the approval: the next start fails the run and
+    the approval says so (it said "in progress" forever); no branch appears."""
+    repo = make_repo(tmp_path / "repo", GATED)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = casm_env | {"TMPDIR": str(tmp_path), "CASM_STATE_DIR": str(tmp_path / "state")}
+    held = run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], work, env)
+    assert held.returncode == 3, held.stderr
+    run_id = json.loads(held.stdout.strip().splitlines()[-1])["run_id"]
+    approved = run_casm(["approve", "--run-id", run_id, "--reason", "reviewed"], work, env)
+    assert approved.returncode == 0, approved.stderr
+    assert _kill_at("validate", ["resume", "--run-id", run_id], work, env)
+
+    gc = run_casm(["gc"], work, env)
+    assert gc.returncode == 0, gc.stderr
+    assert f"marked run {run_id} failed" in gc.stdout
+    again = run_casm(["resume", "--run-id", run_id], work, env)
+    assert again.returncode == 2 and "failed: the process running it is gone" in again.stderr, again.stderr
+    state = _states(tmp_path / "state")[0]
+    assert state.status == "failed" and git(repo, "for-each-ref", "refs/heads/casm/") == ""
