@@ -1,6 +1,6 @@
 """The one ``Definitions`` object of the ``casm`` code location: the stage, pr-sentinel and
 economics assets, the jobs, the heartbeat and diurnal schedules, the PR and HITL sensors,
-and the resources (``casm``, ``github``, ``models``)."""
+and the resources (``casm``, ``github``, ``models``, the stages' run-scoped IO manager)."""
 
 import warnings
 
@@ -10,6 +10,7 @@ from casm_dagster.assets import economics, pr_sentinel
 from casm_dagster.assets.stages import STAGE_ASSETS
 from casm_dagster.jobs import JOBS
 from casm_dagster.resources import casm_resource, github_resource, models_resource
+from casm_dagster.resources.stage_io import STAGE_IO, RunScopedIOManager
 from casm_dagster.sensors.economics import diurnal_optimization
 from casm_dagster.sensors.hitl import hitl_approval_sensor
 from casm_dagster.sensors.sentinel import heartbeat_daily, heartbeat_hourly, pr_sensor
@@ -26,5 +27,10 @@ defs = dg.Definitions(
     jobs=JOBS,
     schedules=[heartbeat_hourly, heartbeat_daily, diurnal_optimization],
     sensors=[hitl_approval_sensor, pr_sensor],
-    resources={"casm": casm_resource(), "github": github_resource(), "models": models_resource()},
+    resources={
+        "casm": casm_resource(),
+        "github": github_resource(),
+        "models": models_resource(),
+        STAGE_IO: RunScopedIOManager(),
+    },
 )

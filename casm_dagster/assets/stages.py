@@ -16,6 +16,7 @@ from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
 from casm_dagster.resources.instance import POOLS
+from casm_dagster.resources.stage_io import STAGE_IO
 from casm_dagster.stages.analyze import analyze
 from casm_dagster.stages.apply import apply
 from casm_dagster.stages.forecast import ForecastResult, forecast
@@ -33,7 +34,7 @@ MODEL_POOL, SANDBOX_POOL = POOLS
 
 
 def _asset(**kwargs):
-    return dg.asset(partitions_def=repos_partitions, group_name=GROUP, **kwargs)
+    return dg.asset(partitions_def=repos_partitions, group_name=GROUP, io_manager_key=STAGE_IO, **kwargs)
 
 
 @_asset(kinds={"git"})

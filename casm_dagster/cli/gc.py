@@ -14,25 +14,31 @@ from casm_dagster.cli.common import open_instance, state_dir
     type=click.FloatRange(min=0),
     default=14,
     show_default=True,
-    help="Remove environments no run has used for this many days (0: every one not in use).",
+    help="Remove environments no run has used, and the stage outputs of runs that ended, this many days ago "
+    "(0: every one not in use).",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def gc(older_than_days: float, dry_run: bool) -> None:
-    """Remove cached environments under <state dir>/envs (and half-built ones), and clear
-    what killed runs left behind.
+    """Remove cached environments under <state dir>/envs (and half-built ones), finished
+    runs' stage outputs, and what killed runs left behind.
 
     An environment in use by a run, or being built, is never removed; the next run that
     needs a removed one builds it again. A run still marked running (in CASM's state or
     as a STARTED Dagster run) whose process is gone is marked failed, and the scratch
     clones and temp dirs of processes that are gone are removed (`casm run` does this too
-    when it starts).
+    when it starts). A finished run's stage outputs (kept for re-execution from a
+    failure) go once the run ended more than --older-than-days ago.
     """
     from casm_dagster.cli.launch import recover
     from casm_dagster.environments.build import collect
     from casm_dagster.safety.sandbox import ENVS_DIR
 
-    for note in recover(open_instance(), state_dir(), dry_run):
+    instance = open_instance()
+    for note in recover(instance, state_dir(), dry_run):
         click.echo(note)
+    pruned = _prune_stage_outputs(instance, older_than_days, dry_run)
+    if pruned:
+        click.echo(f"{'would remove' if dry_run else 'removed'} the stage outputs of {pruned} finished runs")
 
     removed = collect(state_dir() / ENVS_DIR, older_than_days, dry_run)
     verb = "would remove" if dry_run else "removed"
@@ -40,3 +46,21 @@ def gc(older_than_days: float, dry_run: bool) -> None:
         click.echo(f"{verb}\t{path}\t{size / 1e6:.1f} MB\tlast used {used}")
     total = sum(size for _, size, _ in removed) / 1e6
     click.echo(f"{verb} {len(removed)} environments ({total:.1f} MB)")
+
+
+def _prune_stage_outputs(instance, older_than_days: float, dry_run: bool) -> int:
+    """Each run keeps its stage outputs (for re-execution from a failure) until they are this old."""
+    import time
+    from pathlib import Path
+
+    from casm_dagster.resources.stage_io import prune
+
+    root = Path(instance.storage_directory()) / "casm_runs"
+    if not root.is_dir():
+        return 0
+    ended: dict[str, float | None] = {}
+    for folder in root.iterdir():
+        record = instance.get_run_record_by_id(folder.name)
+        if record is not None:
+            ended[folder.name] = record.end_time if record.dagster_run.is_finished else None
+    return len(prune(root, time.time() - older_than_days * 86400, ended, dry_run))
