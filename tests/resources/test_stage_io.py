@@ -50,9 +50,7 @@ def test_a_stage_without_its_runs_input_fails_naming_it(instance: dg.DagsterInst
     assert full.success
     partition = register_local_repo(instance, repo).partition_key
     # Materializing one downstream stage alone (as from the UI) must not pick up the last run's values.
-    only_report = defs.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection={dg.AssetKey("audit_report")}
-    )
+    only_report = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey("audit_report")})
     result = only_report.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
