@@ -3,8 +3,6 @@ repo_snapshot → cost_forecast → review_findings → patch_plan → policy_de
 applied_patches → validation_result → audit_report → run_cost. Each body calls its stage in
 ``casm_dagster.stages`` and returns the value with metadata."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from casm_dagster.assets.config import AuditConfig, run_spec
@@ -240,8 +238,7 @@ def audit_report(
             "casm_run_id": repo_snapshot.spec.run_id,
             "status": delivery.status,
             "branch": delivery.branch or "none",
-            # The run dir's copy: the artifacts dir is shared and the next run overwrites it.
-            "report": dg.MetadataValue.path(str(Path(delivery.run_dir) / Path(delivery.report).name)),
+            "report": dg.MetadataValue.path(delivery.own_report),
             "findings": delivery.findings,
             "patches": delivery.patches,
         },

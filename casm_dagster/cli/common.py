@@ -79,14 +79,13 @@ def state_dir() -> Path:
 
 
 def open_instance():
-    from casm_dagster.resources.instance import ensure_dagster_home
-    from casm_dagster.resources.instance import open_instance as open_checked
+    from casm_dagster.resources.instance import ensure_dagster_home, open_dagster_instance
 
     notice = ensure_dagster_home()
     if notice:
         click.echo(f"casm: {notice}", err=True)
     ignore_own_dir(state_dir(), Path(os.environ["DAGSTER_HOME"]))
-    return open_checked()
+    return open_dagster_instance()
 
 
 def ignore_own_dir(*paths: Path) -> None:

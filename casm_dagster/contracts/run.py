@@ -200,3 +200,9 @@ class Delivery(BaseModel):
     patches: int
     checks: int
     pull_request: str | None = None  # GitHub mode: the PR's URL
+
+    @property
+    def own_report(self) -> str:
+        """The run dir's copy of the report: the artifacts dir is shared, and the next run
+        overwrites ``report`` there; this one stays the run's own (Dagster links to it)."""
+        return str(Path(self.run_dir) / Path(self.report).name)

@@ -141,8 +141,9 @@ def load_config(path: Path, model: type[M], what: str) -> tuple[M, bytes]:
 def read_config_file(path: Path, what: str) -> bytes:
     """A config file's bytes; one that is too large to be one is refused before it is read."""
     try:
-        if path.stat().st_size > MAX_YAML_CHARS * 4:  # 4 bytes per character at most in UTF-8
-            raise ConfigError(f"{path}: {what} is {path.stat().st_size:,} bytes: too large for a config file")
+        size = path.stat().st_size
+        if size > MAX_YAML_CHARS * 4:  # 4 bytes per character at most in UTF-8
+            raise ConfigError(f"{path}: {what} is {size:,} bytes: too large for a config file")
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None

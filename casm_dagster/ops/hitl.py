@@ -6,8 +6,6 @@ newer audit may have replaced. It reports the assets it updates as materializati
 ``run_cost`` included: an approved run reconciles its cost like any other.
 """
 
-from pathlib import Path
-
 import dagster as dg
 
 from casm_dagster.assets.stages import SANDBOX_POOL, run_cost_metadata
@@ -53,7 +51,7 @@ def continue_approved_run(
             {
                 "status": delivery.status,
                 "branch": delivery.branch or "none",
-                "report": dg.MetadataValue.path(str(Path(delivery.run_dir) / Path(delivery.report).name)),
+                "report": dg.MetadataValue.path(delivery.own_report),
             },
         ),
         ("run_cost", run_cost_metadata(outcome.run_id, outcome.cost_summary or {})),

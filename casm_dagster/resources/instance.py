@@ -74,7 +74,7 @@ class _NoRetryNoise(logging.Filter):
         return not record.getMessage().startswith("Retrying failed database connection")
 
 
-def open_instance() -> dg.DagsterInstance:
+def open_dagster_instance() -> dg.DagsterInstance:
     """``DagsterInstance.get()`` with every way it fails (a malformed ``dagster.yaml``, an
     unset ``DAGSTER_PG_*`` variable, an unreachable PostgreSQL, a missing driver) as one
     ``ConfigError`` line instead of a 100-line traceback."""

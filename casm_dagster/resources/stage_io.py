@@ -11,6 +11,7 @@ A value that is not there is an error naming it, never a value from another run.
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,6 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
 def prune(root: Path, ended_before: float, ended_at: dict[str, float | None], dry_run: bool) -> list[Path]:
     """Run folders under ``root`` of runs that ended before ``ended_before`` (epoch seconds)
     or that the instance no longer has; a run still going (no end time) is kept."""
-    import shutil
-
     removed = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         end = ended_at.get(folder.name, 0.0)  # a run the instance lost counts as long ended
