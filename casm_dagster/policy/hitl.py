@@ -178,7 +178,9 @@ def decide_from_github(store: ApprovalStore, record: ApprovalRecord, event: Gith
     Returns None for events that are not approvals (another label, a comment that does not
     match the regex or gives no reason); raises like ``decide`` for refused approvers.
     """
-    if _utc(event.at) <= _utc(record.created_at):
+    # GitHub times events to the second, the request to the millisecond: an approval in the
+    # request's own second counts (it was ignored when the label came fast, as in a test).
+    if _utc(event.at) < _utc(record.created_at).replace(microsecond=0):
         return None  # e.g. the label was already on the PR for an earlier plan
     channel = record.packet.get("hitl") or {}
     author = ((channel.get("github") or {}).get("author") or "").lower()

@@ -89,3 +89,13 @@ def test_an_event_from_before_the_request_never_approves(store: ApprovalStore, t
     stale = hitl.GithubEvent("label", "octocat", "2020-01-01T00:00:00.000Z", label="casm-approved")
     assert hitl.decide_from_github(store, record, stale) is None
     assert store.require(record.request_id).status == "pending"
+
+
+def test_an_event_in_the_requests_own_second_counts(store: ApprovalStore, tmp_path: Path) -> None:
+    """GitHub times events to the second: a label added in the second the request was made
+    (its created_at has milliseconds) is after it, not before."""
+    record = _request(store, "github_label", tmp_path)
+    same_second = record.created_at.split(".")[0] + "Z"  # 12:00:00Z for a request at 12:00:00.734Z
+    event = hitl.GithubEvent("label", "octocat", same_second, label="casm-approved")
+    decided = hitl.decide_from_github(store, record, event)
+    assert decided is not None and decided.status == "approved"

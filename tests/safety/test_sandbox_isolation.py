@@ -233,6 +233,16 @@ print(json.dumps({"tests": result.tests, "tail": result.output_tail, "network": 
 """
 
 
+def _link_tree(source: Path, target: Path) -> None:
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another filesystem
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
+
+
 def test_every_escape_attempt_fails_for_an_unprivileged_user(tmp_path: Path) -> None:
     """The same hostile suite, with CASM itself running as an unprivileged user (uid 65534
     on the host): bubblewrap then builds its namespaces without any privilege."""
@@ -272,7 +282,18 @@ def test_every_escape_attempt_fails_for_an_unprivileged_user(tmp_path: Path) -> 
             "port": listener.getsockname()[1],
             "marker": f"casm-daemon-{uuid.uuid4().hex}",
         }
-        pythonpath = os.pathsep.join([str(Path(__file__).resolve().parents[2]), *site.getsitepackages()])
+        # The checkout and its venv may sit under a 0700 dir (a `mktemp -d` clone): the
+        # unprivileged CASM gets its own copies (hardlinked where the filesystem allows).
+        code = shared / "code"
+        checkout = Path(__file__).resolve().parents[2]
+        for part in ("casm_dagster", "rules", "templates"):  # the source tree's layout (bundled_dir)
+            _link_tree(checkout / part, code / part)
+        shutil.copy2(checkout / "dagster.yaml", code / "dagster.yaml")
+        paths = [code]
+        for number, packages in enumerate(site.getsitepackages()):
+            paths.append(code / f"site-{number}")
+            _link_tree(Path(packages), paths[-1])
+        pythonpath = os.pathsep.join(str(p) for p in paths)
         env = {"PATH": "/usr/bin:/bin", "HOME": str(shared), "PYTHONPATH": pythonpath, "CASM_TEST_SECRET": secret,
                "TMPDIR": str(shared)}  # fmt: skip
         as_nobody = ["setpriv", f"--reuid={sandbox.NOBODY}", f"--regid={sandbox.NOBODY}", "--clear-groups"]
