@@ -214,14 +214,14 @@ def validation_result(
 def audit_report(
     context: dg.AssetExecutionContext,
     casm: CasmResource,
-    github: GitHubResource,
     repo_snapshot: Snapshot,
     review_findings: Review,
     patch_plan: PatchPlan,
     policy_decision: PolicyDecision,
     validation_result: Validation,
 ) -> dg.MaterializeResult:
-    """Report: report.md, cost_report.md, issues.json, and the delivered branch (or PR)."""
+    """Report: report.md, cost_report.md, issues.json, and the branch to deliver (created,
+    or pushed with its PR, by ``run_cost`` once the cost is reconciled)."""
     delivery: Delivery = report(
         repo_snapshot,
         review_findings,
@@ -230,7 +230,6 @@ def audit_report(
         casm.journal(repo_snapshot.spec),
         casm.engine(context.instance),
         policy_decision,
-        github.get_client() if repo_snapshot.spec.github else None,
     )
     return dg.MaterializeResult(
         value=delivery,
@@ -264,10 +263,18 @@ def run_cost_metadata(run_id: str, summary: dict) -> dict:
 
 
 @_asset(kinds={"sql"})
-def run_cost(context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot, audit_report: Delivery):
-    """Telemetry: the run's model calls and costs, as recorded (run_summary.json, cost_report.md)."""
-    journal = casm.journal(repo_snapshot.spec)
-    summary = telemetry(repo_snapshot.spec, journal, casm.engine(context.instance))
+def run_cost(
+    context: dg.AssetExecutionContext,
+    casm: CasmResource,
+    github: GitHubResource,
+    repo_snapshot: Snapshot,
+    audit_report: Delivery,
+):
+    """Telemetry: the run's model calls and costs, as recorded (run_summary.json,
+    cost_report.md); then the branch is delivered (GitHub mode: pushed, with its PR)."""
+    spec = repo_snapshot.spec
+    journal = casm.journal(spec)
+    summary = telemetry(spec, journal, casm.engine(context.instance), github.get_client() if spec.github else None)
     # Dagster shows SUCCESS for every run that did not crash; the tag says how it ended.
     context.instance.add_run_tags(context.run.run_id, {"casm/status": journal.state.status})
     return dg.MaterializeResult(value=summary, metadata=run_cost_metadata(repo_snapshot.spec.run_id, summary))

@@ -141,10 +141,15 @@ def recover(instance: dg.DagsterInstance, state_dir: Path, dry_run: bool = False
     verb = "would mark" if dry_run else "marked"
     notes = []
     for run_dir, state in leftovers.dead_runs(state_dir):
+        orphan = leftovers.undelivered_branch(run_dir, state)
         if not dry_run:
             fail_dead_run(run_dir, f"{KILLED} ({state.owner})")
             _close_continuation(instance, state)
+            if orphan and state.branch_commit:
+                leftovers.delete_branch(*orphan, state.branch_commit)
         notes.append(f"{verb} run {state.run_id} failed: {KILLED}")
+        if orphan:
+            notes.append(f"{'would delete' if dry_run else 'deleted'} branch {orphan[1]} of that run in {orphan[0]}")
     alive = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED)
     for run in instance.get_runs(dg.RunsFilter(statuses=list(alive), tags={"casm/launcher": "in-process"})):
         owner = leftovers.Owner.parse(run.tags.get("casm/owner", ""))

@@ -199,7 +199,6 @@ class Delivery(BaseModel):
     findings: int
     patches: int
     checks: int
-    pull_request: str | None = None  # GitHub mode: the PR's URL
 
     @property
     def own_report(self) -> str:

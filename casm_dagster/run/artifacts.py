@@ -17,16 +17,11 @@ from casm_dagster.contracts.policy import PolicyDecision
 from casm_dagster.contracts.run import Delivery, RunSpec, Snapshot
 from casm_dagster.contracts.validation import CheckRun, Validation
 from casm_dagster.cost.run_cost import RunCost, mode_label, summary_table
-from casm_dagster.run.files import POLICY_FILE, load_environment
+from casm_dagster.run.files import ARTIFACT_DEFAULTS, POLICY_FILE, load_environment
 from casm_dagster.run.journal import Journal, write_json_atomic, write_text_atomic
 from casm_dagster.safety.markdown import inert, inert_path
 from casm_dagster.safety.redact import redact
 
-DEFAULT_ARTIFACT_NAMES = {
-    "report_md": "report.md",
-    "cost_report_md": "cost_report.md",
-    "issues_json": "issues.json",
-}
 MAX_FINDINGS_IN_REPORT = 200
 # Written by casm_dagster.cost.proof (the last four only in proof mode).
 COST_FILES = ("run_summary.json", "routing_decisions.json", "cost_forecast.json", "run_replay.sh")
@@ -213,6 +208,11 @@ def render_report(
     return redact("\n".join(lines) + "\n")
 
 
+def artifact_names(spec: RunSpec) -> dict[str, str]:
+    """The run's artifact file names: the defaults, as the template's ``outputs`` renamed them."""
+    return ARTIFACT_DEFAULTS | spec.effective_config.artifact_names
+
+
 def write_all(
     snap: Snapshot,
     review: Review,
@@ -225,8 +225,7 @@ def write_all(
 ) -> Delivery:
     spec = snap.spec
     run_dir = spec.run_dir
-    names = dict(DEFAULT_ARTIFACT_NAMES)
-    names.update(journal.spec.effective_config.artifact_names)
+    names = artifact_names(spec)
     write_text_atomic(
         run_dir / names["report_md"],
         render_report(snap, review, plan, validation, branch, cost, decision, load_environment(journal.run_dir)),
@@ -289,8 +288,7 @@ def write_held(
 ) -> Path:
     """The report of a run the policy stopped before apply (held for approval, or blocked)."""
     spec = snap.spec
-    names = dict(DEFAULT_ARTIFACT_NAMES)
-    names.update(journal.spec.effective_config.artifact_names)
+    names = artifact_names(spec)
     nothing = Validation(checks=[], accepted_groups=[], rejected_groups={}, final_commit=None)
     text = render_report(snap, review, plan, nothing, None, cost, decision)
     verdict = "held for approval" if decision.status == "gate" else "blocked by policy"
@@ -305,8 +303,7 @@ def write_held(
 
 def write_stopped(spec: RunSpec, reason: str, cost: RunCost, journal: Journal) -> Path:
     """The report of a run the budget stopped before any model call."""
-    names = dict(DEFAULT_ARTIFACT_NAMES)
-    names.update(journal.spec.effective_config.artifact_names)
+    names = artifact_names(spec)
     text = "\n".join(
         [
             f"# CASM {spec.template_id} report",

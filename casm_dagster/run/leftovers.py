@@ -9,6 +9,7 @@ belongs to a live run and is never touched. A run whose ``state.json`` still say
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casm_dagster.contracts.run import RunState
+from casm_dagster.safety import gitops
 
 PREFIXES = ("casm-wt-", "casm-home-", "casm-setup-")
 _OWNED = re.compile(r"^(?P<prefix>casm-[a-z]+-)(?P<pid>\d+)-(?P<start>\d+)-")
@@ -111,3 +113,30 @@ def dead_runs(state_dir: Path) -> list[tuple[Path, RunState]]:
         if owner and not owner.alive():
             out.append((state_path.parent, state))
     return out
+
+
+def undelivered_branch(run_dir: Path, state: RunState) -> tuple[Path, str] | None:
+    """The local branch of a run killed after the telemetry stage created it but before the
+    run finished: (repo, branch) when the ref still points at the run's validated commit.
+    A branch must always have a finished run behind it, so recovery deletes this one."""
+    if not (state.branch and state.branch_commit):
+        return None
+    try:  # spec.json (run.files names it, but imports the journal, which imports this module)
+        spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if spec.get("github"):  # the mirror is CASM's own; the next audit moves its branch and PR
+        return None
+    repo = Path(spec["repo_path"])
+    probe = gitops.git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{state.branch}", check=False)
+    if probe.returncode != 0 or probe.stdout.decode().strip() != state.branch_commit:
+        return None
+    head = gitops.git(repo, "symbolic-ref", "--quiet", "HEAD", check=False).stdout.decode().strip()
+    if head == f"refs/heads/{state.branch}":  # the user checked it out: theirs now
+        return None
+    return repo, state.branch
+
+
+def delete_branch(repo: Path, branch: str, commit: str) -> None:
+    """Delete ``branch`` only if it still points at ``commit`` (git checks, atomically)."""
+    gitops.git(repo, "update-ref", "-d", f"refs/heads/{branch}", commit)

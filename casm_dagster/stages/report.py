@@ -67,9 +67,7 @@ def report(
     journal: Journal,
     engine: sa.Engine,
     policy: PolicyDecision | None = None,
-    github: GitHubConnector | None = None,
 ) -> Delivery:
-    """``github``: the connector a GitHub-mode run delivers through (push, PR, comment)."""
     with stage(journal, "report", "writing the report (the branch comes last, after telemetry)"):
         spec = snap.spec
         branch = None
@@ -87,18 +85,11 @@ def report(
                 branch=branch,
             )
         elif validation.final_commit:
+            # Created (local mode) or pushed with its PR (GitHub mode) by the telemetry stage,
+            # once the report and the cost are on disk: a killed run delivers nothing.
             branch = branch_name(spec)
             journal.state.branch = branch
-            if spec.github:  # the branch is made in the mirror and pushed below
-                journal.decision(
-                    "report",
-                    "branch_created",
-                    f"branch {branch} at {validation.final_commit[:12]}",
-                    branch=branch,
-                    commit=validation.final_commit,
-                )
-            else:  # created by the telemetry stage, once the report and cost are on disk
-                journal.state.branch_commit = validation.final_commit
+            journal.state.branch_commit = validation.final_commit
         accepted = set(validation.accepted_groups)
         counts = Counts(
             findings=len(review.findings),
@@ -108,22 +99,6 @@ def report(
         )
         cost = proof.finalize(spec, journal, engine, validation.checks, counts, status="succeeded")
         delivery = artifacts.write_all(snap, review, patch_plan, validation, branch, cost, journal, policy)
-        if spec.github and branch and validation.final_commit:
-            from casm_dagster.github.deliver import open_pull
-
-            if github is None:
-                raise ValueError("a GitHub-mode run delivers through a GitHub connector; none was given")
-            pr = open_pull(
-                github,
-                spec,
-                journal,
-                branch,
-                validation.final_commit,
-                Path(delivery.report),
-                spec.run_dir / proof.cost_report_name(spec),
-            )
-            if pr:
-                delivery = delivery.model_copy(update={"pull_request": pr.url})
         journal.state.counts = {"findings": delivery.findings, "patches": delivery.patches, "checks": delivery.checks}
         journal.emit(
             "stage_completed", f"report at {delivery.report}", stage="report", branch=branch, report=delivery.report
@@ -137,21 +112,39 @@ def _delivering(journal: Journal) -> bool:
     return journal.state.status == "running" and journal.state.stages.get("report") == "completed"
 
 
-def deliver_branch(journal: Journal) -> None:
-    """Create the local branch the report named, at the validated commit, only once the
-    report and the cost reconciliation are on disk: a killed run leaves no branch."""
+def deliver_branch(journal: Journal, github: GitHubConnector | None = None) -> None:
+    """Deliver the branch the report named, at the validated commit, only once the report
+    and the cost reconciliation are on disk: a killed run leaves no branch and no PR.
+    Local mode creates the branch; GitHub mode pushes it and opens (or updates) the PR."""
     state, spec = journal.state, journal.spec
-    if _delivering(journal) and state.branch and state.branch_commit and not spec.github:
-        gitops.create_branch(Path(spec.repo_path), state.branch, state.branch_commit)
-        verify_branch(Path(spec.repo_path), state.branch, state.branch_commit)
-        journal.decision(
-            "report",
-            "branch_created",
-            f"branch {state.branch} at {state.branch_commit[:12]}",
-            branch=state.branch,
-            commit=state.branch_commit,
+    if not (_delivering(journal) and state.branch and state.branch_commit):
+        return
+    if spec.github:
+        from casm_dagster.github.deliver import open_pull
+
+        if github is None:
+            raise ValueError("a GitHub-mode run delivers through a GitHub connector; none was given")
+        names = artifacts.artifact_names(spec)
+        run_dir = spec.run_dir
+        open_pull(
+            github,
+            spec,
+            journal,
+            state.branch,
+            state.branch_commit,
+            run_dir / names["report_md"],
+            run_dir / names["cost_report_md"],
         )
-        state.branch_commit = None
+        return
+    gitops.create_branch(Path(spec.repo_path), state.branch, state.branch_commit)
+    verify_branch(Path(spec.repo_path), state.branch, state.branch_commit)
+    journal.decision(
+        "report",
+        "branch_created",
+        f"branch {state.branch} at {state.branch_commit[:12]}",
+        branch=state.branch,
+        commit=state.branch_commit,
+    )
 
 
 def finish_run(journal: Journal) -> None:

@@ -214,8 +214,8 @@ def resume(
         applied = apply(snap, scoped, journal)
         validation = validate(snap, scoped, applied, journal)
         approved = decision.model_copy(update={"allow_files": sorted(allowed & plan_files)})
-        delivery = report(snap, review, scoped, validation, journal, store.engine, approved, github)
-        summary = telemetry(spec, journal, store.engine)
+        delivery = report(snap, review, scoped, validation, journal, store.engine, approved)
+        summary = telemetry(spec, journal, store.engine, github)
     except BaseException as exc:
         store.finish(request_id, f"continuation failed: {type(exc).__name__}: {exc}", utc_now())
         raise

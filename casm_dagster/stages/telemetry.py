@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -15,12 +15,18 @@ from casm_dagster.llm.telemetry import calls_for_run
 from casm_dagster.run.journal import Journal, skipped, stage
 from casm_dagster.stages.report import deliver_branch, finish_run
 
+if TYPE_CHECKING:
+    from casm_dagster.github.connector import GitHubConnector
 
-def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, Any]:
+
+def telemetry(
+    spec: RunSpec, journal: Journal, engine: sa.Engine, github: GitHubConnector | None = None
+) -> dict[str, Any]:
     """The telemetry stage: check that every recorded call is in the run's summary (the
-    report stage wrote it) and hand the summary to the asset."""
+    report stage wrote it), then deliver the branch (``github``: the connector a GitHub-mode
+    run pushes and opens its PR through), and hand the summary to the asset."""
     if skipped(journal, "telemetry"):
-        deliver_branch(journal)
+        deliver_branch(journal, github)
         finish_run(journal)
         return load_json(spec.run_dir / SUMMARY_FILE) or {}
     with stage(journal, "telemetry", "reconciling model calls with the cost summary, then delivering the branch"):
@@ -34,7 +40,7 @@ def telemetry(spec: RunSpec, journal: Journal, engine: sa.Engine) -> dict[str, A
                 f"telemetry mismatch: {len(calls)} calls (${recorded}) recorded, the summary has "
                 f"{summary['calls']['count']} (${summary['totals']['llm_usd']})"
             )
-        deliver_branch(journal)
+        deliver_branch(journal, github)
         called = "no model called (offline)" if spec.models.offline else f"{len(calls)} model calls"
         journal.emit(
             "stage_completed",

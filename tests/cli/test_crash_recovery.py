@@ -1,12 +1,14 @@
 """kill -9 a real `casm run` at each stage (SQLite and PostgreSQL): the user's repo is never
 touched, and after the next start there is no leftover temp dir or scratch clone, no run
-left STARTED in Dagster or `running` in CASM, and no branch without a finished run."""
+left STARTED in Dagster or `running` in CASM, and no branch without a finished run (one made
+just before the kill is deleted)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from dagster._core.instance.ref import InstanceRef
 from helpers import CASM, RUFF_TOML, SMOKE_TEST, git, make_repo, postgres_home, run_casm
 
 from casm_dagster.contracts.run import RunState
+from casm_dagster.run import leftovers
 
 APP = "import os\n\n\ndef total(items):\n    return sum(items)\n"
 TEST = "from app import total\n\n\ndef test_total():\n    assert total([1, 2]) == 3\n"
@@ -128,3 +131,37 @@ def test_a_killed_continuation_records_that_it_failed(tmp_path: Path, casm_env: 
     assert again.returncode == 2 and "failed: the process running it is gone" in again.stderr, again.stderr
     state = _states(tmp_path / "state")[0]
     assert state.status == "failed" and git(repo, "for-each-ref", "refs/heads/casm/") == ""
+
+
+def test_a_branch_made_by_a_run_killed_before_it_finished_is_deleted(
+    tmp_path: Path, casm_env: dict[str, str], demo_repo: Path
+) -> None:
+    """The kill lands between the telemetry stage creating the branch and the run finishing
+    (a window the kill-at-every-stage test can only hit by luck): that run's state is made
+    by a real run, then put back as the killed process left it. The next start fails the
+    run and deletes its branch: a branch always has a finished run behind it."""
+    repo = demo_repo
+    work = tmp_path / "work"
+    work.mkdir()
+    env = casm_env | {"TMPDIR": str(tmp_path), "CASM_STATE_DIR": str(tmp_path / "state")}
+    done = run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], work, env)
+    assert done.returncode == 0, done.stderr
+    branch = json.loads(done.stdout.strip().splitlines()[-1])["branch"]
+    (state,) = _states(tmp_path / "state")
+    assert branch and state.branch_commit == git(repo, "rev-parse", branch)
+    dead = subprocess.Popen(["sleep", "0.2"])
+    owner = leftovers.Owner(socket.gethostname(), dead.pid, leftovers._start_ticks(dead.pid) or 1)
+    dead.wait()
+    stages = state.stages | {"telemetry": "running"}
+    killed = state.model_copy(update={"status": "running", "finished_at": None, "stages": stages, "owner": owner.tag})
+    (tmp_path / "state" / "runs" / state.run_id / "state.json").write_text(killed.model_dump_json())
+
+    dry = run_casm(["gc", "--dry-run"], work, env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"would delete branch {branch} of that run in {repo}" in dry.stdout
+    assert git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/casm/") == branch
+    gc = run_casm(["gc"], work, env)
+    assert gc.returncode == 0, gc.stderr
+    assert f"deleted branch {branch} of that run in {repo}" in gc.stdout
+    assert git(repo, "for-each-ref", "refs/heads/casm/") == ""
+    assert _states(tmp_path / "state")[0].status == "failed"

@@ -72,6 +72,13 @@ def test_repo_auditor_opens_a_pr_with_report_and_cost_comment(tmp_path: Path, gh
     assert len(commits) == out["patches"]
     (cost,) = _our_comments(gh, pr["number"], "cost-report")
     assert "cost" in cost["body"].lower()
+    # Pushed only once the report and the reconciled cost are on disk (the telemetry stage):
+    # a run killed before that opens no PR.
+    events = [json.loads(line) for line in Path(out["run_dir"], "events.jsonl").read_text().splitlines()]
+    order = [(e["type"], e.get("stage"), (e.get("data") or {}).get("decision")) for e in events]
+    telemetry = order.index(("stage_started", "telemetry", None))
+    pushed = order.index(("decision", "report", "branch_pushed"))
+    assert telemetry < pushed < order.index(("decision", "report", "pr_opened"))
     # The next audit (the next heartbeat window, a retry) updates that PR and its comment.
     again = run_casm(["run", "--template", "repo-auditor", "--repo", REPO, "--json"], work, env, timeout=600)
     assert again.returncode == 0, again.stderr
