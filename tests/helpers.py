@@ -82,3 +82,15 @@ def host_address() -> str:
 
         pytest.fail("this machine has no non-loopback IPv4 address (the setup-network tests need one)")
     return address
+
+
+def quiet_audit_template(where: Path) -> Path:
+    """A template of the audit workflow (``audit_job``, the nine stage assets) with every
+    agent off and no command allowed: a fast real audit for tests of the Dagster wiring."""
+    text = (ROOT / "templates" / "noop" / "manifest.yaml").read_text(encoding="utf-8")
+    text = text.replace("id: noop", "id: quiet-audit").replace("workflow: noop_v1", "workflow: repo_auditor_v1")
+    text = text.replace("max_usd_per_run: 0", "max_usd_per_run: 1")  # its forecast counts the run's infra time
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / "quiet-audit.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path

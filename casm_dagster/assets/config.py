@@ -55,7 +55,7 @@ class PrReviewConfig(AuditConfig):
 
 
 def run_spec(
-    context: dg.AssetExecutionContext,
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
     config: AuditConfig,
     casm: CasmResource,
     github: GitHubResource,
@@ -80,3 +80,12 @@ def run_spec(
         routing_policy=routing_view(latest_routing_policy(context.instance)),
         providers=models.env(),
     )
+
+
+def tag_identity(context: dg.AssetExecutionContext | dg.OpExecutionContext, spec: RunSpec) -> None:
+    """A run launched from the UI, a schedule or the API gets the tags `casm explain` and
+    `casm approve` look runs up by, as one launched by `casm run` has them."""
+    identity = {"casm/run_id": spec.run_id, "casm/template": spec.template_id, "casm/repo": spec.repo}
+    missing = {k: v for k, v in identity.items() if k not in context.run.tags}
+    if missing:
+        context.instance.add_run_tags(context.run.run_id, missing)

@@ -8,6 +8,7 @@ from casm_dagster.assets.config import PrReviewConfig, run_spec
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.prsentinel.run import review_pull
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
+from casm_dagster.run.templates import require_job
 
 GROUP = "pr_sentinel"
 
@@ -22,6 +23,7 @@ def pr_review(
 ) -> dg.MaterializeResult:
     """The PR's risk score, findings on its changed files, and the sticky comment."""
     spec = run_spec(context, config, casm, github, models, config.pr)
+    require_job(spec.template_id, spec.workflow, "pr_sentinel_job")
     checkout = spec.github
     if checkout and config.head_sha and checkout.head_commit != config.head_sha:
         # Pushed again since the trigger: the run for the newer head reviews it.

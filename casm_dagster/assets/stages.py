@@ -5,7 +5,7 @@ applied_patches → validation_result → audit_report → run_cost. Each body c
 
 import dagster as dg
 
-from casm_dagster.assets.config import AuditConfig, run_spec
+from casm_dagster.assets.config import AuditConfig, run_spec, tag_identity
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
@@ -15,6 +15,7 @@ from casm_dagster.contracts.validation import Validation
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
 from casm_dagster.resources.instance import POOLS
 from casm_dagster.resources.stage_io import STAGE_IO
+from casm_dagster.run.templates import require_job
 from casm_dagster.stages.analyze import analyze
 from casm_dagster.stages.apply import apply
 from casm_dagster.stages.forecast import ForecastResult, forecast
@@ -45,14 +46,10 @@ def repo_snapshot(
 ) -> dg.MaterializeResult:
     """Ingest: the commit being audited (HEAD of the repo), with the run's fixed spec."""
     spec = run_spec(context, config, casm, github, models)
+    require_job(spec.template_id, spec.workflow, "audit_job")  # noop would replace the last audit's assets
     journal = casm.journal(spec)
     journal.state.dagster_run_id = context.run.run_id
-    # A run launched from the UI, a schedule or the API gets the tags `casm explain` and
-    # `casm approve` look runs up by, as one launched by `casm run` has them.
-    identity = {"casm/run_id": spec.run_id, "casm/template": spec.template_id, "casm/repo": spec.repo}
-    missing = {k: v for k, v in identity.items() if k not in context.run.tags}
-    if missing:
-        context.instance.add_run_tags(context.run.run_id, missing)
+    tag_identity(context, spec)
     snap = ingest(spec, journal)
     return dg.MaterializeResult(
         value=snap,

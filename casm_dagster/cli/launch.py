@@ -15,13 +15,18 @@ from casm_dagster.assets.config import AuditConfig, PrReviewConfig
 from casm_dagster.cli.stores import approvals, register_local_repo, register_repo
 from casm_dagster.contracts.run import RunState
 from casm_dagster.errors import CasmError, RunFailedError
-from casm_dagster.jobs.run_config import audit_run_config, continuation_run_config, pr_review_run_config
+from casm_dagster.jobs.run_config import (
+    audit_run_config,
+    continuation_run_config,
+    noop_run_config,
+    pr_review_run_config,
+)
 from casm_dagster.resources import CasmResource
 from casm_dagster.run import leftovers
 from casm_dagster.run.ids import new_ulid
 from casm_dagster.run.journal import fail_dead_run, utc_now
 from casm_dagster.run.spec import RunOptions
-from casm_dagster.run.templates import PR_WORKFLOW, Template
+from casm_dagster.run.templates import Template
 from casm_dagster.sensors.hitl import continuation_request
 
 
@@ -57,7 +62,6 @@ def launch_audit(
     """``github``: owner/name in GitHub mode (``repo_root`` is then the mirror)."""
     record = register_repo(instance, "github", github) if github else register_local_repo(instance, repo_root)
     run_id = new_ulid()
-    reviews_pr = template.manifest.entrypoint.workflow == PR_WORKFLOW
     fields = {
         "template": template_ref,
         "run_id": run_id,
@@ -67,10 +71,13 @@ def launch_audit(
         **(options.as_config() if options else {}),
     }
     casm = CasmResource(state_dir=str(state_dir), progress=progress)
-    if reviews_pr:
-        job_name, run_config = "pr_sentinel_job", pr_review_run_config(PrReviewConfig(**fields), casm)
+    job_name = template.job
+    if job_name == "pr_sentinel_job":
+        run_config = pr_review_run_config(PrReviewConfig(**fields), casm)
+    elif job_name == "noop_job":
+        run_config = noop_run_config(AuditConfig(**fields), casm)
     else:
-        job_name, run_config = "audit_job", audit_run_config(AuditConfig(**fields), casm)
+        run_config = audit_run_config(AuditConfig(**fields), casm)
     tags = {
         "casm/run_id": run_id,
         "casm/template": template.id,

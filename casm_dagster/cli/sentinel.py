@@ -40,6 +40,8 @@ def register(
             raise ConfigError(f"--template {template_ref} reviews pull requests; it contradicts --no-prs")
         heartbeat, pr_template = "", template_ref
         notes.append(f"{template.id} reviews pull requests: the PR sensor runs it; no heartbeat audit")
+    elif template.job != "audit_job":  # the heartbeat schedules launch audit_job
+        raise ConfigError(f"--template {template_ref}: {template.id} runs as {template.job}; the heartbeat runs audits")
     elif pr_template:
         pr = load_template(pr_template)
         if pr.manifest.entrypoint.workflow != PR_WORKFLOW:
@@ -91,7 +93,8 @@ def describe(s: Sentinel) -> dict[str, Any]:
     default="repo-auditor",
     show_default=True,
     metavar="ID|PATH",
-    help="What the heartbeat runs. A PR template (pr-sentinel) here means: watch PRs only, no heartbeat audit.",
+    help="What the heartbeat runs: an audit template. A PR template (pr-sentinel) here means: watch PRs only, "
+    "no heartbeat audit.",
 )
 @click.option(
     "--pr-template",

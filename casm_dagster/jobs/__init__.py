@@ -1,10 +1,11 @@
-"""The jobs of the ``casm`` code location (the HITL continuation is an op job, in ``ops/``)."""
+"""The jobs of the ``casm`` code location (the HITL continuation and noop are op jobs, in ``ops/``)."""
 
 import dagster as dg
 
 from casm_dagster.assets import economics, pr_sentinel
 from casm_dagster.assets.stages import GROUP
 from casm_dagster.ops.hitl import hitl_continuation_job
+from casm_dagster.ops.noop import noop_job
 
 audit_job = dg.define_asset_job(
     "audit_job",
@@ -27,4 +28,4 @@ diurnal_optimization_job = dg.define_asset_job(
     description="The cost/KPI tables and the routing_policy the router reads next: daily.",
 )
 
-JOBS = [audit_job, pr_sentinel_job, hitl_continuation_job, diurnal_optimization_job]
+JOBS = [audit_job, noop_job, pr_sentinel_job, hitl_continuation_job, diurnal_optimization_job]

@@ -26,6 +26,11 @@ def audit_run_config(config: AuditConfig, casm: CasmResource | None = None) -> d
     return _run_config("repo_snapshot", config, casm)
 
 
+def noop_run_config(config: AuditConfig, casm: CasmResource | None = None) -> dg.RunConfig:
+    """``noop_job``: its one op, ``noop_run``."""
+    return _run_config("noop_run", config, casm)
+
+
 def pr_review_run_config(config: PrReviewConfig, casm: CasmResource | None = None) -> dg.RunConfig:
     """``pr_sentinel_job``: its one asset, ``pr_review``."""
     return _run_config("pr_review", config, casm)

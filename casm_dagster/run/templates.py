@@ -11,13 +11,26 @@ from casm_dagster.contracts.events import STAGES
 from casm_dagster.contracts.manifest import TemplateManifest, load_manifest
 from casm_dagster.errors import TemplateError
 
-PR_WORKFLOW = "pr_sentinel_v1"
+PR_WORKFLOW, NOOP_WORKFLOW, AUDIT_WORKFLOW = "pr_sentinel_v1", "noop_v1", "repo_auditor_v1"
 WORKFLOWS: dict[str, tuple[str, ...]] = {
-    "repo_auditor_v1": STAGES,
-    "noop_v1": ("ingest", "report"),
+    AUDIT_WORKFLOW: STAGES,
+    NOOP_WORKFLOW: ("ingest", "report"),
     # pr-sentinel reviews a PR's diff and comments: nothing is applied or validated.
     PR_WORKFLOW: ("ingest", "forecast", "analyze", "policy", "report", "telemetry"),
 }
+# The Dagster job each workflow runs as (casm_dagster/jobs): only a real audit materializes
+# the audit assets; noop is an op job, pr-sentinel has its own asset.
+JOB_OF_WORKFLOW = {AUDIT_WORKFLOW: "audit_job", NOOP_WORKFLOW: "noop_job", PR_WORKFLOW: "pr_sentinel_job"}
+
+
+def require_job(template_id: str, workflow: str, job: str) -> None:
+    """A template launched in another workflow's job (from the UI or a schedule's config)
+    fails at once, naming the job it runs as."""
+    if JOB_OF_WORKFLOW[workflow] != job:
+        raise TemplateError(
+            f"template {template_id} (workflow {workflow}) runs as {JOB_OF_WORKFLOW[workflow]}, not {job}"
+        )
+
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # casm_dagster/
 
@@ -40,6 +53,10 @@ class Template:
     @property
     def stages(self) -> tuple[str, ...]:
         return WORKFLOWS[self.manifest.entrypoint.workflow]
+
+    @property
+    def job(self) -> str:
+        return JOB_OF_WORKFLOW[self.manifest.entrypoint.workflow]
 
 
 def _checked(manifest: TemplateManifest, path: Path) -> Template:

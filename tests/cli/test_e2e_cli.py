@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
 from helpers import git, isolated_env, last_json, run_casm
 
 pytestmark = pytest.mark.slow
@@ -153,6 +154,27 @@ def test_noop_template_runs_ingest_and_report_only(tmp_path: Path) -> None:
                                "policy": "skipped", "apply": "skipped", "validate": "skipped", "report": "completed",
                                "telemetry": "skipped"}  # fmt: skip
     assert git(demo_repo, "branch", "--list", "casm/*") == ""
+
+
+def test_noop_leaves_the_last_audits_assets_alone(tmp_path: Path) -> None:
+    """noop runs as its own op job: it materializes no audit asset, so the repo's assets (and
+    the audit_report link) stay those of its last real audit."""
+    from casm_dagster.cli.demo import make_demo_repo
+
+    repo, env = make_demo_repo(parent=tmp_path), isolated_env(tmp_path / "dh")
+    audit = run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], tmp_path, env)
+    assert audit.returncode == 0, audit.stderr
+    noop = run_casm(["run", "--template", "noop", "--repo", str(repo), "--json"], tmp_path, env)
+    assert noop.returncode == 0, noop.stderr
+    audited, smoke = last_json(audit.stdout), last_json(noop.stdout)
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "dh"))) as instance:
+        run = instance.get_run_by_id(smoke["dagster_run_id"])
+        assert run is not None and run.job_name == "noop_job" and run.tags["casm/status"] == "succeeded"
+        assert run.tags["casm/run_id"] == smoke["run_id"] and run.tags["casm/template"] == "noop"
+        assert not instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        for key in ("repo_snapshot", "audit_report", "run_cost"):
+            latest = instance.get_latest_materialization_event(dg.AssetKey(key))
+            assert latest is not None and latest.run_id == audited["dagster_run_id"], key
 
 
 def test_demo_command_prints_where_everything_is(tmp_path: Path) -> None:

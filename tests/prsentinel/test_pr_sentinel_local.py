@@ -55,6 +55,8 @@ def test_sentinel_cli_errors(casm_env: dict, workdir: Path) -> None:
     assert proc.returncode == 2 and "--schedule hourly|daily" in proc.stderr
     proc = run_casm(["sentinel", "remove", "--repo", "acme/app"], workdir, casm_env)
     assert proc.returncode == 2 and "is not registered" in proc.stderr
+    proc = run_casm(["sentinel", "--repo", "acme/app", "--schedule", "hourly", "--template", "noop"], workdir, casm_env)
+    assert proc.returncode == 2 and "noop runs as noop_job; the heartbeat runs audits" in proc.stderr, proc.stderr
     proc = run_casm(["sentinel", "list"], workdir, casm_env)
     assert proc.returncode == 0 and "no repos registered" in proc.stdout
     proc = run_casm(["webhook", "--event", "push", "--payload", "x.json"], workdir, casm_env)

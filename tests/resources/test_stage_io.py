@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import isolated_env, make_repo, run_casm
+from helpers import isolated_env, make_repo, quiet_audit_template, run_casm
 
 from casm_dagster.assets.config import AuditConfig
 from casm_dagster.cli.stores import register_local_repo
@@ -26,7 +26,9 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Dag
 
 def _audit(instance: dg.DagsterInstance, tmp_path: Path, repo: Path, run_id: str) -> dg.ExecuteInProcessResult:
     record = register_local_repo(instance, repo)
-    config = AuditConfig(template="noop", run_id=run_id, repo=str(repo), artifacts_dir=str(tmp_path / "out"))
+    config = AuditConfig(
+        template=str(quiet_audit_template(tmp_path)), run_id=run_id, repo=str(repo), artifacts_dir=str(tmp_path / "out")
+    )
     casm = CasmResource(state_dir=str(tmp_path / "state"), progress=False)
     return defs.resolve_job_def("audit_job").execute_in_process(
         run_config=audit_run_config(config, casm), instance=instance, partition_key=record.partition_key
@@ -62,7 +64,8 @@ def test_a_stage_without_its_runs_input_fails_naming_it(instance: dg.DagsterInst
 def test_gc_prunes_the_outputs_of_finished_runs(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
     env = isolated_env(tmp_path / "home") | {"CASM_STATE_DIR": str(tmp_path / "state")}
-    assert run_casm(["run", "--template", "noop", "--repo", str(repo)], tmp_path, env).returncode == 0
+    template = str(quiet_audit_template(tmp_path))
+    assert run_casm(["run", "--template", template, "--repo", str(repo)], tmp_path, env).returncode == 0
     outputs = tmp_path / "home" / "storage" / "casm_runs"
     assert len(list(outputs.iterdir())) == 1
     kept = run_casm(["gc"], tmp_path, env)  # 14 days by default: too recent
