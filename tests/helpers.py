@@ -94,3 +94,21 @@ def quiet_audit_template(where: Path) -> Path:
     path = where / "quiet-audit.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+SARIF_SCHEMA = ROOT / "casm_dagster" / "schemas" / "sarif-2.1.0-rtm.5.json"
+
+
+def validate_sarif(log: dict) -> None:
+    import jsonschema
+
+    schema = json.loads(SARIF_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft4Validator.check_schema(schema)
+    jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).validate(log)
+    (run,) = log["runs"]
+    rules = run["tool"]["driver"]["rules"]
+    for result in run["results"]:  # what code scanning needs beyond the schema
+        assert rules[result["ruleIndex"]]["id"] == result["ruleId"]
+        assert result["locations"] and result["partialFingerprints"]
+        uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        assert not uri.startswith("/") and ".." not in uri.split("/")

@@ -109,4 +109,20 @@ def read_summary(run_dir: Path) -> dict | None:
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object with the outcome as the last line on stdout."
 )
+sarif_option = click.option(
+    "--sarif",
+    "sarif_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Also write the findings and policy signals as SARIF 2.1.0 (for GitHub code scanning) to FILE.",
+)
+
+
+def check_sarif_path(path: Path | None) -> None:
+    """Bad input before any work: the SARIF file's directory must exist."""
+    if path is not None and not path.resolve().parent.is_dir():
+        raise CasmError(f"--sarif {path}: no such directory {path.resolve().parent}")
+
+
 reason_option = click.option("--reason", required=True, help="Why (required; logged with the decision).")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from casm_dagster.cli.common import check_sarif_path, sarif_option
+
 
 @click.group()
 def policy() -> None:
@@ -34,20 +36,33 @@ def policy() -> None:
     help="A bundled ruleset id or a ruleset file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the policy_decisions.json document instead.")
+@sarif_option
 def policy_check(
-    repo: Path | None, base: str | None, head: str | None, diff_file, ruleset_ref: str, as_json: bool
+    repo: Path | None,
+    base: str | None,
+    head: str | None,
+    diff_file,
+    ruleset_ref: str,
+    as_json: bool,
+    sarif_path: Path | None,
 ) -> None:
     """Score a diff: the staged changes (default), a --base/--head range, or --diff.
 
     Exit 0 for pass or warn, 3 for gate (needs a human), 4 for block (e.g. a secret),
     2 for bad input. No raw secret or code snippet is ever printed: signals show the
-    file, line, pattern id and a keyed hash of the diff hunk.
+    file, line, pattern id and a keyed hash of the diff hunk. It never starts Dagster
+    (a pre-commit hook: well under a second on a typical commit).
     """
     from casm_dagster.policy.check import EXIT_CODES, check, render, resolve_target
 
+    check_sarif_path(sarif_path)
     diff_bytes = diff_file.read() if diff_file is not None else None
     target = resolve_target(repo or Path.cwd(), base, head, diff_bytes, repo_given=repo is not None)
     result, document = check(target, ruleset_ref)
+    if sarif_path is not None:
+        from casm_dagster.run.sarif import sarif_log, write_sarif
+
+        write_sarif(sarif_path, sarif_log([], document, "casm/policy-check/"))
     if as_json:
         click.echo(json.dumps(document, indent=2, sort_keys=True))
     else:

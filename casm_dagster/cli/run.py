@@ -12,10 +12,12 @@ import click
 from casm_dagster.cli.common import (
     EXIT_RUN_FAILED,
     RUN_EXIT_CODES,
+    check_sarif_path,
     ignore_own_dir,
     json_option,
     open_instance,
     read_summary,
+    sarif_option,
     state_dir,
 )
 from casm_dagster.errors import CasmError
@@ -78,7 +80,13 @@ def _run_options(kw: dict) -> RunOptions:
 
 
 def _run(
-    template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, options: RunOptions | None = None
+    template_ref: str,
+    repo: str,
+    artifacts_dir: Path,
+    as_json: bool,
+    seed: int,
+    options: RunOptions | None = None,
+    sarif_path: Path | None = None,
 ) -> None:
     from casm_dagster.resources import GitHubResource
     from casm_dagster.run.spec import resolve_repo
@@ -89,6 +97,7 @@ def _run(
     options = options or _run_options({})
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise CasmError(f"--artifacts-dir {artifacts_dir} exists and is not a directory")
+    check_sarif_path(sarif_path)
     info, github = resolve_repo(repo, state_dir(), options.pr, connect=GitHubResource.from_env().get_client)
     if info.dirty:
         click.echo(
@@ -150,6 +159,8 @@ def _run(
         counterfactual = _counterfactual(summary)
         if counterfactual:
             click.echo(f"  replay:    {counterfactual}")
+    if sarif_path is not None:
+        click.echo(f"  sarif:     {_write_sarif(sarif_path, result.run_dir, state)}")
     click.echo(f"  explain:   casm explain --run-id {result.run_id}")
     if status == "awaiting_approval":
         click.echo(f'  approve:   casm approve --run-id {result.run_id} --reason "..."   (or: casm deny ...)')
@@ -176,6 +187,17 @@ def _run(
             )
         )
     sys.exit(RUN_EXIT_CODES.get(status, EXIT_RUN_FAILED))
+
+
+def _write_sarif(path: Path, run_dir: Path, state) -> str:
+    from casm_dagster.run.sarif import sarif_for_run, write_sarif
+
+    log = sarif_for_run(run_dir, state.head_commit if state else None)
+    if log is None:
+        # An empty SARIF upload would close every open code-scanning alert as fixed.
+        return "not written (the run ended before its analysis; an empty upload would close open alerts)"
+    write_sarif(path, log)
+    return f"{path.resolve()} ({len(log['runs'][0]['results'])} results)"
 
 
 def _calls(summary: dict) -> str:
@@ -299,8 +321,11 @@ def _replay_flags(func):
 @artifacts_option
 @json_option
 @seed_option
+@sarif_option
 @_replay_flags
-def run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, **flags) -> None:
+def run(
+    template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, sarif_path: Path | None, **flags
+) -> None:
     """Run one audit of a repository through Dagster.
 
     Audits the committed HEAD (uncommitted changes are reported and left alone) and, when
@@ -316,7 +341,7 @@ def run(template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: 
     run for approval (see `casm approve`), 4 if the policy blocked it, 5 if the budget
     stopped it before any model call.
     """
-    _run(template_ref, repo, artifacts_dir, as_json, seed, _run_options(flags))
+    _run(template_ref, repo, artifacts_dir, as_json, seed, _run_options(flags), sarif_path)
 
 
 @click.command()

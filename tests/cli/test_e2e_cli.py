@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
-from helpers import git, isolated_env, last_json, run_casm
+from helpers import git, isolated_env, last_json, run_casm, validate_sarif
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +27,11 @@ def shared(tmp_path_factory) -> dict:
     workdir.mkdir()
     env = isolated_env(base / "dagster_home")
     repo = make_demo_repo(parent=base)
-    proc = run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], workdir, env)
+    sarif = base / "casm.sarif"
+    args = ["run", "--template", "repo-auditor", "--repo", str(repo), "--json", "--sarif", str(sarif)]
+    proc = run_casm(args, workdir, env)
     assert proc.returncode == 0, proc.stderr
-    return {"out": last_json(proc.stdout), "proc": proc, "repo": repo, "workdir": workdir, "env": env}
+    return {"out": last_json(proc.stdout), "proc": proc, "repo": repo, "workdir": workdir, "env": env, "sarif": sarif}
 
 
 @pytest.fixture
@@ -139,6 +141,22 @@ def test_run_is_a_tagged_dagster_run_in_the_instance(audited, casm_env: dict[str
         assert partition in instance.get_dynamic_partitions("repos")
         materialized = instance.get_materialized_partitions(dg.AssetKey("audit_report"))
         assert partition in materialized
+
+
+def test_run_writes_the_findings_as_valid_sarif(shared) -> None:
+    out, proc = shared["out"], shared["proc"]
+    assert f"sarif:     {shared['sarif']}" in proc.stdout
+    log = json.loads(shared["sarif"].read_text())
+    validate_sarif(log)
+    (run,) = log["runs"]
+    assert run["automationDetails"]["id"] == "casm/repo-auditor/"
+    issues = json.loads((Path(out["artifacts_dir"]) / "issues.json").read_text())
+    located = {i["id"] for i in issues["findings"] if i["file"]}
+    fingerprints = {r["partialFingerprints"]["casm/v1"] for r in run["results"]}
+    assert located and located <= fingerprints  # every finding with a file, keyed by its stable id
+    analysers = {f"{i['analyser']}/{i['rule']}" for i in issues["findings"]}
+    assert analysers & {r["ruleId"] for r in run["results"]}
+    assert str(shared["repo"]) not in shared["sarif"].read_text()  # repo-relative paths only
 
 
 def test_noop_template_runs_ingest_and_report_only(tmp_path: Path) -> None:

@@ -174,11 +174,16 @@ def test_live_run_with_proof_mode_and_replay(live):
 def test_a_budget_too_small_for_any_model_work_stops_the_run(live):
     repo, work, env, server = live
     proc = run_casm(
-        ["run", "--template", "repo-auditor", "--repo", str(repo), "--budget-usd", "0.000001", "--json"], work, env
+        ["run", "--template", "repo-auditor", "--repo", str(repo), "--budget-usd", "0.000001", "--json"]
+        + ["--sarif", str(work / "stopped.sarif")],
+        work,
+        env,
     )
     assert proc.returncode == 5, proc.stderr
     out = last_json(proc.stdout)
     assert out["status"] == "stopped" and server.requests == []
+    # Nothing was analysed: no SARIF, whose empty upload would close every open alert.
+    assert "sarif:     not written" in proc.stdout and not (work / "stopped.sarif").exists()
     events = [json.loads(x) for x in (Path(out["run_dir"]) / "events.jsonl").read_text().splitlines()]
     steps = [
         e["data"]["action"]
