@@ -36,6 +36,14 @@ def policy() -> None:
     help="A bundled ruleset id or a ruleset file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the policy_decisions.json document instead.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["gate", "block"]),
+    default="gate",
+    show_default=True,
+    help="The least status that fails (non-zero exit). block: a gate is reported but exits 0 (a pre-commit "
+    "hook that stops only secrets and other blocking changes).",
+)
 @sarif_option
 def policy_check(
     repo: Path | None,
@@ -44,12 +52,13 @@ def policy_check(
     diff_file,
     ruleset_ref: str,
     as_json: bool,
+    fail_on: str,
     sarif_path: Path | None,
 ) -> None:
     """Score a diff: the staged changes (default), a --base/--head range, or --diff.
 
-    Exit 0 for pass or warn, 3 for gate (needs a human), 4 for block (e.g. a secret),
-    2 for bad input. No raw secret or code snippet is ever printed: signals show the
+    Exit 0 for pass or warn, 3 for gate (needs a human; 0 with --fail-on block), 4 for
+    block (e.g. a secret), 2 for bad input. No raw secret or code snippet is ever printed: signals show the
     file, line, pattern id and a keyed hash of the diff hunk. It never starts Dagster
     (a pre-commit hook: well under a second on a typical commit).
     """
@@ -67,4 +76,5 @@ def policy_check(
         click.echo(json.dumps(document, indent=2, sort_keys=True))
     else:
         click.echo(render(result), nl=False)
-    sys.exit(EXIT_CODES[result.status])
+    code = EXIT_CODES[result.status]
+    sys.exit(0 if fail_on == "block" and result.status == "gate" else code)
