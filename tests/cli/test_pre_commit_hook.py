@@ -58,7 +58,7 @@ def test_the_hook_passes_a_clean_commit_and_blocks_a_planted_token(tmp_path: Pat
     git(repo, "add", "docs.md")
     clean = _commit(repo, env, "docs")
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    assert "casm policy check" in clean.stdout and "Passed" in clean.stdout
+    assert "casm policy check...." in clean.stderr and "Passed" in clean.stderr  # git shows hooks on stderr
 
     head = git(repo, "rev-parse", "HEAD")
     (repo / "deploy.py").write_text(f'GITHUB_TOKEN = "{TOKEN}"\n')
