@@ -6,12 +6,15 @@ PR sensor launches one run per new head; no token in any log or artifact."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from github_fake.fake_github import FakeGitHub
-from helpers import ROOT, git, isolated_env, last_json, make_repo, run_casm
+from helpers import ROOT, git, isolated_env, last_json, make_repo, run_casm, validate_sarif
 
 from casm_dagster.github import markers
 
@@ -375,3 +378,93 @@ def test_comment_approval_from_a_webhook_is_confirmed_on_github(tmp_path: Path, 
     record = deliver("maint", "/casm approve reviewed the dependency")
     assert record["requests"][0]["outcome"] == "approved", record
     assert "reviewed the dependency" in record["requests"][0]["detail"]
+
+
+# ---------------------------------------------------------------- the GitHub Action (action.yml)
+
+
+def _action(tmp_path: Path, gh: FakeGitHub, event: str, payload: dict, **inputs: str) -> tuple[int, dict, str]:
+    """The action's run step as GitHub Actions runs it: its environment, its outputs file."""
+    runner = tmp_path / "runner-temp"
+    runner.mkdir(exist_ok=True)
+    (runner / "event.json").write_text(json.dumps(payload))
+    outputs = runner / "outputs"
+    env = _env(tmp_path, gh) | {
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": str(runner / "event.json"),
+        "GITHUB_OUTPUT": str(outputs),
+        "RUNNER_TEMP": str(runner),
+        **{f"INPUT_{k.upper()}": v for k, v in inputs.items()},
+    }
+    work = tmp_path / "workspace"
+    work.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "casm_dagster.github.action"], cwd=work, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    written = dict(line.split("=", 1) for line in outputs.read_text().splitlines()) if outputs.exists() else {}
+    _no_token_anywhere(tmp_path, proc.stdout, proc.stderr)
+    return proc.returncode, written, proc.stderr
+
+
+def test_the_action_reviews_a_pull_request_and_writes_sarif(tmp_path: Path, gh: FakeGitHub) -> None:
+    _, number, _ = _github_pr(tmp_path, gh, "feature", {"app/core.py": "import os\ndef add(a, b):\n    return a + b\n"})
+    code, outputs, stderr = _action(
+        tmp_path, gh, "pull_request", {"pull_request": {"number": number}}, approvers="USER:maint", budget_usd="1"
+    )
+    assert code == 0, stderr
+    assert outputs["mode"] == "review" and outputs["status"] == "succeeded" and outputs["run-id"]
+    (comment,) = _our_comments(gh, number, "pr-sentinel")
+    assert "F401" in comment["body"]
+    log = json.loads(Path(outputs["sarif-file"]).read_text())
+    validate_sarif(log)
+    (run,) = log["runs"]
+    assert run["automationDetails"]["id"].startswith("casm/pr-sentinel")
+    assert any(r["ruleId"] == "ruff/F401" for r in run["results"])
+    template = (tmp_path / "runner-temp" / "pr-sentinel.action.yaml").read_text()
+    assert "USER:maint" in template  # the approvers input reached the template the run used
+
+
+def test_the_action_audits_the_repo_on_a_schedule(tmp_path: Path, gh: FakeGitHub, demo_repo: Path) -> None:
+    gh.create_repo(REPO, demo_repo, default_branch=git(demo_repo, "rev-parse", "--abbrev-ref", "HEAD"))
+    code, outputs, stderr = _action(tmp_path, gh, "schedule", {"schedule": "17 * * * *"}, proof_mode="true")
+    assert code == 0, stderr
+    assert outputs["mode"] == "audit" and outputs["status"] == "succeeded"
+    (pr,) = gh.pulls(REPO)
+    assert outputs["pull-request"].endswith(f"/pull/{pr['number']}")
+    validate_sarif(json.loads(Path(outputs["sarif-file"]).read_text()))
+    assert (tmp_path / "runner-temp" / "casm-artifacts" / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "inputs", "message"),
+    [
+        ("push", {}, {"mode": "review"}, "mode review needs a pull_request event"),
+        ("pull_request", {"pull_request": {"number": 1}}, {"approvers": "maint"}, "'maint' is not USER:<login>"),
+        ("schedule", {}, {"template": "pr-sentinel"}, "does not fit mode audit"),
+        ("schedule", {}, {"mode": "sometimes"}, "'sometimes' is not auto, audit or review"),
+    ],
+)
+def test_the_action_refuses_bad_inputs_in_one_line(
+    tmp_path: Path, gh: FakeGitHub, event: str, payload: dict, inputs: dict, message: str
+) -> None:
+    code, outputs, stderr = _action(tmp_path, gh, event, payload, **inputs)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert gh.requests == [] and outputs == {}
+
+
+def test_action_yml_runs_the_step_these_tests_run() -> None:
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite"
+    steps = {s.get("id") or s.get("name"): s for s in action["runs"]["steps"]}
+    assert steps["casm"]["run"] == "python -m casm_dagster.github.action"
+    mapped = {
+        k.removeprefix("INPUT_").lower().replace("_", "-") for k in steps["casm"]["env"] if k.startswith("INPUT_")
+    }
+    assert mapped == {"mode", "template", "budget-usd", "proof-mode", "approvers"} <= set(action["inputs"])
+    for workflow in (ROOT / "infra" / "github" / "workflows").glob("*.yml"):
+        uses = [
+            s.get("uses", "") for job in yaml.safe_load(workflow.read_text())["jobs"].values() for s in job["steps"]
+        ]
+        assert any(u.endswith("/casm@v1") or u == "./" for u in uses), workflow.name  # the examples use the action
