@@ -23,7 +23,7 @@ from typing import Literal
 
 from casm_dagster.policy import deps
 from casm_dagster.policy.diff import FileDiff, Hunk
-from casm_dagster.policy.heuristics import Hit, Scanner
+from casm_dagster.policy.heuristics import PLACEHOLDER_ID, Hit, Scanner
 from casm_dagster.policy.keyed_hash import KeyedHasher
 from casm_dagster.policy.ruleset import Ruleset
 from casm_dagster.policy.sources import FileSource, Unavailable
@@ -54,6 +54,7 @@ REASONS = {
     "DEP_CHANGE": "a dependency version changes or a dependency is removed",
     "DEP_FILE_CHANGED": "a dependency file changed and could not be compared",
     "SECRET_LIKE": "an added line holds a secret-like value",
+    "SECRET_PLACEHOLDER": "an added value shaped like a secret reads as a placeholder (not counted)",
     "COMMAND_EXEC": "an added line executes commands or evaluates code",
     "UNSAFE_DESERIALIZATION": "an added line deserializes data unsafely",
     "PERMISSION_ESCALATION": "an added line or mode change escalates permissions",
@@ -90,6 +91,7 @@ _STRUCTURE_KINDS: dict[str, tuple[str, SignalType, Severity, str]] = {
     "git-mode-executable": ("PERMISSION_ESCALATION", "permission_escalation", "low", "permission_escalation"),
     "symlink-added": ("SYMLINK_ADDED", "other", "medium", ""),
     "binary-unscanned": ("BINARY_UNSCANNED", "other", "medium", ""),
+    PLACEHOLDER_ID: ("SECRET_PLACEHOLDER", "other", "info", ""),
 }
 _MESSAGES = {
     "secret_like": "added line matches secret pattern {id}",
@@ -106,6 +108,7 @@ _STRUCTURE_MESSAGES = {
     "git-mode-executable": "file mode changed to executable (100644 → 100755)",
     "symlink-added": "symbolic link added (its target is not followed)",
     "binary-unscanned": "binary file changed; its content was not scanned",
+    PLACEHOLDER_ID: "value shaped like a secret reads as a placeholder ({note}); not counted",
 }
 _GATING_CODES = {
     "PATH_SENSITIVE_HIGH",
@@ -351,7 +354,7 @@ class PolicyEngine:
     def _hit_signal(self, hit: Hit) -> tuple[Signal, str]:
         if hit.pattern_id in _STRUCTURE_KINDS:
             code, type_, severity, component = _STRUCTURE_KINDS[hit.pattern_id]
-            message = _STRUCTURE_MESSAGES[hit.pattern_id]
+            message = _STRUCTURE_MESSAGES[hit.pattern_id].format(note=hit.note)
         else:
             code, type_, severity = _PATTERN_KINDS[hit.component]
             component = hit.component

@@ -53,8 +53,16 @@ _EXTENSIONS = {
 _PLACEHOLDER = re.compile(
     r"\.\.\.|…|x{4,}|X{4,}|\*{3,}|<[^>]*>|\$\{|\$\(|\{\{|%\(|EXAMPLE|example|dummy|DUMMY|placeholder|PLACEHOLDER"
     r"|changeme|CHANGEME|your[_-]|YOUR[_-]|redacted|REDACTED|fake|FAKE|sample|SAMPLE"
-    r"|0123456789|123456789|abcdefghij|ABCDEFGHIJ"
+    r"|0123456789|123456789|abcdefghij|ABCDEFGHIJ|#{4,}|abc123|123abc|(?i:qwerty|random|(?:token|key|secret|string)here)"
 )
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_ALPHABETS = ("0123456789", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascending(text: str) -> bool:
+    return any(text in alphabet for alphabet in _ALPHABETS)
+
+
 _PLACEHOLDER_WORDS = {"password", "passwd", "pass", "secret", "token", "changeme", "user", "username", "pwd", "test"}
 _TEST_PATH = re.compile(
     r"(?:^|/)(?:tests?|__tests__|spec)/|(?:^|/)test_[^/]*\.py$|_test\.(?:py|go)$|\.(?:test|spec)\.[cm]?[jt]sx?$"
@@ -100,18 +108,40 @@ def _first_line(file: FileDiff) -> str | None:
     return None
 
 
-def is_placeholder(value: str) -> bool:
+def placeholder_reason(value: str) -> str | None:
+    """Why a value shaped like a secret is a placeholder, or None when it may be real."""
     if _PLACEHOLDER.search(value):
-        return True
+        return "placeholder text"
     if value.lower() in _PLACEHOLDER_WORDS:
-        return True
+        return "placeholder word"
     if len(set(value)) <= 2:  # "aaaa", "abab", "0000"
-        return True
+        return "repeated characters"
     # Long random tokens use most of their alphabet: 16 random base-36 characters are
     # almost never fewer than 8 distinct ones. Short values (passwords) get no such pass:
     # "rootroot" is weak, not a placeholder.
-    return len(value) >= 16 and len(set(value[-16:])) < 8
+    # A hex window draws from 16 symbols, not 36+: it needs fewer distinct ones (fewer than
+    # 8 of 16 dismissed 1 real hex token in 90; fewer than 6, about 1 in 50,000).
+    window = value[-16:]
+    if len(value) >= 16 and len(set(window)) < (6 if _HEX.fullmatch(window) else 8):
+        return "too few distinct characters"
+    lowered = value.lower()
+    # Six characters in a row ("123456", "bcdefg"): about 1 in 40,000 random hex tokens.
+    if any(_ascending(lowered[i : i + 6]) for i in range(len(lowered) - 5)):
+        return "sequential characters"
+    segments = [s for s in re.split(r"[-_.:]", lowered) if s]
+    if any(len(s) >= 4 and _ascending(s) for s in segments):  # xoxb-12345-…, sk-…-abcd-…
+        return "sequential characters"
+    long_segments = [s for s in segments if len(s) >= 3]
+    if len(long_segments) >= 3 and len(set(long_segments)) < len(long_segments) - 1:  # xoxp-1234-1234-1234-…
+        return "repeated segments"
+    return None
 
+
+def is_placeholder(value: str) -> bool:
+    return placeholder_reason(value) is not None
+
+
+PLACEHOLDER_ID = "secret-placeholder"  # a secret-shaped value dismissed as a placeholder
 
 # Both sides of a changed file, read on demand (None when they cannot be read).
 Texts = Callable[[], tuple[str | None, str | None] | None]
@@ -124,6 +154,7 @@ class Hit:
     file: str
     line: int
     hunk: Hunk | None
+    note: str = ""  # a dismissed secret-shaped value: which format, and why it is not one
 
 
 class _Compiled:
@@ -157,9 +188,13 @@ class Scanner:
                 text = pattern.regex.sub("[REDACTED]", text)
         return text
 
-    def _not_secret(self, match: re.Match[str]) -> bool:
+    def _dismissed(self, match: re.Match[str]) -> str | None:
+        """Why a secret pattern's match is not a secret (a placeholder, the ruleset's
+        allowlist), or None."""
         value = match.groupdict().get("secret") or match.group(0)
-        return is_placeholder(value) or any(a.search(match.group(0)) for a in self._allow)
+        if any(a.search(match.group(0)) for a in self._allow):
+            return "in the ruleset's secret_allowlist"
+        return placeholder_reason(value)
 
     def scan_file(self, file: FileDiff, texts: Texts | None = None) -> list[Hit]:
         """Pattern hits; with ``texts`` (both sides of the file, or None when they cannot be
@@ -186,7 +221,7 @@ class Scanner:
         lowered_lines = [line.text.lower() for line in lines]
         lowered = "\n".join(lowered_lines)
         starts: list[int] | None = None
-        found: list[tuple[int, int]] = []  # (line index, pattern order)
+        found: list[tuple[int, int, str]] = []  # (line index, pattern order, why dismissed or "")
         for order, pattern in enumerate(patterns):
             if not pattern.keywords:
                 candidates: Iterable[int] = range(len(lines))
@@ -198,13 +233,24 @@ class Scanner:
                     starts = _line_starts(lowered_lines)
                 candidates = sorted({bisect.bisect_right(starts, p) - 1 for p in positions})
             for index in candidates:
+                dismissed = None
                 for match in pattern.regex.finditer(lines[index].text):
-                    if pattern.component == "secret_like" and self._not_secret(match):
+                    why = self._dismissed(match) if pattern.component == "secret_like" else None
+                    if why:
+                        dismissed = dismissed or why
                         continue
-                    found.append((index, order))
+                    found.append((index, order, ""))
                     break
+                else:
+                    if dismissed:  # recorded, not counted: the reason code says why
+                        found.append((index, order, f"{pattern.id}: {dismissed}"))
         found.sort()
-        return [Hit(patterns[o].component, patterns[o].id, path, lines[i].number, hunk) for i, o in found]
+        return [
+            Hit("", PLACEHOLDER_ID, path, lines[i].number, hunk, note)
+            if note
+            else Hit(patterns[o].component, patterns[o].id, path, lines[i].number, hunk)
+            for i, o, note in found
+        ]
 
     def _deletions(self, file: FileDiff, lang: str) -> list[Hit]:
         """A removed check counts only if the file does not re-add it (moved code is not removed)."""

@@ -32,7 +32,7 @@ LEVELS = {"high": "error", "medium": "warning", "low": "note", "info": "note"}
 SECURITY_SEVERITY = {"high": "8.0", "medium": "5.5", "low": "3.0", "info": "1.0"}
 SECURITY_ANALYSERS = frozenset({"bandit", "semgrep"})
 SECURITY_SIGNALS = frozenset({"secret_like", "command_execution", "permission_escalation", "path_sensitivity"})
-FINGERPRINT_KEY = "casm/v1"
+FINGERPRINT_KEY = "casmResultHash/v1"
 SRCROOT = "%SRCROOT%"
 
 
@@ -100,7 +100,7 @@ def _signal_results(document: dict[str, Any], rules: _Rules) -> list[dict[str, A
     seen: dict[tuple[str, str], int] = {}
     signals = sorted(document.get("signals", []), key=lambda s: (s["file"], s.get("line_start") or 0))
     for s in signals:
-        if not _safe_path(s["file"]):
+        if s["severity"] == "info" or not _safe_path(s["file"]):  # info adds no risk: not an alert
             continue
         pattern = (s.get("evidence") or {}).get("pattern_id")
         rule_id = f"policy/{s['type']}" + (f"/{pattern}" if pattern else "")

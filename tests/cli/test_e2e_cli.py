@@ -152,7 +152,7 @@ def test_run_writes_the_findings_as_valid_sarif(shared) -> None:
     assert run["automationDetails"]["id"] == "casm/repo-auditor/"
     issues = json.loads((Path(out["artifacts_dir"]) / "issues.json").read_text())
     located = {i["id"] for i in issues["findings"] if i["file"]}
-    fingerprints = {r["partialFingerprints"]["casm/v1"] for r in run["results"]}
+    fingerprints = {r["partialFingerprints"]["casmResultHash/v1"] for r in run["results"]}
     assert located and located <= fingerprints  # every finding with a file, keyed by its stable id
     analysers = {f"{i['analyser']}/{i['rule']}" for i in issues["findings"]}
     assert analysers & {r["ruleId"] for r in run["results"]}

@@ -11,7 +11,7 @@ import pytest
 from helpers import git, make_repo, run_casm, validate_sarif
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYz" + "Q9a8Xk3Lm"
-KEY = "AKIA" + "QWERTYUIOPASDF12"
+KEY = "AKIA" + "J7QX2M4RVB9TLW3K"
 
 
 def _staged(repo: Path, files: dict[str, str]) -> None:
@@ -51,7 +51,7 @@ def test_policy_check_writes_valid_sarif_with_stable_fingerprints(tmp_path: Path
     second = _check(repo, casm_env, tmp_path / "second.sarif")
 
     def keys(log: dict) -> set[tuple[str, str]]:
-        return {(r["ruleId"], r["partialFingerprints"]["casm/v1"]) for r in log["runs"][0]["results"]}
+        return {(r["ruleId"], r["partialFingerprints"]["casmResultHash/v1"]) for r in log["runs"][0]["results"]}
 
     assert keys(first) == keys(second)
     lines = {r["locations"][0]["physicalLocation"]["region"]["startLine"] for r in second["runs"][0]["results"]}
