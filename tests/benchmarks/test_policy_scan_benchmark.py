@@ -23,6 +23,8 @@ def test_benchmark_reports_both_scanners_on_the_same_corpus() -> None:
     # Every planted token is found, and nothing else is (lockfile integrity hashes are noise).
     assert result["casm"]["secrets_found"] == result["planted_secrets"]
     assert result["detect_secrets"]["secrets_found"] >= result["planted_secrets"]
-    for name in ("casm", "detect_secrets"):
+    assert result["secretlint"]["secrets_found"] == result["planted_secrets"]  # npm's secretlint, same files
+    for name in ("casm", "detect_secrets", "secretlint"):
         assert result[name]["seconds"] > 0 and result[name]["mb_per_s"] > 0
     assert result["throughput_ratio_casm_over_detect_secrets"] > 0
+    assert result["throughput_ratio_casm_over_secretlint"] > 0
