@@ -20,17 +20,21 @@ PACKAGES = ("pytest", "setuptools", "wheel")
 PROJECT_WHEELHOUSE = ROOT / "tests" / ".wheelhouse-casm"
 
 
+def _download(where: Path, requirements: list[str] | tuple[str, ...]) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(where), *requirements],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not fill the wheelhouse {where}: {proc.stderr.strip()[-1000:]}")
+
+
 def ensure(where: Path = WHEELHOUSE) -> Path:
     have = {p.name.split("-")[0].lower() for p in where.glob("*.whl")} if where.is_dir() else set()
     if not set(PACKAGES) <= have:
-        where.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(where), *PACKAGES],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"could not fill the test wheelhouse {where}: {proc.stderr.strip()[-1000:]}")
+        _download(where, PACKAGES)
     return where
 
 
@@ -47,14 +51,7 @@ def ensure_project(where: Path = PROJECT_WHEELHOUSE) -> Path:
     marker = where / ".complete"
     if marker.exists() and marker.read_text() == stamp:
         return where
-    where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(where), *requirements],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"could not fill the project wheelhouse {where}: {proc.stderr.strip()[-1000:]}")
+    _download(where, requirements)
     marker.write_text(stamp)
     return where
 

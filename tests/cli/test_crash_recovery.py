@@ -110,14 +110,21 @@ GATED = {
 }
 
 
+def _audit_once(
+    tmp_path: Path, repo: Path, casm_env: dict[str, str]
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]:
+    """One `casm run --json` of repo-auditor with its own work dir, state dir and temp dir."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = casm_env | {"TMPDIR": str(tmp_path), "CASM_STATE_DIR": str(tmp_path / "state")}
+    return work, env, run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], work, env)
+
+
 def test_a_killed_continuation_records_that_it_failed(tmp_path: Path, casm_env: dict[str, str]) -> None:
     """`casm resume` killed after it consumed the approval: the next start fails the run and
     the approval says so (it said "in progress" forever); no branch appears."""
     repo = make_repo(tmp_path / "repo", GATED)
-    work = tmp_path / "work"
-    work.mkdir()
-    env = casm_env | {"TMPDIR": str(tmp_path), "CASM_STATE_DIR": str(tmp_path / "state")}
-    held = run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], work, env)
+    work, env, held = _audit_once(tmp_path, repo, casm_env)
     assert held.returncode == 3, held.stderr
     run_id = json.loads(held.stdout.strip().splitlines()[-1])["run_id"]
     approved = run_casm(["approve", "--run-id", run_id, "--reason", "reviewed"], work, env)
@@ -141,10 +148,7 @@ def test_a_branch_made_by_a_run_killed_before_it_finished_is_deleted(
     by a real run, then put back as the killed process left it. The next start fails the
     run and deletes its branch: a branch always has a finished run behind it."""
     repo = demo_repo
-    work = tmp_path / "work"
-    work.mkdir()
-    env = casm_env | {"TMPDIR": str(tmp_path), "CASM_STATE_DIR": str(tmp_path / "state")}
-    done = run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], work, env)
+    work, env, done = _audit_once(tmp_path, repo, casm_env)
     assert done.returncode == 0, done.stderr
     branch = json.loads(done.stdout.strip().splitlines()[-1])["branch"]
     (state,) = _states(tmp_path / "state")
