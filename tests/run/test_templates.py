@@ -157,15 +157,14 @@ def test_sellable_templates_ship_docs_example_config_telemetry_and_a_workflow(te
     else:
         assert load_template(str(example)).id == template_id
     workflows = [load_yaml(p.read_text()) for p in (ROOT / "infra" / "github" / "workflows").glob("*.yml")]
-    runs = [
-        (wf["on"], step["run"])
+    steps = [
+        (wf["on"], step.get("with") or {})
         for wf in workflows
         for job in wf["jobs"].values()
         for step in job["steps"]
-        if "casm run" in step.get("run", "")
+        if step.get("uses", "").split("@")[0].endswith("/casm")  # the CASM action (action.yml)
     ]
-    mine = [(on, run) for on, run in runs if f"--template {template_id}" in run]
+    mine = [on for on, inputs in steps if inputs.get("template") == template_id]
     assert mine, f"no GitHub Actions example runs {template_id}"
-    (on, run), *_ = mine
     expected = "pull_request" if template_id == "pr-sentinel" else "schedule"
-    assert expected in on and '--repo "${{ github.repository }}"' in run
+    assert expected in mine[0]
