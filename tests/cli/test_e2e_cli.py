@@ -159,11 +159,13 @@ def test_run_writes_the_findings_as_valid_sarif(shared) -> None:
     assert str(shared["repo"]) not in shared["sarif"].read_text()  # repo-relative paths only
 
 
-def test_noop_template_runs_ingest_and_report_only(tmp_path: Path) -> None:
-    from casm_dagster.cli.demo import make_demo_repo
-
-    demo_repo, workdir, casm_env = make_demo_repo(parent=tmp_path), tmp_path, isolated_env(tmp_path / "dh")
-    proc = run_casm(["run", "--template", "noop", "--repo", str(demo_repo), "--json"], workdir, casm_env)
+def test_noop_runs_ingest_and_report_and_leaves_the_last_audits_assets_alone(shared, tmp_path: Path) -> None:
+    """noop runs as its own op job: ingest and report only, no branch, and no audit asset
+    materialized, so the repo's assets (and the audit_report link) stay those of the
+    shared audit. Its own state and artifacts dirs keep the shared audit's files intact."""
+    env = shared["env"] | {"CASM_STATE_DIR": str(tmp_path / "state")}
+    args = ["run", "--template", "noop", "--repo", str(shared["repo"]), "--json", "--artifacts-dir", "out"]
+    proc = run_casm(args, tmp_path, env)
     assert proc.returncode == 0, proc.stderr
     out = last_json(proc.stdout)
     assert out["status"] == "succeeded" and out["branch"] is None and out["findings"] == 0
@@ -171,28 +173,17 @@ def test_noop_template_runs_ingest_and_report_only(tmp_path: Path) -> None:
     assert state["stages"] == {"ingest": "completed", "forecast": "skipped", "analyze": "skipped", "plan": "skipped",
                                "policy": "skipped", "apply": "skipped", "validate": "skipped", "report": "completed",
                                "telemetry": "skipped"}  # fmt: skip
-    assert git(demo_repo, "branch", "--list", "casm/*") == ""
-
-
-def test_noop_leaves_the_last_audits_assets_alone(tmp_path: Path) -> None:
-    """noop runs as its own op job: it materializes no audit asset, so the repo's assets (and
-    the audit_report link) stay those of its last real audit."""
-    from casm_dagster.cli.demo import make_demo_repo
-
-    repo, env = make_demo_repo(parent=tmp_path), isolated_env(tmp_path / "dh")
-    audit = run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], tmp_path, env)
-    assert audit.returncode == 0, audit.stderr
-    noop = run_casm(["run", "--template", "noop", "--repo", str(repo), "--json"], tmp_path, env)
-    assert noop.returncode == 0, noop.stderr
-    audited, smoke = last_json(audit.stdout), last_json(noop.stdout)
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "dh"))) as instance:
-        run = instance.get_run_by_id(smoke["dagster_run_id"])
+    assert git(shared["repo"], "branch", "--list", "casm/*") == git(
+        shared["repo"], "branch", "--list", shared["out"]["branch"]
+    )
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(env["DAGSTER_HOME"])) as instance:
+        run = instance.get_run_by_id(out["dagster_run_id"])
         assert run is not None and run.job_name == "noop_job" and run.tags["casm/status"] == "succeeded"
-        assert run.tags["casm/run_id"] == smoke["run_id"] and run.tags["casm/template"] == "noop"
+        assert run.tags["casm/run_id"] == out["run_id"] and run.tags["casm/template"] == "noop"
         assert not instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
         for key in ("repo_snapshot", "audit_report", "run_cost"):
             latest = instance.get_latest_materialization_event(dg.AssetKey(key))
-            assert latest is not None and latest.run_id == audited["dagster_run_id"], key
+            assert latest is not None and latest.run_id == shared["out"]["dagster_run_id"], key
 
 
 def test_demo_command_prints_where_everything_is(tmp_path: Path) -> None:

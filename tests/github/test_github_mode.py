@@ -426,15 +426,19 @@ def test_the_action_reviews_a_pull_request_and_writes_sarif(tmp_path: Path, gh: 
     assert "USER:maint" in template  # the approvers input reached the template the run used
 
 
-def test_the_action_audits_the_repo_on_a_schedule(tmp_path: Path, gh: FakeGitHub, demo_repo: Path) -> None:
-    gh.create_repo(REPO, demo_repo, default_branch=git(demo_repo, "rev-parse", "--abbrev-ref", "HEAD"))
-    code, outputs, stderr = _action(tmp_path, gh, "schedule", {"schedule": "17 * * * *"}, proof_mode="true")
-    assert code == 0, stderr
-    assert outputs["mode"] == "audit" and outputs["status"] == "succeeded"
-    (pr,) = gh.pulls(REPO)
-    assert outputs["pull-request"].endswith(f"/pull/{pr['number']}")
-    validate_sarif(json.loads(Path(outputs["sarif-file"]).read_text()))
-    assert (tmp_path / "runner-temp" / "casm-artifacts" / "report.md").is_file()
+def test_the_action_audits_on_other_events_with_its_inputs(tmp_path: Path) -> None:
+    """Audit mode's invocation (the audit itself through GitHub mode is the first test of this
+    module): repo-auditor on the repository, no PR, the inputs passed as flags."""
+    from casm_dagster.github.action import plan
+
+    env = {"GITHUB_REPOSITORY": REPO, "GITHUB_EVENT_NAME": "schedule", "INPUT_BUDGET_USD": "2.00"}
+    invocation = plan(env | {"INPUT_PROOF_MODE": "true"}, tmp_path)
+    assert invocation.mode == "audit" and invocation.template_file is None
+    args = invocation.args
+    assert args[args.index("--template") + 1] == "repo-auditor" and "--pr" not in args
+    assert args[args.index("--repo") + 1] == REPO and args[args.index("--sarif") + 1] == str(tmp_path / "casm.sarif")
+    assert args[args.index("--budget-usd") + 1] == "2.00" and args[args.index("--proof-mode") + 1] == "true"
+    assert args[args.index("--artifacts-dir") + 1] == str(tmp_path / "casm-artifacts")
 
 
 @pytest.mark.parametrize(
