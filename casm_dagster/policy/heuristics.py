@@ -117,10 +117,9 @@ def placeholder_reason(value: str) -> str | None:
     if len(set(value)) <= 2:  # "aaaa", "abab", "0000"
         return "repeated characters"
     # Long random tokens use most of their alphabet: 16 random base-36 characters are
-    # almost never fewer than 8 distinct ones. Short values (passwords) get no such pass:
-    # "rootroot" is weak, not a placeholder.
-    # A hex window draws from 16 symbols, not 36+: it needs fewer distinct ones (fewer than
-    # 8 of 16 dismissed 1 real hex token in 90; fewer than 6, about 1 in 50,000).
+    # almost never fewer than 8 distinct ones; a hex window draws from 16 symbols, so it
+    # needs fewer than 6 (at 8, 1 real hex token in 90 was dismissed; at 6, about 1 in
+    # 50,000). Short values (passwords) get no such pass: "rootroot" is weak, not a placeholder.
     window = value[-16:]
     if len(value) >= 16 and len(set(window)) < (6 if _HEX.fullmatch(window) else 8):
         return "too few distinct characters"

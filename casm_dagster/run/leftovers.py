@@ -128,6 +128,8 @@ def undelivered_branch(run_dir: Path, state: RunState) -> tuple[Path, str] | Non
     if spec.get("github"):  # the mirror is CASM's own; the next audit moves its branch and PR
         return None
     repo = Path(spec["repo_path"])
+    if not repo.is_dir():  # the repo was moved or removed since: nothing of ours is left in it
+        return None
     probe = gitops.git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{state.branch}", check=False)
     if probe.returncode != 0 or probe.stdout.decode().strip() != state.branch_commit:
         return None
