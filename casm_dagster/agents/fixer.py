@@ -1,7 +1,8 @@
 """The fixer: safe, deterministic fixes as an ordered set of patch groups.
 
-Each group (one ruff rule's safe autofixes, then the formatter) is made in a scratch
-checkout and committed there, so every patch applies on top of the ones before it.
+Each group (one ruff rule's safe autofixes; a JS/TS tool's own fixer — xo, eslint, biome —
+from the repo's environment; then the formatters) is made in a scratch checkout and
+committed there, so every patch applies on top of the ones before it.
 One patch file per group; the plan hash binds later stages to exactly these bytes.
 """
 
@@ -11,10 +12,12 @@ import hashlib
 from collections import defaultdict
 from pathlib import Path
 
-from casm_dagster.agents import public_names, python_tools
+from casm_dagster.agents import js_tools, public_names, python_tools
 from casm_dagster.contracts.findings import Finding
 from casm_dagster.contracts.plan import PatchGroup, PatchPlan
+from casm_dagster.environments import build
 from casm_dagster.safety import gitops
+from casm_dagster.safety.sandbox import Sandbox
 
 
 def count_lines(patch: bytes) -> tuple[int, int]:
@@ -101,21 +104,56 @@ def keep_public_names(worktree: Path) -> list[str]:
     return notes
 
 
-def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_dir: Path) -> PatchPlan:
-    """Make the patches in ``worktree`` (a scratch checkout of ``base_commit``)."""
+def keep_only(worktree: Path, files: set[str]) -> list[str]:
+    """Undo the staged change to every file outside ``files`` (a JS tool's fixer runs over
+    the whole tree; its group fixes only what the findings name)."""
+    undone = [p for p in _changed_files(worktree) if p not in files]
+    if undone:
+        gitops.git(worktree, "checkout", "HEAD", "--", *undone)
+    return undone
+
+
+def _js_group(box: Sandbox | None, worktree: Path, name: str, members: list[Finding]) -> tuple[str, str, str]:
+    """Run the group's JS tool fixer; (tool, rule, title)."""
+    tool = js_tools.tool_of_group(name)
+    assert tool is not None
+    if box is None or box.environment is None:
+        raise js_tools.ToolFailed("the repo's environment is not ready")
+    with build.checking(box, worktree):
+        js_tools.fix(box, tool, worktree)
+    gitops.diff_head(worktree)  # stage what the tool changed, so the scope can be narrowed
+    keep_only(worktree, {f.file for f in members})
+    if tool.formatter:
+        return tool.name, "format", f"Format JS/TS files with {tool.name}"
+    return tool.name, "fix", f"Apply {tool.name}'s own fixes"
+
+
+def _order(groups: set[str]) -> list[str]:
+    """ruff's rule groups and their follow-up, the JS linters' fixers, then the formatters."""
+    ruff_rules = sorted((g for g in groups if g.startswith("ruff-") and g != FORMAT_GROUP), key=_rule_priority)
+    tools = [t for t in js_tools.TOOLS if js_tools.group_name(t.name) in groups]
+    return [
+        *ruff_rules,
+        *([FOLLOWUP_GROUP] if ruff_rules else []),
+        *(js_tools.group_name(t.name) for t in tools if not t.formatter),
+        *([FORMAT_GROUP] if FORMAT_GROUP in groups else []),
+        *(js_tools.group_name(t.name) for t in tools if t.formatter),
+    ]
+
+
+def plan_fixes(
+    worktree: Path, findings: list[Finding], base_commit: str, patch_dir: Path, box: Sandbox | None = None
+) -> PatchPlan:
+    """Make the patches in ``worktree`` (a scratch checkout of ``base_commit``); ``box``
+    (the run's sandbox in the repo's environment) runs the JS/TS tools' fixers."""
     by_group: dict[str, list[Finding]] = defaultdict(list)
     for finding in findings:
         if finding.auto_fixable and finding.fix_group:
             by_group[finding.fix_group].append(finding)
-    rule_groups = sorted((g for g in by_group if g != FORMAT_GROUP), key=_rule_priority)
     python_files = sorted({f.file for f in findings if f.analyser in ("ruff", "ruff-format")})
     # A follow-up pass catches what the rule groups uncovered (an import left unused by a
-    # modernized annotation, a block left unsorted); the formatter goes last.
-    order = [
-        *rule_groups,
-        *([FOLLOWUP_GROUP] if rule_groups else []),
-        *([FORMAT_GROUP] if FORMAT_GROUP in by_group else []),
-    ]
+    # modernized annotation, a block left unsorted); the formatters go last.
+    order = _order(set(by_group))
     settings = python_tools.ruff_settings(worktree)
     patch_dir.mkdir(parents=True, exist_ok=True)
     groups: list[PatchGroup] = []
@@ -123,7 +161,15 @@ def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_
     for name in order:
         members = by_group.get(name, [])
         files = sorted({f.file for f in members}) or python_files
-        if name == FORMAT_GROUP:
+        tool = "ruff"
+        if js_tools.tool_of_group(name) is not None:
+            try:
+                tool, rule, title = _js_group(box, worktree, name, members)
+            except js_tools.ToolFailed as exc:
+                gitops.git(worktree, "reset", "--hard", "--quiet", "HEAD")
+                notes.append(f"{name}: not made: {exc}")
+                continue
+        elif name == FORMAT_GROUP:
             python_tools.ruff_format(worktree, files, settings)
             rule, title = "format", "Format Python files with ruff format"
         elif name == FOLLOWUP_GROUP:
@@ -142,5 +188,5 @@ def plan_fixes(worktree: Path, findings: list[Finding], base_commit: str, patch_
             if name != FOLLOWUP_GROUP:
                 notes.append(f"{name}: the tool changed nothing (fixed by an earlier group)")
             continue
-        groups.append(record_group(worktree, patch, len(groups) + 1, name, title, "ruff", [rule], members, patch_dir))
+        groups.append(record_group(worktree, patch, len(groups) + 1, name, title, tool, [rule], members, patch_dir))
     return PatchPlan(base_commit=base_commit, groups=groups, plan_sha256=plan_sha256(base_commit, groups), notes=notes)

@@ -1,8 +1,9 @@
 """The reviewer: findings from real analysers, each with a stable id.
 
-Python repos get ruff (lint), ruff-format, bandit (security); every repo gets the
-language-agnostic TODO/FIXME scan and its failing allowlisted checks. The report lists
-which analysers ran and why the others did not.
+Python repos get ruff (lint), ruff-format, bandit (security); JS/TS repos get the linters
+and formatter they declare (xo, eslint, biome, prettier: ``js_tools``), run from their own
+environment; every repo gets the language-agnostic TODO/FIXME scan and its failing
+allowlisted checks. The report lists which analysers ran and why the others did not.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from casm_dagster.agents import public_names, python_tools
+from casm_dagster.agents import js_tools, public_names, python_tools
 from casm_dagster.contracts.findings import SEVERITY_ORDER, AnalyserRun, Finding, Severity
 from casm_dagster.contracts.validation import CheckRun
+from casm_dagster.environments import build
 from casm_dagster.safety.redact import redact
 from casm_dagster.safety.repo_scan import Inventory
+from casm_dagster.safety.sandbox import Sandbox
 
 _TODO = re.compile(r"(?:#|//|/\*|<!--|--|^\s*\*)\s*(TODO|FIXME|XXX|HACK)\b[:(\s]?(.*)")
 _TODO_SEVERITY: dict[str, Severity] = {"TODO": "info", "XXX": "low", "HACK": "low", "FIXME": "low"}
@@ -89,6 +92,68 @@ def analyse_format(worktree: Path, files: list[str], settings: python_tools.Ruff
         )
         for path in python_tools.ruff_format_check(worktree, files, settings)
     ]
+
+
+# A JS tool's own levels, as CASM severities: a file it cannot parse is high; its errors are
+# what the maintainers' CI rejects (low, like ruff's style rules); warnings and formatting
+# are information.
+_JS_SEVERITY: dict[str, Severity] = {
+    "fatal": "high",
+    "error": "low",
+    "warning": "info",
+    "info": "info",
+    "format": "info",
+}
+
+
+def analyse_js(box: Sandbox, tree: Path, inventory: Inventory) -> tuple[list[RawFinding], list[AnalyserRun]]:
+    """The JS/TS tools the repo declares, each run from its environment (``box``'s) if the
+    template allowlists its command; one ``AnalyserRun`` each, saying why it did not run."""
+    sources = {f.path for lang in js_tools.JS_LANGUAGES for f in inventory.by_language(lang)}
+    tools = js_tools.declared(tree)
+    if not tools:
+        if not sources:
+            return [], []
+        why = "the repo declares no JS/TS linter or formatter (xo, eslint, biome, prettier)"
+        return [], [AnalyserRun(name="js-lint", status="skipped", detail=why)]
+    raw: list[RawFinding] = []
+    runs: list[AnalyserRun] = []
+    for tool in tools:
+        missing = [c for c in (tool.check, tool.fix) if c not in box.allow_commands]
+        if box.environment is None:
+            why = "the repo's environment is not ready, so its own copy of the tool is not there"
+            runs.append(AnalyserRun(name=tool.name, status="skipped", detail=why))
+            continue
+        if tool.check in missing:
+            why = f"`{tool.check}` is not allowlisted by the template"
+            runs.append(AnalyserRun(name=tool.name, status="skipped", detail=why))
+            continue
+        try:
+            with build.checking(box, tree):
+                problems = js_tools.check(box, tool, tree, sources)
+        except (js_tools.ToolFailed, OSError) as exc:
+            runs.append(AnalyserRun(name=tool.name, status="failed", detail=redact(str(exc))[:300]))
+            continue
+        group = js_tools.group_name(tool.name) if not missing else None
+        found = [
+            RawFinding(
+                analyser=tool.name,
+                rule=p.rule,
+                file=p.file,
+                line=p.line,
+                severity=_JS_SEVERITY[p.level],
+                message=p.message,
+                auto_fixable=p.fixable and group is not None,
+                fix_group=group if p.fixable else None,
+            )
+            for p in problems
+        ]
+        raw.extend(found)
+        detail = "the repo's own configuration, from its environment" + (
+            f"; `{tool.fix}` is not allowlisted: no fixes" if missing else ""
+        )
+        runs.append(AnalyserRun(name=tool.name, status="ran", detail=detail, files=len(sources), findings=len(found)))
+    return raw, runs
 
 
 def _is_test_file(path: str) -> bool:

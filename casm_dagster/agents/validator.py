@@ -4,7 +4,8 @@ A command applies when the repo has what it needs: ``npm``/``pnpm``/``yarn`` scr
 that script in ``package.json`` and that package manager's lockfile (npm: no other one);
 ``pytest`` needs Python files; an argument that names a repo file (``benchmarks/run.py``)
 needs that file. Commands whose argv mentions "bench"
-are benchmarks: the benchmarker runs them, not the validator.
+are benchmarks: the benchmarker runs them, not the validator; the JS tools' own commands
+(``js_tools.COMMANDS``) are the reviewer's and fixer's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from casm_dagster.agents import js_tools
 from casm_dagster.contracts.validation import CheckRun
 from casm_dagster.environments import build
 from casm_dagster.safety.repo_scan import Inventory
@@ -79,7 +81,13 @@ def applies(command: str, worktree: Path, inventory: Inventory) -> bool:
 
 
 def applicable_checks(sandbox: Sandbox, worktree: Path, inventory: Inventory) -> list[str]:
-    return [c for c in sandbox.allow_commands if not is_benchmark(c) and applies(c, worktree, inventory)]
+    """The allowlisted commands that check this repo: not benchmarks, and not the JS tools'
+    reporter/fixer commands (the reviewer and fixer run those)."""
+    return [
+        c
+        for c in sandbox.allow_commands
+        if not is_benchmark(c) and c not in js_tools.COMMANDS and applies(c, worktree, inventory)
+    ]
 
 
 def applicable_benchmarks(sandbox: Sandbox, worktree: Path, inventory: Inventory) -> list[str]:

@@ -1,7 +1,9 @@
-"""Per-test outcomes from pytest's JUnit XML report.
+"""Per-test outcomes from a JUnit XML report: pytest's, or Node's built-in test runner's.
 
-The validator asks pytest for a report (``--junitxml`` in the sandbox's private HOME) so a
-verdict is per test, not per exit code: a patch that makes one passing test fail is caught
+The validator asks pytest for a report (``--junitxml`` in the sandbox's private HOME), and
+Node's test runner too (``NODE_OPTIONS`` reporters: they reach ``node --test`` however deep
+in the repo's ``npm test`` script it runs), so a verdict is per test, not per exit code:
+a patch that makes one passing test fail is caught
 even when the suite already failed before it. The file is written by the target's code, so
 it is read defensively: size-capped, parsed with expat (no external entities), and anything
 unreadable means "no per-test outcomes", never "all passed".
@@ -23,6 +25,21 @@ def is_pytest(argv: list[str]) -> bool:
     if program in ("pytest", "py.test"):
         return True
     return program.startswith("python") and argv[1:3] == ["-m", "pytest"]
+
+
+NODE_RUNNERS = ("node", "npm", "pnpm", "yarn", "npx")
+
+
+def is_node(argv: list[str]) -> bool:
+    return Path(argv[0]).name in NODE_RUNNERS
+
+
+def node_options(path: Path, inherited: str = "") -> str:
+    """``NODE_OPTIONS`` that keep the runner's usual output and add a JUnit report; other
+    runners (ava, jest, vitest) ignore them, and their checks keep exit-code verdicts."""
+    usual = "--test-reporter=spec --test-reporter-destination=stdout"
+    ours = f"{usual} --test-reporter=junit --test-reporter-destination={path}"
+    return f"{inherited} {ours}".strip()
 
 
 def report_args(path: Path) -> list[str]:

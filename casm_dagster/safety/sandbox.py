@@ -2,7 +2,8 @@
 
 The command string must appear verbatim in the template's ``allow_commands``; it is split
 with shell rules into argv and executed without a shell. A pytest command also gets
-``--junitxml`` into the private HOME, for per-test outcomes (``safety.junit``).
+``--junitxml`` into the private HOME, a Node one (``npm test``) ``NODE_OPTIONS`` asking
+Node's test runner for the same report, for per-test outcomes (``safety.junit``).
 
 ``python``/``python3`` mean the repo's own environment's interpreter when one was built
 (``environments``; its ``bin`` then leads ``PATH``), else the interpreter CASM runs under.
@@ -237,8 +238,19 @@ class Sandbox:
         return [found, *argv[1:]] if found else None
 
     def run(self, command: str, cwd: Path) -> CommandResult:
+        return self._run(command, cwd, capture=False)[0]
+
+    def run_capture(self, command: str, cwd: Path) -> tuple[CommandResult, str]:
+        """Run a tool whose standard output is its report (a JSON reporter): the result
+        (its tail from standard error) and the whole standard output, kept apart."""
+        return self._run(command, cwd, capture=True)
+
+    def _run(self, command: str, cwd: Path, capture: bool) -> tuple[CommandResult, str]:
         with tempfile.TemporaryDirectory(prefix=owned_prefix("casm-home-")) as home:
             env = scrubbed_env(Path(home), self.interpreter)
+            env_bin = self._node_bin()
+            if env_bin:  # the repo's own tools (xo, eslint) before anything on the host
+                env["PATH"] = os.pathsep.join([env_bin, env["PATH"]])
             argv = self.resolve(command, env, cwd)
             if argv is None:
                 return CommandResult(
@@ -249,10 +261,12 @@ class Sandbox:
                     f"{self.argv(command)[0]!r} is not installed",
                     "not_requested",
                     "",
-                )
+                ), ""
             report = Path(home) / junit.REPORT_NAME
             if junit.is_pytest(argv):
                 argv = [*argv, *junit.report_args(report)]
+            elif junit.is_node(argv) and not capture:
+                env["NODE_OPTIONS"] = junit.node_options(report)
             mode, how = sandbox_mode()
             network: Isolation = "not_requested"
             detail = "the template allows network access"
@@ -270,9 +284,15 @@ class Sandbox:
                 network = "enforced" if prefix else "not_enforced"
                 argv = [*(prefix or []), *argv]
                 detail = f"{detail} ({how})"
-            result = self._execute(command, argv, cwd, env, network, detail)
+            result, stdout = self._execute(command, argv, cwd, env, network, detail, capture)
             tests = junit.read(report, cwd)
-            return dataclasses.replace(result, tests=tests) if tests is not None else result
+            return (dataclasses.replace(result, tests=tests) if tests is not None else result), stdout
+
+    def _node_bin(self) -> str | None:
+        env = self.environment
+        if env is None or env.kind != "node" or env.path is None:
+            return None
+        return str(Path(env.path) / "node_modules" / ".bin")
 
     def _execute(
         self,
@@ -282,7 +302,10 @@ class Sandbox:
         env: dict[str, str],
         network: Isolation,
         detail: str,
-    ) -> CommandResult:
+        capture: bool = False,
+    ) -> tuple[CommandResult, str]:
+        """Run ``argv``; with ``capture`` its standard output is returned whole and the
+        tail is standard error's, else both streams make the tail."""
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -291,20 +314,25 @@ class Sandbox:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.PIPE if capture else subprocess.STDOUT,
                 start_new_session=True,  # so a timeout kills the whole process group
             )
         except OSError as exc:  # e.g. a script with a broken interpreter line
-            return CommandResult(command, "error", None, 0.0, redact(str(exc)), network, detail)
+            return CommandResult(command, "error", None, 0.0, redact(str(exc)), network, detail), ""
+        stdout = b""
         try:
-            out, _ = proc.communicate(timeout=self.timeout_s)
+            out, err = proc.communicate(timeout=self.timeout_s)
+            if capture:
+                stdout, out = out, err
             status: CheckStatus = "passed" if proc.returncode == 0 else "failed"
             exit_code: int | None = proc.returncode
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
+            out, err = proc.communicate()
+            out = err if capture else out
             status, exit_code = "timed_out", None
             out += f"\n[casm: killed after {self.timeout_s}s timeout]".encode()
         duration = round(time.monotonic() - started, 3)
         tail = redact(out.decode("utf-8", "replace"))[-OUTPUT_TAIL_CHARS:]
-        return CommandResult(command, status, exit_code, duration, tail, network, detail)
+        result = CommandResult(command, status, exit_code, duration, tail, network, detail)
+        return result, stdout.decode("utf-8", "replace")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from casm_dagster.agents import model_agents, reviewer, validator
+from casm_dagster.agents import js_tools, model_agents, reviewer, validator
 from casm_dagster.contracts.environment import Environment
 from casm_dagster.contracts.findings import AnalyserRun, Review
 from casm_dagster.contracts.run import Snapshot
@@ -55,11 +55,15 @@ def analyze(
             # baseline checks run: the two are independent, and tests are the long pole.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 static = pool.submit(reviewer.static_findings, tree, inventory)
-                env = setup_environment(journal, box, tree) if checks else None
+                # The JS/TS tools a repo declares (and the template allows) run from it too.
+                wanted = checks or any(t.check in box.allow_commands for t in js_tools.declared(tree))
+                env = setup_environment(journal, box, tree) if wanted else None
                 baseline = []
                 if env is None or env.status != "failed":
                     baseline = validator.run_checks(Sandbox.for_run(spec, env), checks, tree, "before")
                 raw, runs = static.result()
+            js_raw, js_runs = reviewer.analyse_js(Sandbox.for_run(spec, env), tree, inventory)
+            raw, runs = [*raw, *js_raw], [*runs, *js_runs]
             findings, analysers = reviewer.conclude(raw, runs, baseline, inventory)
             tasks = planned_tasks(journal.run_dir, "review")
             session = open_model_session(snap, journal, engine, providers) if tasks else None

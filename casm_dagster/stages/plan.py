@@ -12,9 +12,10 @@ from casm_dagster.agents import fixer, model_agents
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.run import Snapshot
-from casm_dagster.run.files import PLAN_FILE, planned_tasks, save
+from casm_dagster.run.files import PLAN_FILE, load_environment, planned_tasks, save
 from casm_dagster.run.journal import Journal, skipped, stage
 from casm_dagster.run.workspace import scratch_checkout
+from casm_dagster.safety.sandbox import Sandbox
 from casm_dagster.stages.model_work import open_model_session, record_tally
 
 
@@ -33,8 +34,11 @@ def plan(
             journal.decision("plan", "fixer_disabled", "the template disables the fixer: no patches")
             result = empty
         else:
+            # The JS/TS tools' fixers run in the repo's environment the analyze stage built.
+            box = Sandbox.for_run(snap.spec, load_environment(journal.run_dir))
             with scratch_checkout(Path(snap.spec.repo_path), snap.head_commit) as tree:
-                result = fixer.plan_fixes(tree, review.findings, snap.head_commit, journal.run_dir / "patches")
+                patches = journal.run_dir / "patches"
+                result = fixer.plan_fixes(tree, review.findings, snap.head_commit, patches, box)
                 result = _model_fixes(snap, review, journal, engine, providers, tree, result)
         for note in result.notes:
             journal.decision("plan", "group_empty", note)

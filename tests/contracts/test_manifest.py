@@ -46,6 +46,14 @@ def test_bundled_repo_auditor_manifest_loads() -> None:
         "pnpm -s lint",
         "npm test",
         "npm run lint",
+        "xo --reporter=json",
+        "xo --fix",
+        "eslint --format=json .",
+        "eslint --fix .",
+        "biome lint --reporter=json .",
+        "biome lint --write .",
+        "prettier --list-different .",
+        "prettier --write .",
     ]
     assert m.runtime.sandbox.command_timeout_seconds == 900
     assert m.routing.budget.max_usd_per_run == 3.5
