@@ -2,7 +2,8 @@
 analyze stage ran, per test where the runner reports tests. A group that breaks a passing
 test, or makes a check fail differently, is found (re-applied one by one) and dropped; a
 test that fails once and passes on a re-run is named flaky. No check, no delivery (unless
-the template opts in). Benchmarks compare the audited commit with the tip."""
+the template opts in); a check that fails at the audited commit validates only by passing
+on the patched tree. Benchmarks compare the audited commit with the tip."""
 
 from __future__ import annotations
 
@@ -80,7 +81,22 @@ def _validate(snap: Snapshot, patch_plan: PatchPlan, applied: Applied, journal: 
         journal.decision("validate", "nothing_to_validate", "no patch group to validate: the checks are not re-run")
         return Validation(checks=before, accepted_groups=[], rejected_groups=rejected, final_commit=None)
     unvalidated: dict[str, str] = {}
-    why_not = env.detail if env is not None and env.status == "failed" else _validated_by(before)
+    env_failed = env is not None and env.status == "failed"
+    why_not = env.detail if env_failed else _validated_by(before)
+    first: list[CheckRun] | None = None
+    if why_not and not env_failed and commands:
+        # A check that failed at the audited commit before any test reported (a lint
+        # error ahead of the tests in `npm test`) and passes, whole, on the patched tree
+        # vouches for it: everything it runs now passes. Not a suite that could not
+        # collect there: its passing now may only mean the patch deleted what failed.
+        with scratch_checkout(repo, tip) as tree:
+            first = validator.run_checks(sandbox, commands, tree, "after")
+        untested = {c.command for c in before if c.tests is None}
+        now_passing = [c.command for c in first if c.status == "passed" and c.command in untested]
+        if now_passing:
+            why_not = ""
+            journal.decision("validate", "validated_by_fix", f"`{now_passing[0]}` fails at the audited commit "
+                             "and passes on the patched tree")  # fmt: skip
     if why_not:
         unvalidated = {g: f"not validated: {why_not}" for g in accepted}
         if snap.spec.manifest.deliver_unvalidated():
@@ -89,10 +105,13 @@ def _validate(snap: Snapshot, patch_plan: PatchPlan, applied: Applied, journal: 
         else:
             journal.decision("validate", "not_validated", f"nothing is delivered unvalidated: {why_not}")
             accepted, tip = [], applied.base_commit
-        after: list[CheckRun] = []
+        after: list[CheckRun] = first or []
     else:
-        with scratch_checkout(repo, tip) as tree:
-            after, regressed = _checked(sandbox, before, commands, tree)
+        if first is not None and not validator.regressions(before, first):
+            after, regressed = first, []
+        else:
+            with scratch_checkout(repo, tip) as tree:
+                after, regressed = _checked(sandbox, before, commands, tree)
         if regressed:
             # Find the culprits: re-apply group by group, running only the checks that regressed.
             accepted, tip, culprits = _isolate(snap, patch_plan, accepted, before, regressed, sandbox)
