@@ -81,3 +81,11 @@ def test_scarce_stages_run_in_pools_that_both_instance_configs_limit(tmp_path: P
     # The SQLite default, as a running instance applies it.
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+
+
+def test_definitions_load_without_pandas_or_matplotlib() -> None:
+    """Every audit run (and the daemon's code server) loads the definitions; the economics
+    assets' pandas and matplotlib (~1.2 s of imports) must wait until an economics asset runs."""
+    probe = "import sys, casm_dagster.definitions; print(sorted({'pandas', 'matplotlib'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from casm_dagster.contracts.run import RunSpec
-from casm_dagster.economics.routing_policy import routing_view
+from casm_dagster.economics.policy_view import routing_view
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource, latest_routing_policy
 from casm_dagster.run.spec import RunOptions, build_spec, resolve_repo
 from casm_dagster.run.templates import load_template

@@ -6,17 +6,20 @@ import os
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from casm_dagster.cost.prices import UnknownModelError, load_prices
-from casm_dagster.economics import charts, kpis
-from casm_dagster.economics.frames import call_events as load_call_events
-from casm_dagster.economics.outcomes import outcome_reader
-from casm_dagster.economics.routing_policy import PolicySettings, compute
 from casm_dagster.github.connector import GITHUB_FAILURES
 from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
+
+# pandas and matplotlib (~1.2 s of imports) load inside the bodies, not with the definitions:
+# every audit run loads these definitions and never touches them.
+if TYPE_CHECKING:
+    from pandas import DataFrame
+else:
+    DataFrame = Any
 
 GROUP = "economics"
 CUSTOMERS_ENV = "CASM_CUSTOMERS"
@@ -30,13 +33,15 @@ def _as_of(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _preview(df: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+def _preview(df: DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(df.head(rows).to_markdown(index=False) if len(df) else "_no rows_")
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
 def call_events(context: dg.AssetExecutionContext, casm: CasmResource) -> dg.MaterializeResult:
     """Every model request CASM made (``casm_model_calls``): one row per call, exact costs."""
+    from casm_dagster.economics.frames import call_events as load_call_events
+
     df = load_call_events(casm.engine(context.instance))
     total = sum((Decimal(v) for v in df["cost_usd"]), Decimal(0))
     return dg.MaterializeResult(
@@ -70,10 +75,14 @@ def _priced(provider: str, model: str) -> bool:
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
 def routing_policy(
-    context: dg.AssetExecutionContext, config: PolicyConfig, call_events: pd.DataFrame
+    context: dg.AssetExecutionContext, config: PolicyConfig, call_events: DataFrame
 ) -> dg.MaterializeResult:
     """Diurnal optimization: per task type, the cheapest model whose measured success (95%
     lower bound) meets the quality target, with the evidence. The router reads the latest one."""
+    import pandas as pd
+
+    from casm_dagster.economics.routing_policy import PolicySettings, compute
+
     now = _as_of(config.as_of)
     settings = PolicySettings(
         window_hours=config.window_hours,
@@ -110,13 +119,15 @@ def _png(title: str, png: bytes) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def _total(df: pd.DataFrame, column: str = "cost_usd") -> Decimal:
+def _total(df: DataFrame, column: str = "cost_usd") -> Decimal:
     return sum((Decimal(str(v)) for v in df[column]), Decimal(0)) if len(df) else Decimal(0)
 
 
 def _cost_table(key: str, name: str, title: str):
     @dg.asset(name=name, group_name=GROUP, kinds={"pandas"}, description=f"Model cost per {title}, exact.")
-    def table(call_events: pd.DataFrame) -> dg.MaterializeResult:
+    def table(call_events: DataFrame) -> dg.MaterializeResult:
+        from casm_dagster.economics import charts, kpis
+
         df = kpis.cost_by(call_events, key)
         metadata = {
             "dagster/row_count": len(df),
@@ -147,6 +158,9 @@ def run_outcomes(context: dg.AssetExecutionContext, casm: CasmResource, github: 
         connector = github.get_sensor_client() if github.configured else None
     except GITHUB_FAILURES:
         connector = None
+    from casm_dagster.economics import kpis
+    from casm_dagster.economics.outcomes import outcome_reader
+
     df = kpis.load_runs(casm.state_path(), outcome_reader(connector, casm.state_path()))
     counts = df["outcome"].value_counts().to_dict() if len(df) else {}
     return dg.MaterializeResult(
@@ -161,8 +175,10 @@ def run_outcomes(context: dg.AssetExecutionContext, casm: CasmResource, github: 
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
-def unit_economics(run_outcomes: pd.DataFrame) -> dg.MaterializeResult:
+def unit_economics(run_outcomes: DataFrame) -> dg.MaterializeResult:
     """$/issue found, $/issue fixed, $/PR created, $/PR merged, $/1k LOC, $/1% perf improvement."""
+    from casm_dagster.economics import kpis
+
     df = kpis.unit_economics(run_outcomes)
     values = {r["metric"]: r["usd_per_unit"] for r in df.to_dict(orient="records")}
     return dg.MaterializeResult(
@@ -184,10 +200,12 @@ class KpiConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
 def business_kpis(
-    context: dg.AssetExecutionContext, config: KpiConfig, casm: CasmResource, run_outcomes: pd.DataFrame
+    context: dg.AssetExecutionContext, config: KpiConfig, casm: CasmResource, run_outcomes: DataFrame
 ) -> dg.MaterializeResult:
     """Per customer and business line (Templates, Sentinel, AgentForge): MRR, cost, gross
     margin and an explained churn risk, from the customers/plans file plus telemetry."""
+    from casm_dagster.economics import charts, kpis
+
     path = config.customers_file or os.environ.get(CUSTOMERS_ENV, "")
     now = _as_of(config.as_of)
     if not path:
@@ -218,13 +236,13 @@ def business_kpis(
 
 
 @dg.asset_check(asset=call_events, blocking=True, description="No call is counted twice.")
-def call_events_unique(call_events: pd.DataFrame) -> dg.AssetCheckResult:
+def call_events_unique(call_events: DataFrame) -> dg.AssetCheckResult:
     dupes = call_events["call_id"][call_events["call_id"].duplicated()].tolist() if len(call_events) else []
     return dg.AssetCheckResult(passed=not dupes, metadata={"duplicated_call_ids": len(dupes)})
 
 
 @dg.asset_check(asset=call_events, blocking=True, description="Every call's cost is a non-negative number.")
-def call_costs_non_negative(call_events: pd.DataFrame) -> dg.AssetCheckResult:
+def call_costs_non_negative(call_events: DataFrame) -> dg.AssetCheckResult:
     bad = [c for c, v in zip(call_events["call_id"], call_events["cost_usd"], strict=True) if not _non_negative(v)]
     return dg.AssetCheckResult(passed=not bad, metadata={"bad_calls": len(bad), "first": bad[0] if bad else ""})
 
@@ -236,7 +254,7 @@ def _non_negative(value) -> bool:
         return False
 
 
-def _reconcile(table: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+def _reconcile(table: DataFrame, call_events: DataFrame) -> dg.AssetCheckResult:
     """Exact decimal sums must match (so they match to the cent), and so must the call counts
     (a call counted twice is caught even when it cost $0)."""
     ours, calls = _total(table), _total(call_events)
@@ -257,22 +275,22 @@ _CALLS = {"call_events": dg.AssetIn("call_events")}
 
 
 @dg.asset_check(asset=cost_by_run, additional_ins=_CALLS, description=_RECONCILES)
-def cost_by_run_reconciles(cost_by_run: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+def cost_by_run_reconciles(cost_by_run: DataFrame, call_events: DataFrame) -> dg.AssetCheckResult:
     return _reconcile(cost_by_run, call_events)
 
 
 @dg.asset_check(asset=cost_by_model, additional_ins=_CALLS, description=_RECONCILES)
-def cost_by_model_reconciles(cost_by_model: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+def cost_by_model_reconciles(cost_by_model: DataFrame, call_events: DataFrame) -> dg.AssetCheckResult:
     return _reconcile(cost_by_model, call_events)
 
 
 @dg.asset_check(asset=cost_by_task_type, additional_ins=_CALLS, description=_RECONCILES)
-def cost_by_task_type_reconciles(cost_by_task_type: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+def cost_by_task_type_reconciles(cost_by_task_type: DataFrame, call_events: DataFrame) -> dg.AssetCheckResult:
     return _reconcile(cost_by_task_type, call_events)
 
 
 @dg.asset_check(asset=cost_by_repo, additional_ins=_CALLS, description=_RECONCILES)
-def cost_by_repo_reconciles(cost_by_repo: pd.DataFrame, call_events: pd.DataFrame) -> dg.AssetCheckResult:
+def cost_by_repo_reconciles(cost_by_repo: DataFrame, call_events: DataFrame) -> dg.AssetCheckResult:
     return _reconcile(cost_by_repo, call_events)
 
 

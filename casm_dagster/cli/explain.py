@@ -23,7 +23,7 @@ def explain(run_id: str | None, task_type: str | None) -> None:
     if bool(run_id) == bool(task_type):
         raise CasmError("pass --run-id RUN_ID or --decision TASK_TYPE")
     if task_type:
-        from casm_dagster.economics.routing_policy import explain_decision
+        from casm_dagster.economics.policy_view import explain_decision
         from casm_dagster.resources import latest_routing_policy
 
         click.echo(explain_decision(latest_routing_policy(open_instance()), task_type), nl=False)

@@ -8,9 +8,10 @@ whether the sensor's poll or a webhook saw it first).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,11 +19,29 @@ from casm_dagster.github.connector import GITHUB_FAILURES, PullRequest
 from casm_dagster.stores.sentinels import Sentinel
 
 WINDOW_FORMAT = {"hourly": "%Y-%m-%dT%H", "daily": "%Y-%m-%d"}
-CRON = {"hourly": "0 * * * *", "daily": "0 3 * * *"}
+# A schedule ticks several times per window and each repo has its own slot in the window, so
+# 1,000 repos arrive as a steady stream (~84 per 5-minute tick) rather than one burst the
+# queue drains for the rest of the hour. A repo skipped at its slot (its last audit still
+# queued or running, or the tick's cap reached) is due again at every later tick of the window.
+CRON = {"hourly": "*/5 * * * *", "daily": "0 * * * *"}
+TICKS_PER_WINDOW = {"hourly": 12, "daily": 24}
+MAX_RUNS_PER_TICK = 150  # 12 ticks × 150 = 1,800 audits an hour at most, whatever is registered
 
 
 def window(schedule: str, at: datetime) -> str:
     return at.astimezone(UTC).strftime(WINDOW_FORMAT[schedule])
+
+
+def tick_index(schedule: str, at: datetime) -> int:
+    """Which of the window's ticks ``at`` is (0-based)."""
+    at = at.astimezone(UTC)
+    return at.minute * TICKS_PER_WINDOW["hourly"] // 60 if schedule == "hourly" else at.hour
+
+
+def slot(partition_key: str, schedule: str) -> int:
+    """A repo's tick within each window: stable (a hash of its partition), spread evenly."""
+    digest = hashlib.sha256(partition_key.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % TICKS_PER_WINDOW[schedule]
 
 
 def heartbeat_key(partition_key: str, window_id: str) -> str:
@@ -44,14 +63,36 @@ class Due:
     window: str
 
 
-def due(sentinels: Iterable[Sentinel], schedule: str, at: datetime) -> list[Due]:
-    """Every repo registered on ``schedule`` with a heartbeat template is due once per window."""
-    w = window(schedule, at)
-    return [
-        Due(s.partition_key, s.repo, s.template, heartbeat_key(s.partition_key, w), w)
+@dataclass(frozen=True)
+class Skipped:
+    """What a tick left for a later tick, counted for the tick's log line."""
+
+    busy: int = 0  # the repo's previous audit is still queued or running
+    capped: int = 0  # over the tick's cap
+
+
+def due(
+    sentinels: Iterable[Sentinel],
+    schedule: str,
+    at: datetime,
+    launched: Collection[str] = (),
+    busy: Collection[str] = (),
+    cap: int = MAX_RUNS_PER_TICK,
+) -> tuple[list[Due], Skipped]:
+    """The repos registered on ``schedule`` (with a heartbeat template) whose slot has come in
+    this window, minus those already ``launched`` this window and those ``busy`` with an audit,
+    earliest slot first, at most ``cap``. Each repo is audited once per window."""
+    w, now = window(schedule, at), tick_index(schedule, at)
+    ready = sorted(
+        (slot(s.partition_key, schedule), s.partition_key, s)
         for s in sentinels
-        if s.schedule == schedule and s.template
-    ]
+        if s.schedule == schedule and s.template and s.partition_key not in launched
+    )
+    ready = [(n, s) for n, _, s in ready if n <= now]
+    waiting = [s for _, s in ready if s.partition_key not in busy]
+    chosen = waiting[:cap]
+    runs = [Due(s.partition_key, s.repo, s.template, heartbeat_key(s.partition_key, w), w) for s in chosen]
+    return runs, Skipped(busy=len(ready) - len(waiting), capped=len(waiting) - len(chosen))
 
 
 @dataclass(frozen=True)

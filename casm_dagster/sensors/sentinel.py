@@ -24,16 +24,39 @@ def _tags(partition_key: str, repo: str, template: str, trigger: str) -> dict[st
     return {"casm/repo": repo, "casm/partition": partition_key, "casm/template": template, "casm/trigger": trigger}
 
 
-def heartbeat_requests(store: SentinelStore, schedule: str, at: datetime) -> list[dg.RunRequest]:
-    return [
+# Runs that still hold their repo: a heartbeat leaves such a repo for a later tick.
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def _partitions(instance: dg.DagsterInstance, runs_filter: dg.RunsFilter) -> set[str]:
+    return {r.tags["casm/partition"] for r in instance.get_runs(runs_filter) if "casm/partition" in r.tags}
+
+
+def heartbeat_requests(
+    store: SentinelStore, instance: dg.DagsterInstance, schedule: str, at: datetime
+) -> tuple[list[dg.RunRequest], rules.Skipped]:
+    """This tick's audits: the repos whose slot has come, not yet launched this window, with
+    no audit still queued or running, up to the per-tick cap."""
+    trigger = f"heartbeat:{schedule}:{rules.window(schedule, at)}"
+    launched = _partitions(instance, dg.RunsFilter(tags={"casm/trigger": trigger}))
+    busy = _partitions(instance, dg.RunsFilter(statuses=ACTIVE))
+    due, skipped = rules.due(store.list(schedule=schedule), schedule, at, launched, busy)
+    requests = [
         dg.RunRequest(
             run_key=d.run_key,
             partition_key=d.partition_key,
             run_config=audit_run_config(AuditConfig(template=d.template)),
-            tags=_tags(d.partition_key, d.repo, d.template, f"heartbeat:{schedule}:{d.window}"),
+            tags=_tags(d.partition_key, d.repo, d.template, trigger),
         )
-        for d in rules.due(store.list(schedule=schedule), schedule, at)
+        for d in due
     ]
+    return requests, skipped
 
 
 def _heartbeat(schedule: str):
@@ -43,11 +66,20 @@ def _heartbeat(schedule: str):
         job_name="audit_job",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Continuous Sentinel: one audit per repo registered with --schedule {schedule}, per window.",
+        description=f"Continuous Sentinel: one audit per repo registered with --schedule {schedule}, per window, "
+        "each repo at its own tick of the window.",
     )
     def heartbeat(context: dg.ScheduleEvaluationContext, casm: CasmResource):
         at = context.scheduled_execution_time or datetime.now(UTC)
-        return heartbeat_requests(SentinelStore(casm.engine(context.instance)), schedule, at)
+        requests, skipped = heartbeat_requests(
+            SentinelStore(casm.engine(context.instance)), context.instance, schedule, at
+        )
+        if skipped.busy or skipped.capped:
+            context.log.info(
+                f"{len(requests)} audits requested; later this window: {skipped.busy} still auditing, "
+                f"{skipped.capped} over the cap of {rules.MAX_RUNS_PER_TICK} per tick"
+            )
+        return requests
 
     return heartbeat
 

@@ -34,16 +34,47 @@ def _pr(number: int, sha: str, draft: bool = False) -> PullRequest:
 
 def test_due_once_per_window_with_stable_run_keys() -> None:
     regs = [_sentinel("o/a"), _sentinel("o/b", "daily"), _sentinel("o/c", template="")]
-    at = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
-    hourly = rules.due(regs, "hourly", at)
+    late = datetime(2026, 11, 23, 14, 55, tzinfo=UTC)  # the window's last tick: every slot has come
+    hourly, _ = rules.due(regs, "hourly", late)
     assert [d.repo for d in hourly] == ["o/a"]  # o/b is daily, o/c watches PRs only
     assert hourly[0].run_key == "hb:o__a:2026-11-23T14"
-    # The same tick evaluated again (or later in the same hour) asks for the same run key.
-    again = rules.due(regs, "hourly", datetime(2026, 11, 23, 14, 59, tzinfo=UTC))
-    assert [d.run_key for d in again] == [d.run_key for d in hourly]
-    assert rules.due(regs, "hourly", datetime(2026, 11, 23, 15, 0, tzinfo=UTC))[0].run_key.endswith("T15")
-    daily = rules.due(regs, "daily", at)
+    # Its own tick of the window, and every later one, ask for the same run key.
+    first = datetime(2026, 11, 23, 14, 5 * rules.slot("o__a", "hourly"), tzinfo=UTC)
+    assert [d.run_key for d in rules.due(regs, "hourly", first)[0]] == [hourly[0].run_key]
+    nxt = datetime(2026, 11, 23, 15, 55, tzinfo=UTC)
+    assert rules.due(regs, "hourly", nxt)[0][0].run_key.endswith("T15")
+    daily, _ = rules.due(regs, "daily", datetime(2026, 11, 23, 23, 0, tzinfo=UTC))
     assert [(d.repo, d.run_key) for d in daily] == [("o/b", "hb:o__b:2026-11-23")]
+
+
+def test_a_thousand_repos_are_spread_over_the_hour() -> None:
+    regs = [_sentinel(f"org/repo-{i:04d}") for i in range(1000)]
+    per_tick = [0] * rules.TICKS_PER_WINDOW["hourly"]
+    for s in regs:
+        per_tick[rules.slot(s.partition_key, "hourly")] += 1
+    assert sum(per_tick) == 1000 and min(per_tick) >= 50 and max(per_tick) <= 120, per_tick
+    launched: set[str] = set()
+    for minute in range(0, 60, 5):  # the hour's ticks, each launching what is due
+        runs, skipped = rules.due(regs, "hourly", datetime(2026, 11, 23, 14, minute, tzinfo=UTC), launched)
+        assert len(runs) == per_tick[minute // 5] and skipped == rules.Skipped()
+        launched |= {d.partition_key for d in runs}
+    assert len(launched) == 1000  # each once
+
+
+def test_busy_and_capped_repos_wait_for_a_later_tick_of_the_window() -> None:
+    regs = [_sentinel(f"org/repo-{i:04d}") for i in range(40)]
+    late = datetime(2026, 11, 23, 14, 55, tzinfo=UTC)
+    keys = sorted(s.partition_key for s in regs)
+    busy = set(keys[:5])  # their previous audit is still queued or running
+    runs, skipped = rules.due(regs, "hourly", late, busy=busy, cap=30)
+    assert len(runs) == 30 and skipped == rules.Skipped(busy=5, capped=5)
+    assert not busy & {d.partition_key for d in runs}
+    # The next tick takes the rest (the busy ones once they are done); the earliest slots go first.
+    rest, skipped = rules.due(regs, "hourly", late, launched={d.partition_key for d in runs}, cap=30)
+    assert len(rest) == 10 and skipped == rules.Skipped()
+    assert [rules.slot(d.partition_key, "hourly") for d in runs] == sorted(
+        rules.slot(d.partition_key, "hourly") for d in runs
+    )
 
 
 # -- PR polling -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from helpers import isolated_env, run_casm
 from casm_dagster.assets import economics
 from casm_dagster.cost.forecast import price
 from casm_dagster.cost.formulas import CostRates
-from casm_dagster.economics.routing_policy import routing_view
+from casm_dagster.economics.policy_view import routing_view
 from casm_dagster.resources import CasmResource, GitHubResource, latest_routing_policy
 from casm_dagster.resources.instance import instance_db_url
 from casm_dagster.run.spec import build_spec, resolve_local_repo
@@ -122,7 +122,8 @@ def _closed_loop(tmp_path: Path, demo_repo: Path, env: dict, instance: dg.Dagste
 
 
 def test_explain_decision_before_any_policy(tmp_path: Path) -> None:
-    from casm_dagster.economics.routing_policy import compute, explain_decision
+    from casm_dagster.economics.policy_view import explain_decision
+    from casm_dagster.economics.routing_policy import compute
 
     assert "no routing policy yet" in explain_decision(None, "fix")
     policy = compute(_calls(SYNTHETIC), NOW, lambda p, m: True)

@@ -13,7 +13,8 @@ import pytest
 from casm_dagster.cost.forecast import PlannedTask, price
 from casm_dagster.cost.formulas import CostRates
 from casm_dagster.cost.prices import UnknownModelError, load_prices
-from casm_dagster.economics.routing_policy import PolicySettings, compute, routing_view, wilson_lower
+from casm_dagster.economics.policy_view import routing_view
+from casm_dagster.economics.routing_policy import PolicySettings, compute, wilson_lower
 from casm_dagster.llm.catalog import load_catalog
 from casm_dagster.llm.router import Router, RoutingSettings
 from casm_dagster.stages.forecast import _Silent, as_model_task, route_for_forecast

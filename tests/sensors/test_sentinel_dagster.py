@@ -42,17 +42,48 @@ def test_heartbeat_requests_are_valid_audit_runs_once_per_window(tmp_path: Path)
         hourly = _register(instance, "acme/a", "hourly")
         _register(instance, "acme/b", "daily")
         _register(instance, "acme/c", "hourly", template="")  # watches PRs only
-        at = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+        at = datetime(2026, 11, 23, 9, 55, tzinfo=UTC)  # the window's last tick: every repo's slot has come
         (request,) = _tick(heartbeat_hourly, instance, tmp_path, at)
         assert request.partition_key == hourly and request.run_key == f"hb:{hourly}:2026-11-23T09"
         assert request.tags["casm/repo"] == "acme/a"  # the tag the instance's concurrency limit keys on
         assert dg.validate_run_config(defs.resolve_job_def("audit_job"), request.run_config)
         # Evaluated again in the same window: the same run key (Dagster launches it once).
         assert [r.run_key for r in _tick(heartbeat_hourly, instance, tmp_path, at)] == [request.run_key]
-        (daily,) = _tick(heartbeat_daily, instance, tmp_path, at)
+        (daily,) = _tick(heartbeat_daily, instance, tmp_path, datetime(2026, 11, 23, 23, 0, tzinfo=UTC))
         assert daily.run_key.endswith(":2026-11-23") and daily.tags["casm/repo"] == "acme/b"
         assert SentinelStore(engine_for(instance_db_url(instance))).remove(hourly)
         assert _tick(heartbeat_hourly, instance, tmp_path, at) == []
+
+
+@dg.op
+def _nothing() -> None:
+    pass
+
+
+@dg.job
+def _stand_in() -> None:
+    _nothing()
+
+
+def test_heartbeat_skips_repos_launched_this_window_or_still_auditing(tmp_path: Path) -> None:
+    """A repo whose audit is still queued or running is left for a later tick (not stacked
+    behind it in the queue); one already launched this window is not asked for again."""
+    at = datetime(2026, 11, 23, 9, 55, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        keys = [_register(instance, f"acme/r{i}", "hourly") for i in range(3)]
+
+        def run(key: str, status: dg.DagsterRunStatus, trigger: str) -> None:
+            tags = {"casm/partition": key, "casm/trigger": trigger}
+            instance.create_run_for_job(_stand_in, status=status, tags=tags)
+
+        run(keys[0], dg.DagsterRunStatus.SUCCESS, "heartbeat:hourly:2026-11-23T09")  # done this window
+        run(keys[1], dg.DagsterRunStatus.STARTED, "heartbeat:hourly:2026-11-23T08")  # last hour's, still going
+        assert [r.partition_key for r in _tick(heartbeat_hourly, instance, tmp_path, at)] == [keys[2]]
+        run(keys[2], dg.DagsterRunStatus.NOT_STARTED, "heartbeat:hourly:2026-11-23T09")
+        assert _tick(heartbeat_hourly, instance, tmp_path, at) == []
+        # Next hour: r0 is free, r1 and r2 still hold their repos.
+        nxt = datetime(2026, 11, 23, 10, 55, tzinfo=UTC)
+        assert [r.partition_key for r in _tick(heartbeat_hourly, instance, tmp_path, nxt)] == [keys[0]]
 
 
 def test_pr_review_requests_are_valid_pr_sentinel_runs() -> None:
