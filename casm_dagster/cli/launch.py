@@ -46,7 +46,18 @@ class LaunchResult:
     run_dir: Path
 
 
-def launch_audit(
+@dataclass(frozen=True)
+class PreparedRun:
+    """One audit's Dagster run, before it is executed or submitted."""
+
+    run_id: str
+    job_name: str
+    partition_key: str
+    run_config: dg.RunConfig | dict
+    tags: dict[str, str]
+
+
+def prepare(
     instance: dg.DagsterInstance,
     template: Template,
     template_ref: str,
@@ -56,10 +67,9 @@ def launch_audit(
     artifacts_dir: Path,
     seed: int,
     progress: bool,
-    options: RunOptions | None = None,
-    github: str | None = None,
-) -> LaunchResult:
-    """``github``: owner/name in GitHub mode (``repo_root`` is then the mirror)."""
+    options: RunOptions | None,
+    github: str | None,
+) -> PreparedRun:
     record = register_repo(instance, "github", github) if github else register_local_repo(instance, repo_root)
     run_id = new_ulid()
     fields = {
@@ -83,21 +93,40 @@ def launch_audit(
         "casm/template": template.id,
         "casm/repo": repo,
         "casm/partition": record.partition_key,
-        **in_process_tags(),
     }
-    with repo_lock(instance, record.partition_key, repo):
-        result = _job(job_name).execute_in_process(
-            run_config=run_config,
+    return PreparedRun(run_id, job_name, record.partition_key, run_config, tags)
+
+
+def launch_audit(
+    instance: dg.DagsterInstance,
+    template: Template,
+    template_ref: str,
+    repo: str,
+    repo_root: Path,
+    state_dir: Path,
+    artifacts_dir: Path,
+    seed: int,
+    progress: bool,
+    options: RunOptions | None = None,
+    github: str | None = None,
+) -> LaunchResult:
+    """``github``: owner/name in GitHub mode (``repo_root`` is then the mirror)."""
+    launch = prepare(
+        instance, template, template_ref, repo, repo_root, state_dir, artifacts_dir, seed, progress, options, github
+    )
+    with repo_lock(instance, launch.partition_key, repo):
+        result = _job(launch.job_name).execute_in_process(
+            run_config=launch.run_config,
             instance=instance,
-            partition_key=record.partition_key,
-            tags=tags,
+            partition_key=launch.partition_key,
+            tags={**launch.tags, **in_process_tags()},
             raise_on_error=False,
         )
-    run_dir = state_dir / "runs" / run_id
-    state = _state(run_dir)
+    run_dir = state_dir / "runs" / launch.run_id
+    state = read_state(run_dir)
     if not result.success and state is None:
         raise CasmError(f"the Dagster run {result.run_id} failed before CASM could start: {_first_error(result)}")
-    return LaunchResult(run_id, result.run_id, result.success, state, run_dir)
+    return LaunchResult(launch.run_id, result.run_id, result.success, state, run_dir)
 
 
 _ACTIVE = [
@@ -188,7 +217,7 @@ def _close_continuation(instance: dg.DagsterInstance, state: RunState) -> None:
         store.finish(record.request_id, f"failed: {KILLED}", utc_now())
 
 
-def _state(run_dir: Path) -> RunState | None:
+def read_state(run_dir: Path) -> RunState | None:
     path = run_dir / "state.json"
     return RunState.model_validate_json(path.read_text()) if path.exists() else None
 
@@ -219,7 +248,7 @@ def launch_continuation(instance: dg.DagsterInstance, request_id: str, state_dir
         raise_on_error=False,
     )
     run_dir = Path(record.state_dir) / "runs" / record.run_id
-    state = _state(run_dir)
+    state = read_state(run_dir)
     if not result.success:
         raise RunFailedError(f"the continuation of run {record.run_id} failed: {_first_error(result)}")
     return LaunchResult(record.run_id, result.run_id, result.success, state, run_dir)

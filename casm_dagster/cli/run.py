@@ -87,7 +87,10 @@ def _run(
     seed: int,
     options: RunOptions | None = None,
     sarif_path: Path | None = None,
+    queue: Path | None | bool = False,
 ) -> None:
+    """``queue``: False runs in this process; True or a workspace file submits the run to the
+    instance's run queue and follows it."""
     from casm_dagster.resources import GitHubResource
     from casm_dagster.run.spec import resolve_repo
     from casm_dagster.run.templates import load_template
@@ -98,6 +101,11 @@ def _run(
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise CasmError(f"--artifacts-dir {artifacts_dir} exists and is not a directory")
     check_sarif_path(sarif_path)
+    workspace = None
+    if queue is not False:
+        from casm_dagster.cli.submit import workspace_file
+
+        workspace = workspace_file(queue if isinstance(queue, Path) else None)
     info, github = resolve_repo(repo, state_dir(), options.pr, connect=GitHubResource.from_env().get_client)
     if info.dirty:
         click.echo(
@@ -110,7 +118,7 @@ def _run(
     build_spec(template, repo, info, state_dir(), artifacts_dir.resolve(), seed, "PREFLIGHT", options, github)
     instance = open_instance()
     ignore_own_dir(artifacts_dir)
-    from casm_dagster.cli.launch import launch_audit, recover
+    from casm_dagster.cli.launch import launch_audit, prepare, recover
 
     for note in recover(instance, state_dir()):
         click.echo(f"casm: note: {note}", err=True)
@@ -118,19 +126,30 @@ def _run(
     target = f"{github.repo}@{github.head_commit[:12]}" if github else str(info.root)
     click.echo(f"casm: {template.id} on {target} (stages: {', '.join(template.stages)})", err=True)
     _announce_policy(instance)
-    result = launch_audit(
-        instance,
-        template,
-        ref,
-        repo,
-        info.root,
-        state_dir(),
-        artifacts_dir.resolve(),
-        seed,
-        True,
-        options,
-        github=github.repo if github else None,
-    )
+    if workspace is not None:
+        from casm_dagster.cli.submit import follow, submit
+
+        launch = prepare(
+            instance, template, ref, repo, info.root, state_dir(), artifacts_dir.resolve(), seed, False, options,
+            github.repo if github else None,
+        )  # fmt: skip
+        dagster_run_id = submit(launch, workspace)
+        click.echo(f"casm: submitted run {launch.run_id} to the run queue (Dagster run {dagster_run_id})", err=True)
+        result = follow(instance, dagster_run_id, launch, state_dir())
+    else:
+        result = launch_audit(
+            instance,
+            template,
+            ref,
+            repo,
+            info.root,
+            state_dir(),
+            artifacts_dir.resolve(),
+            seed,
+            True,
+            options,
+            github=github.repo if github else None,
+        )
     state = result.state
     status = state.status if state else "failed"
     branch = state.branch if state else None
@@ -322,9 +341,30 @@ def _replay_flags(func):
 @json_option
 @seed_option
 @sarif_option
+@click.option(
+    "--submit",
+    is_flag=True,
+    help="Submit the run to the Dagster instance's run queue (dagster-daemon starts it with the instance's "
+    "run launcher, one per repo at a time) and follow it to its end, instead of running it in this process.",
+)
+@click.option(
+    "--workspace",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --submit: the workspace file the daemon uses (default: $CASM_WORKSPACE, else CASM's "
+    "definitions as code location `casm`).",
+)
 @_replay_flags
 def run(
-    template_ref: str, repo: str, artifacts_dir: Path, as_json: bool, seed: int, sarif_path: Path | None, **flags
+    template_ref: str,
+    repo: str,
+    artifacts_dir: Path,
+    as_json: bool,
+    seed: int,
+    sarif_path: Path | None,
+    submit: bool,
+    workspace: Path | None,
+    **flags,
 ) -> None:
     """Run one audit of a repository through Dagster.
 
@@ -337,11 +377,18 @@ def run(
     offline provider answers (no model called, $0). The forecast stage fits the run to
     the budget: downgrade models, then reduce scope, then stop.
 
+    By default the run executes in this process (refused while another run audits the
+    repo); with --submit it goes through the instance's run queue and this command follows
+    it: same output, same exit codes.
+
     Exit 0 on success, 1 if the run failed, 2 on bad input, 3 if the policy held the
     run for approval (see `casm approve`), 4 if the policy blocked it, 5 if the budget
     stopped it before any model call.
     """
-    _run(template_ref, repo, artifacts_dir, as_json, seed, _run_options(flags), sarif_path)
+    if workspace is not None and not submit:
+        raise CasmError("--workspace is for --submit")
+    queue: Path | bool = (workspace or True) if submit else False
+    _run(template_ref, repo, artifacts_dir, as_json, seed, _run_options(flags), sarif_path, queue)
 
 
 @click.command()

@@ -1,0 +1,157 @@
+"""``casm run --submit``: an audit through the Dagster instance's run queue, followed to its end.
+
+The run is created from the code location in a workspace file and submitted with
+``dagster job launch`` (Dagster's own CLI: the run records the location, and the daemon's
+queued coordinator starts it with the instance's run launcher, under the per-repo limit and
+the run retries of ``dagster.yaml``). This process then follows the run: its stage progress
+from the CASM journal, its Dagster status from the instance, until it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import click
+import dagster as dg
+
+from casm_dagster.cli.launch import LaunchResult, PreparedRun, read_state
+from casm_dagster.contracts.events import RunEvent
+from casm_dagster.errors import CasmError, RunFailedError
+from casm_dagster.run.journal import print_progress
+from casm_dagster.safety.redact import redact
+
+WORKSPACE_ENV = "CASM_WORKSPACE"
+LOCATION = "casm"  # the code location name: the daemon's workspace must load CASM under this name
+# How long a run may sit queued before we check that a daemon is there to start it.
+QUEUED_NOTE_AFTER_S = 15.0
+
+
+def workspace_file(given: Path | None) -> Path:
+    """The workspace the run is created from: ``--workspace``, else ``$CASM_WORKSPACE``, else
+    one that loads ``casm_dagster.definitions`` as location ``casm`` (as the bundled
+    ``workspace.yaml`` and ``infra/`` do)."""
+    path = given or (Path(os.environ[WORKSPACE_ENV]) if os.environ.get(WORKSPACE_ENV) else None)
+    if path is not None:
+        if not path.is_file():
+            raise CasmError(f"workspace file {path} does not exist")
+        return path.resolve()
+    folder = Path(tempfile.mkdtemp(prefix="casm-workspace-"))
+    written = folder / "workspace.yaml"
+    written.write_text(
+        f"load_from:\n  - python_module:\n      module_name: casm_dagster.definitions\n"
+        f"      location_name: {LOCATION}\n",
+        encoding="utf-8",
+    )
+    return written
+
+
+def _config_dict(run_config: dg.RunConfig | dict) -> dict:
+    return run_config.to_config_dict() if isinstance(run_config, dg.RunConfig) else run_config
+
+
+def submit(launch: PreparedRun, workspace: Path) -> str:
+    """Create and submit the run; returns its Dagster run id."""
+    dagster_run_id = str(uuid.uuid4())
+    tags = {**launch.tags, "dagster/partition": launch.partition_key, "casm/launcher": "queue"}
+    # The run config holds paths and ids, no secret (tokens stay in the daemon's environment).
+    config = json.dumps(_config_dict(launch.run_config))
+    command = [
+        sys.executable, "-m", "dagster", "job", "launch", "-w", str(workspace), "-j", launch.job_name,
+        "--config-json", config, "--tags", json.dumps(tags), "--run-id", dagster_run_id,
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
+        raise CasmError(f"could not submit the run to the Dagster instance ({workspace}): {redact(reason.strip())}")
+    return dagster_run_id
+
+
+def _daemon_running(instance: dg.DagsterInstance) -> bool:
+    statuses = instance.get_daemon_statuses(["QUEUED_RUN_COORDINATOR"])
+    return any(status.healthy for status in statuses.values())
+
+
+class _Progress:
+    """Prints the journal's new events as the in-process run does."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "events.jsonl"
+        self.offset = 0
+
+    def show(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits for the next poll
+        self.offset += len(complete)
+        for line in complete.decode("utf-8").splitlines():
+            print_progress(RunEvent.model_validate_json(line))
+
+
+def follow(instance: dg.DagsterInstance, dagster_run_id: str, launch: PreparedRun, state_dir: Path) -> LaunchResult:
+    """Poll the run until it ends; Ctrl-C stops following, not the run."""
+    run_dir = state_dir / "runs" / launch.run_id
+    progress = _Progress(run_dir)
+    seen: dg.DagsterRunStatus | None = None
+    queued_at = time.monotonic()
+    noted = False
+    try:
+        while True:
+            run = instance.get_run_by_id(dagster_run_id)
+            if run is None:
+                raise CasmError(f"Dagster run {dagster_run_id} is not in the instance")
+            if run.status != seen:
+                seen = run.status
+                click.echo(f"casm: Dagster run {dagster_run_id}: {seen.value.lower()}", err=True)
+            progress.show()
+            if run.is_finished:
+                break
+            if seen == dg.DagsterRunStatus.QUEUED and not noted and time.monotonic() - queued_at > QUEUED_NOTE_AFTER_S:
+                noted = True
+                if not _daemon_running(instance):
+                    click.echo(
+                        "casm: note: the run is queued and no dagster-daemon is running for this instance; "
+                        "it starts when one does (`dagster-daemon run -w WORKSPACE`)",
+                        err=True,
+                    )
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        raise RunFailedError(
+            f"stopped following Dagster run {dagster_run_id}; the run goes on in the daemon: "
+            f"casm explain --run-id {launch.run_id}"
+        ) from None
+    state = read_state(run_dir)
+    success = run.status == dg.DagsterRunStatus.SUCCESS
+    if not success and state is None:
+        raise CasmError(
+            f"the Dagster run {dagster_run_id} {run.status.value.lower()} before CASM could start: "
+            f"{_first_failure(instance, dagster_run_id)}"
+        )
+    return LaunchResult(launch.run_id, dagster_run_id, success, state, run_dir)
+
+
+def _first_failure(instance: dg.DagsterInstance, dagster_run_id: str) -> str:
+    """The innermost cause of the first step or run failure, one line."""
+    failures = (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE)
+    for record in instance.all_logs(dagster_run_id):
+        event = record.dagster_event
+        if event is None or event.event_type not in failures:
+            continue
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            lines = error.message.strip().splitlines()
+            return lines[-1].split(": ", 1)[-1] if lines else error.cls_name or "unknown error"
+        return record.message or "unknown error"
+    return "see the run in the Dagster UI"

@@ -1,0 +1,102 @@
+"""`casm run --submit` through the instance's run queue, on PostgreSQL with a real
+dagster-daemon: the run waits queued until a daemon starts it, an in-process `casm run` on
+the same repo meanwhile is refused (no overlap), and the submitter follows the daemon's run
+to the same output and exit code as an in-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+from helpers import CASM, ROOT, isolated_env, last_json, postgres_home, run_casm
+
+
+def _queued_run(env: dict[str, str], timeout: float = 120) -> dg.DagsterRun:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+                if runs:
+                    return runs[0]
+                time.sleep(0.5)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    raise AssertionError("the submitted run never reached the queue")
+
+
+def _run_record(env: dict[str, str], dagster_run_id: str) -> dg.DagsterRun:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            run = instance.get_run_by_id(dagster_run_id)
+            assert run is not None
+            return run
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_a_submitted_run_waits_for_the_daemon_and_excludes_in_process_runs(
+    tmp_path: Path, demo_repo: Path, pg_database
+) -> None:
+    env = isolated_env(tmp_path / "unused") | postgres_home(tmp_path / "pg_home", pg_database)
+    env |= {"CASM_STATE_DIR": str(tmp_path / "state")}
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ["run", "--template", "repo-auditor", "--repo", str(demo_repo), "--json"]
+    submitter = subprocess.Popen(
+        [*CASM, *args, "--submit", "--workspace", str(ROOT / "workspace.yaml")],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    daemon = None
+    try:
+        queued = _queued_run(env)
+        assert queued.tags["casm/launcher"] == "queue" and queued.tags["dagster/partition"]
+        # No daemon yet: the run stays queued, and an in-process run on the repo is refused.
+        refused = run_casm(args, work, env)
+        assert refused.returncode == 2, refused.stderr
+        assert f"Dagster run {queued.run_id} (queued) is auditing" in refused.stderr
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        out, err = submitter.communicate(timeout=300)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+        if daemon is not None:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(timeout=60)
+    assert submitter.returncode == 0, err
+    for line in ("starting", "started", "success"):
+        assert f"Dagster run {queued.run_id}: {line}" in err
+    assert "✓ validate" in err and "✓ telemetry" in err  # the journal's progress, as in-process
+    summary = last_json(out)
+    assert summary["status"] == "succeeded" and summary["dagster_run_id"] == queued.run_id
+    assert summary["branch"] and summary["patches"] >= 1
+    state = json.loads((Path(summary["run_dir"]) / "state.json").read_text())
+    assert state["dagster_run_id"] == queued.run_id and state["status"] == "succeeded"
+    run = _run_record(env, queued.run_id)
+    assert run.status == dg.DagsterRunStatus.SUCCESS and "casm/owner" not in run.tags  # the daemon ran it
+    explained = run_casm(["explain", "--run-id", summary["run_id"]], work, env)
+    assert explained.returncode == 0 and summary["run_id"] in explained.stdout, explained.stderr
+
+
+def test_submit_refuses_a_missing_workspace_before_touching_anything(tmp_path: Path, demo_repo: Path) -> None:
+    env = isolated_env(tmp_path / "home")
+    args = ["run", "--template", "noop", "--repo", str(demo_repo), "--submit", "--workspace", str(tmp_path / "no.yaml")]
+    proc = run_casm(args, tmp_path, env)
+    assert proc.returncode == 2 and f"workspace file {tmp_path / 'no.yaml'} does not exist" in proc.stderr
+    lonely = run_casm(["run", "--template", "noop", "--repo", str(demo_repo), "--workspace", "w.yaml"], tmp_path, env)
+    assert lonely.returncode == 2 and "--workspace is for --submit" in lonely.stderr
