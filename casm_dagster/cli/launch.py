@@ -167,7 +167,9 @@ def repo_lock(instance: dg.DagsterInstance, partition: str, repo: str) -> Iterat
 def in_process_tags() -> dict[str, str]:
     """An in-process run has no run monitor: its owner tag lets the next start tell a run
     whose process was killed from one still going."""
-    return {"casm/launcher": "in-process", "casm/owner": leftovers.me().tag}
+    # Dagster's run retries would relaunch it through the daemon behind its owner's back;
+    # `casm run` marks a killed in-process run failed, and the user runs it again.
+    return {"casm/launcher": "in-process", "casm/owner": leftovers.me().tag, "dagster/max_retries": "0"}
 
 
 def recover(instance: dg.DagsterInstance, state_dir: Path, dry_run: bool = False) -> list[str]:

@@ -31,6 +31,7 @@ WORKSPACE_ENV = "CASM_WORKSPACE"
 LOCATION = "casm"  # the code location name: the daemon's workspace must load CASM under this name
 # How long a run may sit queued before we check that a daemon is there to start it.
 QUEUED_NOTE_AFTER_S = 15.0
+RETRY_WAIT_S = 120.0  # the retry daemon's tick is 30 s; a busy daemon may take longer
 
 
 def workspace_file(given: Path | None) -> Path:
@@ -115,7 +116,12 @@ def follow(instance: dg.DagsterInstance, dagster_run_id: str, launch: PreparedRu
                 click.echo(f"casm: Dagster run {dagster_run_id}: {seen.value.lower()}", err=True)
             progress.show()
             if run.is_finished:
-                break
+                retry = _retry_of(instance, run)
+                if retry is None:
+                    break
+                click.echo(f"casm: Dagster retries it as run {retry} (from the failed stage on)", err=True)
+                dagster_run_id, seen = retry, None
+                continue
             if seen == dg.DagsterRunStatus.QUEUED and not noted and time.monotonic() - queued_at > QUEUED_NOTE_AFTER_S:
                 noted = True
                 if not _daemon_running(instance):
@@ -138,6 +144,23 @@ def follow(instance: dg.DagsterInstance, dagster_run_id: str, launch: PreparedRu
             f"{_first_failure(instance, dagster_run_id)}"
         )
     return LaunchResult(launch.run_id, dagster_run_id, success, state, run_dir)
+
+
+def _retry_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The run Dagster's retry daemon launches for a failed ``run`` (``run_retries`` in
+    ``dagster.yaml``; a killed run worker is retried from its failed stage), waited for while
+    the instance says a retry is coming."""
+    if run.status != dg.DagsterRunStatus.FAILURE:
+        return None
+    deadline = time.monotonic() + RETRY_WAIT_S
+    while True:
+        tags = run.tags
+        if tags.get("dagster/auto_retry_run_id"):
+            return tags["dagster/auto_retry_run_id"]
+        if tags.get("dagster/will_retry") != "true" or time.monotonic() > deadline:
+            return None
+        time.sleep(1.0)
+        run = instance.get_run_by_id(run.run_id) or run
 
 
 def _first_failure(instance: dg.DagsterInstance, dagster_run_id: str) -> str:

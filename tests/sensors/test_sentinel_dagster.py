@@ -99,3 +99,23 @@ def test_the_instance_runs_one_audit_per_repo_at_a_time() -> None:
     for config in (root / "dagster.yaml", root / "infra" / "dagster" / "dagster.postgres.yaml"):
         limits = yaml.safe_load(config.read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
         assert {"key": "casm/repo", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+
+
+def test_dagster_reads_the_per_repo_limit_and_retries_from_the_shipped_configs(tmp_path: Path) -> None:
+    """As Dagster loads them, not as YAML: a `run_coordinator:` or `run_queue:` block beside
+    `concurrency:` would make Dagster drop the per-repo limit without a word."""
+    import yaml
+
+    for config in (ROOT / "dagster.yaml", ROOT / "infra" / "dagster" / "dagster.postgres.yaml"):
+        settings = yaml.safe_load(config.read_text())
+        settings.pop("storage", None)  # needs the server; the rest is what counts here
+        home = tmp_path / config.parent.name
+        home.mkdir()
+        (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            queue = instance.get_concurrency_config().run_queue_config
+            limits = [(t["key"], t.get("value"), t["limit"]) for t in queue.tag_concurrency_limits]
+            assert ("casm/repo", {"applyLimitPerUniqueValue": True}, 1) in limits, config
+            if "postgres" in config.name:
+                assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+                assert not instance.run_retries_retry_on_asset_or_op_failure
