@@ -100,3 +100,71 @@ def test_submit_refuses_a_missing_workspace_before_touching_anything(tmp_path: P
     assert proc.returncode == 2 and f"workspace file {tmp_path / 'no.yaml'} does not exist" in proc.stderr
     lonely = run_casm(["run", "--template", "noop", "--repo", str(demo_repo), "--workspace", "w.yaml"], tmp_path, env)
     assert lonely.returncode == 2 and "--workspace is for --submit" in lonely.stderr
+
+
+def _owner_pid(state_file: Path) -> int | None:
+    """The pid of the process running the run's current stage (state.json's ``owner``:
+    host:pid-start), i.e. the daemon-launched run worker."""
+    try:
+        owner = json.loads(state_file.read_text())["owner"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(owner.rsplit(":", 1)[1].split("-")[0]) if owner else None
+
+
+def test_a_run_worker_killed_mid_audit_is_retried_to_one_delivered_branch(
+    tmp_path: Path, demo_repo: Path, pg_database
+) -> None:
+    slow = "import time\n\n\ndef test_slow():\n    time.sleep(10)\n"  # analyze's baseline checks take a while
+    (demo_repo / "tests" / "test_slow.py").write_text(slow)
+    subprocess.run(["git", "-C", str(demo_repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(demo_repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "slow"],
+                   check=True)  # fmt: skip
+    env = isolated_env(tmp_path / "unused") | postgres_home(tmp_path / "pg_home", pg_database)
+    config = tmp_path / "pg_home" / "dagster.yaml"
+    config.write_text(config.read_text().replace("poll_interval_seconds: 15", "poll_interval_seconds: 2"))
+    env |= {"CASM_STATE_DIR": str(tmp_path / "state")}
+    work = tmp_path / "work"
+    work.mkdir()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    args = ["run", "--template", "repo-auditor", "--repo", str(demo_repo), "--json", "--submit"]
+    submitter = subprocess.Popen([*CASM, *args], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)  # fmt: skip
+    try:
+        assert submitter.stderr is not None
+        seen = []
+        for line in submitter.stderr:  # wait until the run worker is in analyze
+            seen.append(line)
+            if "… analyze" in line:
+                break
+        run_id = next(line.split()[3] for line in seen if "submitted run" in line)
+        pid = None
+        for _ in range(50):
+            pid = _owner_pid(tmp_path / "state" / "runs" / run_id / "state.json")
+            if pid:
+                break
+            time.sleep(0.1)
+        assert pid and pid != submitter.pid
+        os.kill(pid, signal.SIGKILL)
+        out, rest = submitter.communicate(timeout=400)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+    err = "".join(seen) + rest
+    assert submitter.returncode == 0, err
+    assert ": failure" in err and "Dagster retries it as run" in err
+    summary = last_json(out)
+    assert summary["status"] == "succeeded" and summary["branch"]
+    branches = subprocess.run(["git", "-C", str(demo_repo), "branch", "--list", "casm/*"], capture_output=True,
+                              text=True, check=True).stdout.split()  # fmt: skip
+    assert branches == [summary["branch"]]  # one delivered branch
+    events = [json.loads(line) for line in (Path(summary["run_dir"]) / "events.jsonl").read_text().splitlines()]
+    calls = [e["data"]["call_id"] for e in events if e["type"] == "model_call"]
+    assert calls and len(calls) == len(set(calls))  # one record per model call
+    run_summary = json.loads((Path(summary["run_dir"]) / "run_summary.json").read_text())
+    assert run_summary["calls"]["count"] == len(calls)
