@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,23 @@ from pathlib import Path
 
 import dagster as dg
 from helpers import CASM, ROOT, isolated_env, last_json, postgres_home, run_casm
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"the code server did not listen on {port} within {timeout} s")
 
 
 def _queued_run(env: dict[str, str], timeout: float = 120) -> dg.DagsterRun:
@@ -54,13 +72,24 @@ def test_a_submitted_run_waits_for_the_daemon_and_excludes_in_process_runs(
     env |= {"CASM_STATE_DIR": str(tmp_path / "state")}
     work = tmp_path / "work"
     work.mkdir()
-    args = ["run", "--template", "repo-auditor", "--repo", str(demo_repo), "--json"]
-    submitter = subprocess.Popen(
-        [*CASM, *args, "--submit", "--workspace", str(ROOT / "workspace.yaml")],
-        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # The production layout (infra/): one code server, the daemon and the submitter reach it
+    # through infra/dagster/workspace.yaml (here on a free port).
+    port = _free_port()
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text((ROOT / "infra" / "dagster" / "workspace.yaml").read_text().replace("4266", str(port)))
+    code_server = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "code-server", "start", "-m", "casm_dagster.definitions",
+         "--location-name", "casm", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    daemon = None
+    args = ["run", "--template", "repo-auditor", "--repo", str(demo_repo), "--json"]
+    daemon = submitter = None
     try:
+        _wait_port(port)
+        submitter = subprocess.Popen(
+            [*CASM, *args, "--submit", "--workspace", str(workspace)],
+            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
         queued = _queued_run(env)
         assert queued.tags["casm/launcher"] == "queue" and queued.tags["dagster/partition"]
         # No daemon yet: the run stays queued, and an in-process run on the repo is refused.
@@ -68,16 +97,18 @@ def test_a_submitted_run_waits_for_the_daemon_and_excludes_in_process_runs(
         assert refused.returncode == 2, refused.stderr
         assert f"Dagster run {queued.run_id} (queued) is auditing" in refused.stderr
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)],
             cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         out, err = submitter.communicate(timeout=300)
     finally:
-        if submitter.poll() is None:
+        if submitter is not None and submitter.poll() is None:
             submitter.kill()
-        if daemon is not None:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait(timeout=60)
+        for process in (daemon, code_server):
+            if process is not None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=60)
+    assert submitter is not None
     assert submitter.returncode == 0, err
     for line in ("starting", "started", "success"):
         assert f"Dagster run {queued.run_id}: {line}" in err

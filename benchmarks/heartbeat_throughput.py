@@ -1,0 +1,236 @@
+"""Audits per hour through the production layout: PostgreSQL, a code server, dagster-daemon
+with the queued coordinator (4 concurrent runs, one per repo) and the default run launcher.
+
+For each setting, a fresh database gets N registered repos (small local git repos) and N
+runs submitted at once, as a heartbeat tick submits them (one per repo, tagged as the
+schedule tags them); the daemon then drains the queue. Reported per setting: audits/min
+(N over first enqueue → last success), enqueue→start and start→success P50/P95, and the
+ratio of audits/min to the first setting (the baseline, measured in the same run).
+
+Settings: PostgreSQL direct, and through PgBouncer (session pooling, infra/pgbouncer; needs
+the ``pgbouncer`` binary). Run as root, PgBouncer runs as the ``postgres`` user.
+
+    python benchmarks/heartbeat_throughput.py [--repos 24] [--template noop] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"nothing listens on port {port} after {timeout} s")
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", "-h", PG["host"], "-U", PG["user"], "-d", "postgres", "-qc", sql], check=True)
+
+
+def _pgbouncer(folder: Path) -> tuple[subprocess.Popen, int]:
+    """infra/pgbouncer/pgbouncer.ini with this machine's trust auth and a free port."""
+    port = _free_port()
+    text = (ROOT / "infra" / "pgbouncer" / "pgbouncer.ini").read_text()
+    text = text.replace("casm = host=127.0.0.1 port=5432 dbname=casm", f"* = host={PG['host']} port={PG['port']}")
+    text = text.replace("listen_port = 6432", f"listen_port = {port}").replace("scram-sha-256", "trust")
+    text = text.replace("/etc/pgbouncer/userlist.txt", str(folder / "userlist.txt")) + "unix_socket_dir =\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    (folder / "userlist.txt").write_text('"postgres" ""\n')
+    (folder / "pgbouncer.ini").write_text(text)
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen(["pgbouncer", *as_user, str(folder / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    _wait_port(port)
+    return proc, port
+
+
+def _repos(where: Path, n: int) -> list[Path]:
+    repos = []
+    for i in range(n):
+        repo = where / f"repo-{i:03d}"
+        repo.mkdir(parents=True)
+        (repo / "app.py").write_text(f"VALUE = {i}\n")
+        git = ["git", "-C", str(repo), "-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", "init"], check=True)
+        repos.append(repo)
+    return repos
+
+
+def _submit_all(repos: list[Path], template_id: str, workspace: Path, state: Path) -> float:
+    """Create and submit one run per repo in this process (as the daemon's schedule does for a
+    tick's run requests); returns the seconds it took."""
+    import dagster as dg
+    from dagster._cli.job import _create_run  # what `dagster job launch` does, without a process per run
+    from dagster._cli.workspace.cli_target import (
+        WorkspaceOpts,
+        get_code_location_from_workspace,
+        get_remote_job_from_remote_repo,
+        get_remote_repository_from_code_location,
+        get_workspace_from_cli_opts,
+    )
+    from dagster.version import __version__
+
+    from casm_dagster.cli.launch import prepare
+    from casm_dagster.cli.submit import _config_dict
+    from casm_dagster.run.templates import load_template
+
+    template = load_template(template_id)
+    started = time.monotonic()
+    with (
+        dg.DagsterInstance.get() as instance,
+        get_workspace_from_cli_opts(
+            instance, version=__version__, workspace_opts=WorkspaceOpts(workspace=(str(workspace),))
+        ) as workspace_context,
+    ):
+        location = get_code_location_from_workspace(workspace_context, "casm")
+        remote_repo = get_remote_repository_from_code_location(location, None)
+        job = get_remote_job_from_remote_repo(remote_repo, template.job)
+        for repo in repos:
+            launch = prepare(instance, template, template_id, str(repo), repo, state, state / "artifacts" / repo.name,
+                             0, False, None, None)  # fmt: skip
+            tags = {**launch.tags, "dagster/partition": launch.partition_key, "casm/trigger": "heartbeat:bench"}
+            config = _config_dict(launch.run_config)
+            run = _create_run(instance=instance, code_location=location, remote_repo=remote_repo, remote_job=job,
+                              run_config=config, tags=tags, op_selection=None, run_id=None)  # fmt: skip
+            instance.submit_run(run.run_id, workspace_context)
+    return time.monotonic() - started
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def measure(name: str, n: int, template_id: str, work: Path, pooled: bool) -> dict:
+    db = f"casm_bench_{uuid.uuid4().hex[:8]}"
+    _psql(f'CREATE DATABASE "{db}"')
+    folder = work / name
+    home, state = folder / "dagster_home", folder / "state"
+    home.mkdir(parents=True)
+    config = (ROOT / "infra" / "dagster" / "dagster.postgres.yaml").read_text()
+    (home / "dagster.yaml").write_text(config.replace("max_concurrent_runs: 8", "max_concurrent_runs: 4"))
+    bouncer, port = _pgbouncer(folder / "pgbouncer") if pooled else (None, PG["port"])
+    code_port = _free_port()
+    workspace = folder / "workspace.yaml"
+    workspace.write_text((ROOT / "infra" / "dagster" / "workspace.yaml").read_text().replace("4266", str(code_port)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "CASM_"))}
+    env |= {"DAGSTER_HOME": str(home), "CASM_STATE_DIR": str(state), "DAGSTER_PG_HOST": PG["host"],
+            "DAGSTER_PG_PORT": str(port), "DAGSTER_PG_USER": PG["user"], "DAGSTER_PG_PASSWORD": "",
+            "DAGSTER_PG_DB": db}  # fmt: skip
+    processes = []
+    saved = dict(os.environ)
+    try:
+        code = [sys.executable, "-m", "dagster", "code-server", "start", "-m", "casm_dagster.definitions",
+                "--location-name", "casm", "-h", "127.0.0.1", "-p", str(code_port)]  # fmt: skip
+        processes.append(subprocess.Popen(code, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+        _wait_port(code_port, timeout=120)
+        os.environ.clear()
+        os.environ.update(env)
+        repos = _repos(folder / "repos", n)
+        submit_s = _submit_all(repos, template_id, workspace, state)
+        daemon = [sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)]
+        processes.append(subprocess.Popen(daemon, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            deadline = time.monotonic() + 60 * 30
+            while time.monotonic() < deadline:
+                records = instance.get_run_records(dg.RunsFilter(tags={"casm/trigger": "heartbeat:bench"}))
+                if len(records) == n and all(r.dagster_run.is_finished for r in records):
+                    break
+                time.sleep(2)
+            else:
+                raise SystemExit(f"{name}: the queue did not drain in 30 minutes")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        for proc in reversed(processes):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+        if bouncer is not None:
+            bouncer.terminate()
+            bouncer.wait(timeout=30)
+        _psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    failed = [r.dagster_run.run_id for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
+    if failed:
+        raise SystemExit(f"{name}: {len(failed)} runs did not succeed, e.g. {failed[0]}")
+    queued = [r.start_time - r.create_timestamp.timestamp() for r in records]
+    ran = [r.end_time - r.start_time for r in records]
+    first, last = min(r.create_timestamp.timestamp() for r in records), max(r.end_time for r in records)
+    return {
+        "setting": name,
+        "runs": n,
+        "submit_s": round(submit_s, 2),
+        "audits_per_min": round(n / (last - first) * 60, 1),
+        "enqueue_to_start_p50_s": round(statistics.median(queued), 1),
+        "enqueue_to_start_p95_s": round(_pct(queued, 0.95), 1),
+        "start_to_success_p50_s": round(statistics.median(ran), 1),
+        "start_to_success_p95_s": round(_pct(ran, 0.95), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repos", type=int, default=24)
+    parser.add_argument("--template", default="noop")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    settings = [("postgres-direct", False)]
+    if shutil.which("pgbouncer"):
+        settings.append(("pgbouncer-session", True))
+    with tempfile.TemporaryDirectory(prefix="casm-throughput-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)  # PgBouncer runs as postgres and reads its config here
+        results = [measure(name, args.repos, args.template, work, pooled) for name, pooled in settings]
+    base = results[0]["audits_per_min"]
+    for r in results:
+        r["ratio_to_baseline"] = round(r["audits_per_min"] / base, 2)
+    report = {"template": args.template, "max_concurrent_runs": 4, "baseline": settings[0][0], "results": results}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{args.template} audits through dagster-daemon, 4 concurrent runs (baseline: {report['baseline']})")
+    for r in results:
+        print(
+            f"  {r['setting']:<18} {r['runs']} runs: {r['audits_per_min']:5.1f} audits/min "
+            f"(×{r['ratio_to_baseline']}), "
+            f"enqueue→start P50 {r['enqueue_to_start_p50_s']} s / P95 {r['enqueue_to_start_p95_s']} s, "
+            f"start→success P50 {r['start_to_success_p50_s']} s / P95 {r['start_to_success_p95_s']} s, "
+            f"submit {r['submit_s']} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
