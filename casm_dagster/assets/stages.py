@@ -10,11 +10,12 @@ from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import PolicyDecision
-from casm_dagster.contracts.run import Applied, Delivery, Snapshot
+from casm_dagster.contracts.run import Applied, Delivery, RunSpec, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
 from casm_dagster.resources.instance import POOLS
 from casm_dagster.resources.stage_io import STAGE_IO
+from casm_dagster.run.journal import Journal
 from casm_dagster.run.templates import require_job
 from casm_dagster.stages.analyze import analyze
 from casm_dagster.stages.apply import apply
@@ -32,6 +33,14 @@ GROUP = "audit"
 MODEL_POOL, SANDBOX_POOL = POOLS
 
 
+def _journal(context: dg.AssetExecutionContext, casm: CasmResource, spec: RunSpec) -> Journal:
+    """The CASM run's journal, noting the Dagster run executing this stage: after a run retry
+    (a dead run worker), the retry — not the failed run — is the one to tag and to follow."""
+    journal = casm.journal(spec)
+    journal.state.dagster_run_id = context.run.run_id
+    return journal
+
+
 def _asset(**kwargs):
     return dg.asset(partitions_def=repos_partitions, group_name=GROUP, io_manager_key=STAGE_IO, **kwargs)
 
@@ -47,8 +56,7 @@ def repo_snapshot(
     """Ingest: the commit being audited (HEAD of the repo), with the run's fixed spec."""
     spec = run_spec(context, config, casm, github, models)
     require_job(spec.template_id, spec.workflow, "audit_job")  # noop would replace the last audit's assets
-    journal = casm.journal(spec)
-    journal.state.dagster_run_id = context.run.run_id
+    journal = _journal(context, casm, spec)
     tag_identity(context, spec)
     snap = ingest(spec, journal)
     return dg.MaterializeResult(
@@ -67,7 +75,7 @@ def repo_snapshot(
 def cost_forecast(context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot):
     """Forecast: the run's model tasks, their routed models and cost (P50/P90), fitted to the
     budget (downgrade, reduce scope, stop). A stopped run materializes nothing further."""
-    result = forecast(repo_snapshot, casm.journal(repo_snapshot.spec), casm.engine(context.instance))
+    result = forecast(repo_snapshot, _journal(context, casm, repo_snapshot.spec), casm.engine(context.instance))
     if not result.proceeds:
         context.instance.add_run_tags(context.run.run_id, {"casm/budget": "stopped", "casm/status": "stopped"})
         return
@@ -93,7 +101,8 @@ def review_findings(
     cost_forecast: ForecastResult,
 ) -> dg.MaterializeResult:
     """Analyze: the reviewer's findings (issues.json) and the baseline checks."""
-    review = analyze(repo_snapshot, casm.journal(repo_snapshot.spec), casm.engine(context.instance), models.env())
+    journal = _journal(context, casm, repo_snapshot.spec)
+    review = analyze(repo_snapshot, journal, casm.engine(context.instance), models.env())
     return dg.MaterializeResult(
         value=review,
         metadata={
@@ -115,9 +124,8 @@ def patch_plan(
 ) -> dg.MaterializeResult:
     """Plan: the fixer's patch groups (deterministic, then model-written fixes and docs), one
     patch file each, bound by the plan hash."""
-    result = plan(
-        repo_snapshot, review_findings, casm.journal(repo_snapshot.spec), casm.engine(context.instance), models.env()
-    )
+    journal = _journal(context, casm, repo_snapshot.spec)
+    result = plan(repo_snapshot, review_findings, journal, casm.engine(context.instance), models.env())
     return dg.MaterializeResult(
         value=result,
         metadata={
@@ -142,7 +150,7 @@ def policy_decision(
         repo_snapshot,
         review_findings,
         patch_plan,
-        casm.journal(repo_snapshot.spec),
+        _journal(context, casm, repo_snapshot.spec),
         casm.approvals(context.instance),
         casm.engine(context.instance),
         models.env(),
@@ -175,7 +183,11 @@ def policy_decision(
 
 @_asset(kinds={"git"}, output_required=False)
 def applied_patches(
-    casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan, policy_decision: PolicyDecision
+    context: dg.AssetExecutionContext,
+    casm: CasmResource,
+    repo_snapshot: Snapshot,
+    patch_plan: PatchPlan,
+    policy_decision: PolicyDecision,
 ):
     """Apply: one commit per patch group on a detached checkout (the user's tree untouched).
 
@@ -183,7 +195,7 @@ def applied_patches(
     the report are skipped; the HITL continuation applies the plan after approval."""
     if not policy_decision.proceeds:
         return
-    applied = apply(repo_snapshot, patch_plan, casm.journal(repo_snapshot.spec))
+    applied = apply(repo_snapshot, patch_plan, _journal(context, casm, repo_snapshot.spec))
     yield dg.MaterializeResult(
         value=applied,
         metadata={"casm_run_id": repo_snapshot.spec.run_id, "commits": len(applied.commits), "tip": applied.tip},
@@ -192,10 +204,14 @@ def applied_patches(
 
 @_asset(kinds={"python"}, pool=SANDBOX_POOL)
 def validation_result(
-    casm: CasmResource, repo_snapshot: Snapshot, patch_plan: PatchPlan, applied_patches: Applied
+    context: dg.AssetExecutionContext,
+    casm: CasmResource,
+    repo_snapshot: Snapshot,
+    patch_plan: PatchPlan,
+    applied_patches: Applied,
 ) -> dg.MaterializeResult:
     """Validate: allowlisted checks after the patch; groups that break a passing check are dropped."""
-    validation = validate(repo_snapshot, patch_plan, applied_patches, casm.journal(repo_snapshot.spec))
+    validation = validate(repo_snapshot, patch_plan, applied_patches, _journal(context, casm, repo_snapshot.spec))
     return dg.MaterializeResult(
         value=validation,
         metadata={
@@ -224,7 +240,7 @@ def audit_report(
         review_findings,
         patch_plan,
         validation_result,
-        casm.journal(repo_snapshot.spec),
+        _journal(context, casm, repo_snapshot.spec),
         casm.engine(context.instance),
         policy_decision,
     )
@@ -270,7 +286,7 @@ def run_cost(
     """Telemetry: the run's model calls and costs, as recorded (run_summary.json,
     cost_report.md); then the branch is delivered (GitHub mode: pushed, with its PR)."""
     spec = repo_snapshot.spec
-    journal = casm.journal(spec)
+    journal = _journal(context, casm, spec)
     summary = telemetry(spec, journal, casm.engine(context.instance), github.get_client() if spec.github else None)
     # Dagster shows SUCCESS for every run that did not crash; the tag says how it ended.
     context.instance.add_run_tags(context.run.run_id, {"casm/status": journal.state.status})

@@ -53,7 +53,7 @@ def workspace_file(given: Path | None) -> Path:
     return written
 
 
-def _config_dict(run_config: dg.RunConfig | dict) -> dict:
+def config_dict(run_config: dg.RunConfig | dict) -> dict:
     return run_config.to_config_dict() if isinstance(run_config, dg.RunConfig) else run_config
 
 
@@ -62,7 +62,7 @@ def submit(launch: PreparedRun, workspace: Path) -> str:
     dagster_run_id = str(uuid.uuid4())
     tags = {**launch.tags, "dagster/partition": launch.partition_key, "casm/launcher": "queue"}
     # The run config holds paths and ids, no secret (tokens stay in the daemon's environment).
-    config = json.dumps(_config_dict(launch.run_config))
+    config = json.dumps(config_dict(launch.run_config))
     command = [
         sys.executable, "-m", "dagster", "job", "launch", "-w", str(workspace), "-j", launch.job_name,
         "--config-json", config, "--tags", json.dumps(tags), "--run-id", dagster_run_id,

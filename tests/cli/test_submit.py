@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -197,5 +198,8 @@ def test_a_run_worker_killed_mid_audit_is_retried_to_one_delivered_branch(
     events = [json.loads(line) for line in (Path(summary["run_dir"]) / "events.jsonl").read_text().splitlines()]
     calls = [e["data"]["call_id"] for e in events if e["type"] == "model_call"]
     assert calls and len(calls) == len(set(calls))  # one record per model call
+    state = json.loads((Path(summary["run_dir"]) / "state.json").read_text())
+    retry = re.search(r"Dagster retries it as run (\S+)", err)
+    assert retry and state["dagster_run_id"] == summary["dagster_run_id"] == retry.group(1)  # not the killed run
     run_summary = json.loads((Path(summary["run_dir"]) / "run_summary.json").read_text())
     assert run_summary["calls"]["count"] == len(calls)
