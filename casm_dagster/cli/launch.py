@@ -70,6 +70,8 @@ def prepare(
     options: RunOptions | None,
     github: str | None,
 ) -> PreparedRun:
+    """The run's id, job, run config and tags, with the repo registered as a partition;
+    ``github``: owner/name in GitHub mode (``repo_root`` is then the mirror)."""
     record = register_repo(instance, "github", github) if github else register_local_repo(instance, repo_root)
     run_id = new_ulid()
     fields = {
@@ -97,23 +99,8 @@ def prepare(
     return PreparedRun(run_id, job_name, record.partition_key, run_config, tags)
 
 
-def launch_audit(
-    instance: dg.DagsterInstance,
-    template: Template,
-    template_ref: str,
-    repo: str,
-    repo_root: Path,
-    state_dir: Path,
-    artifacts_dir: Path,
-    seed: int,
-    progress: bool,
-    options: RunOptions | None = None,
-    github: str | None = None,
-) -> LaunchResult:
-    """``github``: owner/name in GitHub mode (``repo_root`` is then the mirror)."""
-    launch = prepare(
-        instance, template, template_ref, repo, repo_root, state_dir, artifacts_dir, seed, progress, options, github
-    )
+def launch_audit(instance: dg.DagsterInstance, launch: PreparedRun, repo: str, state_dir: Path) -> LaunchResult:
+    """Execute a prepared run in this process, under the repo's lock."""
     with repo_lock(instance, launch.partition_key, repo):
         result = _job(launch.job_name).execute_in_process(
             run_config=launch.run_config,

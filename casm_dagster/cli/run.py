@@ -126,30 +126,19 @@ def _run(
     target = f"{github.repo}@{github.head_commit[:12]}" if github else str(info.root)
     click.echo(f"casm: {template.id} on {target} (stages: {', '.join(template.stages)})", err=True)
     _announce_policy(instance)
+    launch = prepare(
+        instance, template, ref, repo, info.root, state_dir(), artifacts_dir.resolve(), seed,
+        workspace is None,  # the stages print progress only in this process; --submit follows the journal
+        options, github.repo if github else None,
+    )  # fmt: skip
     if workspace is not None:
         from casm_dagster.cli.submit import follow, submit
 
-        launch = prepare(
-            instance, template, ref, repo, info.root, state_dir(), artifacts_dir.resolve(), seed, False, options,
-            github.repo if github else None,
-        )  # fmt: skip
         dagster_run_id = submit(launch, workspace)
         click.echo(f"casm: submitted run {launch.run_id} to the run queue (Dagster run {dagster_run_id})", err=True)
         result = follow(instance, dagster_run_id, launch, state_dir())
     else:
-        result = launch_audit(
-            instance,
-            template,
-            ref,
-            repo,
-            info.root,
-            state_dir(),
-            artifacts_dir.resolve(),
-            seed,
-            True,
-            options,
-            github=github.repo if github else None,
-        )
+        result = launch_audit(instance, launch, repo, state_dir())
     state = result.state
     status = state.status if state else "failed"
     branch = state.branch if state else None

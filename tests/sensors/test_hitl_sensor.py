@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import ROOT, RUFF_TOML, SMOKE_TEST, git, make_repo
 
-from casm_dagster.cli.launch import LaunchResult, launch_audit
+from casm_dagster.cli.launch import LaunchResult, launch_audit, prepare
 from casm_dagster.cli.stores import approvals
 from casm_dagster.contracts.run import RunState
 from casm_dagster.definitions import defs
@@ -52,17 +52,11 @@ class Gated:
         self.repo = make_repo(base / "repo", GATED_FILES)
         self.base_commit = git(self.repo, "rev-parse", "HEAD")
         template = load_template(template_ref)
-        self.launch: LaunchResult = launch_audit(
-            instance,
-            template,
-            template_ref,
-            str(self.repo),
-            self.repo,
-            base / "state",
-            base / "artifacts",
-            0,
-            progress=False,
-        )
+        prepared = prepare(
+            instance, template, template_ref, str(self.repo), self.repo, base / "state", base / "artifacts", 0,
+            progress=False, options=None, github=None,
+        )  # fmt: skip
+        self.launch: LaunchResult = launch_audit(instance, prepared, str(self.repo), base / "state")
         assert self.launch.state is not None and self.launch.state.status == "awaiting_approval", self.launch.state
         self.store: ApprovalStore = approvals(instance)
         self.record: ApprovalRecord = hitl.require_request(self.store, self.launch.run_id)
