@@ -37,7 +37,10 @@ def _journal(context: dg.AssetExecutionContext, casm: CasmResource, spec: RunSpe
     """The CASM run's journal, noting the Dagster run executing this stage: after a run retry
     (a dead run worker), the retry — not the failed run — is the one to tag and to follow."""
     journal = casm.journal(spec)
-    journal.state.dagster_run_id = context.run.run_id
+    try:
+        journal.state.dagster_run_id = context.run.run_id
+    except dg.DagsterError:  # the asset invoked directly (a built context): no Dagster run
+        pass
     return journal
 
 
