@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -22,12 +23,16 @@ from casm_dagster.jobs.run_config import (
     pr_review_run_config,
 )
 from casm_dagster.resources import CasmResource
+from casm_dagster.resources.instance import ACTIVE_RUN_STATUSES
 from casm_dagster.run import leftovers
 from casm_dagster.run.ids import new_ulid
 from casm_dagster.run.journal import fail_dead_run, utc_now
 from casm_dagster.run.spec import RunOptions
 from casm_dagster.run.templates import Template
 from casm_dagster.sensors.hitl import continuation_request
+
+if TYPE_CHECKING:
+    from dagster._utils.error import SerializableErrorInfo
 
 
 def _job(name: str) -> dg.JobDefinition:
@@ -116,15 +121,6 @@ def launch_audit(instance: dg.DagsterInstance, launch: PreparedRun, repo: str, s
     return LaunchResult(launch.run_id, result.run_id, result.success, state, run_dir)
 
 
-_ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
-
-
 @contextlib.contextmanager
 def repo_lock(instance: dg.DagsterInstance, partition: str, repo: str) -> Iterator[None]:
     """One run per repo at a time, as the daemon's ``casm/repo`` limit does for queued runs:
@@ -140,7 +136,8 @@ def repo_lock(instance: dg.DagsterInstance, partition: str, repo: str) -> Iterat
         except BlockingIOError:
             raise CasmError(f"another casm run is auditing {repo} right now: wait for it to finish") from None
         try:
-            busy = instance.get_runs(dg.RunsFilter(statuses=_ACTIVE, tags={"casm/partition": partition}), limit=1)
+            active = dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={"casm/partition": partition})
+            busy = instance.get_runs(active, limit=1)
             if busy:
                 raise CasmError(
                     f"Dagster run {busy[0].run_id} ({busy[0].status.value.lower()}) is auditing {repo}: "
@@ -211,15 +208,20 @@ def read_state(run_dir: Path) -> RunState | None:
     return RunState.model_validate_json(path.read_text()) if path.exists() else None
 
 
+def error_line(error: SerializableErrorInfo) -> str:
+    """The user-facing reason in a Dagster error: its innermost cause (Dagster wraps the
+    op's exception), last line, without the exception's class name."""
+    while error.cause is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines()
+    return lines[-1].split(": ", 1)[-1] if lines else error.cls_name or "unknown error"
+
+
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
-    """The user-facing reason: the innermost cause of the first step failure, one line."""
+    """The first step failure's reason, one line."""
     for event in result.all_events:
         if event.is_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            while error.cause is not None:  # Dagster wraps the op's exception
-                error = error.cause
-            lines = error.message.strip().splitlines()
-            return lines[-1].split(": ", 1)[-1] if lines else error.cls_name or "unknown error"
+            return error_line(event.step_failure_data.error)
     return "unknown error"
 
 

@@ -87,10 +87,11 @@ def _run(
     seed: int,
     options: RunOptions | None = None,
     sarif_path: Path | None = None,
-    queue: Path | None | bool = False,
+    submit: bool = False,
+    workspace: Path | None = None,
 ) -> None:
-    """``queue``: False runs in this process; True or a workspace file submits the run to the
-    instance's run queue and follows it."""
+    """``submit``: through the instance's run queue (code location from ``workspace``),
+    followed to its end; otherwise the run executes in this process."""
     from casm_dagster.resources import GitHubResource
     from casm_dagster.run.spec import resolve_repo
     from casm_dagster.run.templates import load_template
@@ -101,11 +102,10 @@ def _run(
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise CasmError(f"--artifacts-dir {artifacts_dir} exists and is not a directory")
     check_sarif_path(sarif_path)
-    workspace = None
-    if queue is not False:
-        from casm_dagster.cli.submit import workspace_file
+    if submit:
+        from casm_dagster.cli.submit import given_workspace
 
-        workspace = workspace_file(queue if isinstance(queue, Path) else None)
+        workspace = given_workspace(workspace)
     info, github = resolve_repo(repo, state_dir(), options.pr, connect=GitHubResource.from_env().get_client)
     if info.dirty:
         click.echo(
@@ -128,13 +128,13 @@ def _run(
     _announce_policy(instance)
     launch = prepare(
         instance, template, ref, repo, info.root, state_dir(), artifacts_dir.resolve(), seed,
-        workspace is None,  # the stages print progress only in this process; --submit follows the journal
+        not submit,  # the stages print progress only in this process; --submit follows the journal
         options, github.repo if github else None,
     )  # fmt: skip
-    if workspace is not None:
-        from casm_dagster.cli.submit import follow, submit
+    if submit:
+        from casm_dagster.cli.submit import default_workspace, follow, submit_run
 
-        dagster_run_id = submit(launch, workspace)
+        dagster_run_id = submit_run(launch, workspace or default_workspace(state_dir()))
         click.echo(f"casm: submitted run {launch.run_id} to the run queue (Dagster run {dagster_run_id})", err=True)
         result = follow(instance, dagster_run_id, launch, state_dir())
     else:
@@ -376,8 +376,7 @@ def run(
     """
     if workspace is not None and not submit:
         raise CasmError("--workspace is for --submit")
-    queue: Path | bool = (workspace or True) if submit else False
-    _run(template_ref, repo, artifacts_dir, as_json, seed, _run_options(flags), sarif_path, queue)
+    _run(template_ref, repo, artifacts_dir, as_json, seed, _run_options(flags), sarif_path, submit, workspace)
 
 
 @click.command()

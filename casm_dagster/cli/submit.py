@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import click
 import dagster as dg
 
-from casm_dagster.cli.launch import LaunchResult, PreparedRun, read_state
+from casm_dagster.cli.launch import LaunchResult, PreparedRun, error_line, read_state
 from casm_dagster.contracts.events import RunEvent
 from casm_dagster.errors import CasmError, RunFailedError
 from casm_dagster.run.journal import print_progress
@@ -34,17 +33,19 @@ QUEUED_NOTE_AFTER_S = 15.0
 RETRY_WAIT_S = 120.0  # the retry daemon's tick is 30 s; a busy daemon may take longer
 
 
-def workspace_file(given: Path | None) -> Path:
-    """The workspace the run is created from: ``--workspace``, else ``$CASM_WORKSPACE``, else
-    one that loads ``casm_dagster.definitions`` as location ``casm`` (as the bundled
-    ``workspace.yaml`` and ``infra/`` do)."""
+def given_workspace(given: Path | None) -> Path | None:
+    """``--workspace``, else ``$CASM_WORKSPACE``, checked; None when neither is set."""
     path = given or (Path(os.environ[WORKSPACE_ENV]) if os.environ.get(WORKSPACE_ENV) else None)
-    if path is not None:
-        if not path.is_file():
-            raise CasmError(f"workspace file {path} does not exist")
-        return path.resolve()
-    folder = Path(tempfile.mkdtemp(prefix="casm-workspace-"))
-    written = folder / "workspace.yaml"
+    if path is not None and not path.is_file():
+        raise CasmError(f"workspace file {path} does not exist")
+    return path.resolve() if path else None
+
+
+def default_workspace(state_dir: Path) -> Path:
+    """``<state dir>/workspace.yaml``: ``casm_dagster.definitions`` as location ``casm``, as
+    the bundled ``workspace.yaml`` and ``infra/`` load it."""
+    written = state_dir / "workspace.yaml"
+    written.parent.mkdir(parents=True, exist_ok=True)
     written.write_text(
         f"load_from:\n  - python_module:\n      module_name: casm_dagster.definitions\n"
         f"      location_name: {LOCATION}\n",
@@ -57,7 +58,7 @@ def config_dict(run_config: dg.RunConfig | dict) -> dict:
     return run_config.to_config_dict() if isinstance(run_config, dg.RunConfig) else run_config
 
 
-def submit(launch: PreparedRun, workspace: Path) -> str:
+def submit_run(launch: PreparedRun, workspace: Path) -> str:
     """Create and submit the run; returns its Dagster run id."""
     dagster_run_id = str(uuid.uuid4())
     tags = {**launch.tags, "dagster/partition": launch.partition_key, "casm/launcher": "queue"}
@@ -164,17 +165,12 @@ def _retry_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
 
 
 def _first_failure(instance: dg.DagsterInstance, dagster_run_id: str) -> str:
-    """The innermost cause of the first step or run failure, one line."""
+    """The first step or run failure's reason, one line."""
     failures = (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE)
     for record in instance.all_logs(dagster_run_id):
         event = record.dagster_event
         if event is None or event.event_type not in failures:
             continue
         error = getattr(event.event_specific_data, "error", None)
-        while error is not None and error.cause is not None:
-            error = error.cause
-        if error is not None:
-            lines = error.message.strip().splitlines()
-            return lines[-1].split(": ", 1)[-1] if lines else error.cls_name or "unknown error"
-        return record.message or "unknown error"
+        return error_line(error) if error is not None else record.message or "unknown error"
     return "see the run in the Dagster UI"

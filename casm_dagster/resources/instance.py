@@ -23,6 +23,14 @@ from casm_dagster.stores.db import engine_for
 
 DEFAULT_DAGSTER_HOME = Path(".casm") / "dagster_home"
 POOLS = ("casm_models", "casm_sandbox")  # the model-call and target-command pools (assets.stages)
+# A run in one of these still holds its repo (queued, starting, running or stopping).
+ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 def _bundled_instance_yaml() -> Path:

@@ -14,6 +14,7 @@ from casm_dagster.continuous import rules
 from casm_dagster.github.connector import GitHubError
 from casm_dagster.jobs.run_config import audit_run_config, pr_review_run_config
 from casm_dagster.resources import CasmResource, GitHubResource
+from casm_dagster.resources.instance import ACTIVE_RUN_STATUSES
 from casm_dagster.stores.sentinels import SentinelStore
 
 MAX_REPOS_PER_TICK = 50  # the sensor's 60 s budget; the round-robin covers the rest next tick
@@ -22,16 +23,6 @@ MAX_INBOX_PER_TICK = 200
 
 def _tags(partition_key: str, repo: str, template: str, trigger: str) -> dict[str, str]:
     return {"casm/repo": repo, "casm/partition": partition_key, "casm/template": template, "casm/trigger": trigger}
-
-
-# Runs that still hold their repo: a heartbeat leaves such a repo for a later tick.
-ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def _partitions(instance: dg.DagsterInstance, runs_filter: dg.RunsFilter) -> set[str]:
@@ -45,7 +36,7 @@ def heartbeat_requests(
     no audit still queued or running, up to the per-tick cap."""
     trigger = f"heartbeat:{schedule}:{rules.window(schedule, at)}"
     launched = _partitions(instance, dg.RunsFilter(tags={"casm/trigger": trigger}))
-    busy = _partitions(instance, dg.RunsFilter(statuses=ACTIVE))
+    busy = _partitions(instance, dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES))
     due, skipped = rules.due(store.list(schedule=schedule), schedule, at, launched, busy)
     requests = [
         dg.RunRequest(
