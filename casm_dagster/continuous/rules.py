@@ -60,7 +60,6 @@ class Due:
     repo: str
     template: str
     run_key: str
-    window: str
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def due(
     ready = [(n, s) for n, _, s in ready if n <= now]
     waiting = [s for _, s in ready if s.partition_key not in busy]
     chosen = waiting[:cap]
-    runs = [Due(s.partition_key, s.repo, s.template, heartbeat_key(s.partition_key, w), w) for s in chosen]
+    runs = [Due(s.partition_key, s.repo, s.template, heartbeat_key(s.partition_key, w)) for s in chosen]
     return runs, Skipped(busy=len(ready) - len(waiting), capped=len(waiting) - len(chosen))
 
 
