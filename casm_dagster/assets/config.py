@@ -1,6 +1,7 @@
 """Run config of the stage assets (``dg.Config``): what the CLI, the schedules and the
 sensors pass in (``casm_dagster/jobs/run_config.py`` builds it in one place)."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +11,10 @@ from casm_dagster.economics.policy_view import routing_view
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource, latest_routing_policy
 from casm_dagster.run.spec import RunOptions, build_spec, resolve_repo
 from casm_dagster.run.templates import load_template
+
+# A worker host's own Celery queue (infra/systemd/casm-celery-worker.service), and the run tag
+# dagster-celery's run launcher routes a run by.
+HOST_QUEUE_ENV, CELERY_QUEUE_TAG = "CASM_HOST_QUEUE", "dagster-celery/queue"
 
 
 class AuditConfig(dg.Config):
@@ -89,3 +94,21 @@ def tag_identity(context: dg.AssetExecutionContext | dg.OpExecutionContext, spec
     missing = {k: v for k, v in identity.items() if k not in context.run.tags}
     if missing:
         context.instance.add_run_tags(context.run.run_id, missing)
+
+
+def stage_journal(context: dg.AssetExecutionContext | dg.OpExecutionContext, casm: CasmResource, spec: RunSpec):
+    """The CASM run's journal for a stage about to run, shared with other hosts when the
+    instance is on PostgreSQL. It notes the Dagster run executing the stage: after a run
+    retry (a dead run worker) the retry, not the failed run, is the one to tag and follow.
+    On a worker host (``CASM_HOST_QUEUE``) the run is pinned to this host's queue, so a retry
+    comes back here, where its checkout and run folder are."""
+    try:
+        run = context.run
+    except dg.DagsterError:  # the asset invoked directly (a built context): no Dagster run
+        return casm.journal(spec)
+    journal = casm.journal(spec, context.instance)
+    journal.state.dagster_run_id = run.run_id
+    queue = os.environ.get(HOST_QUEUE_ENV)
+    if queue and run.tags.get(CELERY_QUEUE_TAG) != queue:
+        context.instance.add_run_tags(run.run_id, {CELERY_QUEUE_TAG: queue})
+    return journal

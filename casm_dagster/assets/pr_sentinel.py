@@ -4,7 +4,7 @@ the PR sensor, a webhook, or ``casm run --template pr-sentinel``). The body call
 
 import dagster as dg
 
-from casm_dagster.assets.config import PrReviewConfig, run_spec
+from casm_dagster.assets.config import PrReviewConfig, run_spec, stage_journal
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.prsentinel.run import review_pull
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
@@ -31,8 +31,7 @@ def pr_review(
         return dg.MaterializeResult(
             metadata={"pr": config.pr or 0, "status": "superseded", "head": checkout.head_commit}
         )
-    journal = casm.journal(spec)
-    journal.state.dagster_run_id = context.run.run_id
+    journal = stage_journal(context, casm, spec)
     outcome = review_pull(
         spec,
         journal,

@@ -5,17 +5,16 @@ applied_patches → validation_result → audit_report → run_cost. Each body c
 
 import dagster as dg
 
-from casm_dagster.assets.config import AuditConfig, run_spec, tag_identity
+from casm_dagster.assets.config import AuditConfig, run_spec, stage_journal, tag_identity
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.contracts.findings import Review
 from casm_dagster.contracts.plan import PatchPlan
 from casm_dagster.contracts.policy import PolicyDecision
-from casm_dagster.contracts.run import Applied, Delivery, RunSpec, Snapshot
+from casm_dagster.contracts.run import Applied, Delivery, Snapshot
 from casm_dagster.contracts.validation import Validation
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
 from casm_dagster.resources.instance import POOLS
 from casm_dagster.resources.stage_io import STAGE_IO
-from casm_dagster.run.journal import Journal
 from casm_dagster.run.templates import require_job
 from casm_dagster.stages.analyze import analyze
 from casm_dagster.stages.apply import apply
@@ -33,17 +32,6 @@ GROUP = "audit"
 MODEL_POOL, SANDBOX_POOL = POOLS
 
 
-def _journal(context: dg.AssetExecutionContext, casm: CasmResource, spec: RunSpec) -> Journal:
-    """The CASM run's journal, noting the Dagster run executing this stage: after a run retry
-    (a dead run worker), the retry — not the failed run — is the one to tag and to follow."""
-    journal = casm.journal(spec)
-    try:
-        journal.state.dagster_run_id = context.run.run_id
-    except dg.DagsterError:  # the asset invoked directly (a built context): no Dagster run
-        pass
-    return journal
-
-
 def _asset(**kwargs):
     return dg.asset(partitions_def=repos_partitions, group_name=GROUP, io_manager_key=STAGE_IO, **kwargs)
 
@@ -59,7 +47,7 @@ def repo_snapshot(
     """Ingest: the commit being audited (HEAD of the repo), with the run's fixed spec."""
     spec = run_spec(context, config, casm, github, models)
     require_job(spec.template_id, spec.workflow, "audit_job")  # noop would replace the last audit's assets
-    journal = _journal(context, casm, spec)
+    journal = stage_journal(context, casm, spec)
     tag_identity(context, spec)
     snap = ingest(spec, journal)
     return dg.MaterializeResult(
@@ -78,7 +66,7 @@ def repo_snapshot(
 def cost_forecast(context: dg.AssetExecutionContext, casm: CasmResource, repo_snapshot: Snapshot):
     """Forecast: the run's model tasks, their routed models and cost (P50/P90), fitted to the
     budget (downgrade, reduce scope, stop). A stopped run materializes nothing further."""
-    result = forecast(repo_snapshot, _journal(context, casm, repo_snapshot.spec), casm.engine(context.instance))
+    result = forecast(repo_snapshot, stage_journal(context, casm, repo_snapshot.spec), casm.engine(context.instance))
     if not result.proceeds:
         context.instance.add_run_tags(context.run.run_id, {"casm/budget": "stopped", "casm/status": "stopped"})
         return
@@ -104,7 +92,7 @@ def review_findings(
     cost_forecast: ForecastResult,
 ) -> dg.MaterializeResult:
     """Analyze: the reviewer's findings (issues.json) and the baseline checks."""
-    journal = _journal(context, casm, repo_snapshot.spec)
+    journal = stage_journal(context, casm, repo_snapshot.spec)
     review = analyze(repo_snapshot, journal, casm.engine(context.instance), models.env())
     return dg.MaterializeResult(
         value=review,
@@ -127,7 +115,7 @@ def patch_plan(
 ) -> dg.MaterializeResult:
     """Plan: the fixer's patch groups (deterministic, then model-written fixes and docs), one
     patch file each, bound by the plan hash."""
-    journal = _journal(context, casm, repo_snapshot.spec)
+    journal = stage_journal(context, casm, repo_snapshot.spec)
     result = plan(repo_snapshot, review_findings, journal, casm.engine(context.instance), models.env())
     return dg.MaterializeResult(
         value=result,
@@ -153,7 +141,7 @@ def policy_decision(
         repo_snapshot,
         review_findings,
         patch_plan,
-        _journal(context, casm, repo_snapshot.spec),
+        stage_journal(context, casm, repo_snapshot.spec),
         casm.approvals(context.instance),
         casm.engine(context.instance),
         models.env(),
@@ -198,7 +186,7 @@ def applied_patches(
     the report are skipped; the HITL continuation applies the plan after approval."""
     if not policy_decision.proceeds:
         return
-    applied = apply(repo_snapshot, patch_plan, _journal(context, casm, repo_snapshot.spec))
+    applied = apply(repo_snapshot, patch_plan, stage_journal(context, casm, repo_snapshot.spec))
     yield dg.MaterializeResult(
         value=applied,
         metadata={"casm_run_id": repo_snapshot.spec.run_id, "commits": len(applied.commits), "tip": applied.tip},
@@ -214,7 +202,7 @@ def validation_result(
     applied_patches: Applied,
 ) -> dg.MaterializeResult:
     """Validate: allowlisted checks after the patch; groups that break a passing check are dropped."""
-    validation = validate(repo_snapshot, patch_plan, applied_patches, _journal(context, casm, repo_snapshot.spec))
+    validation = validate(repo_snapshot, patch_plan, applied_patches, stage_journal(context, casm, repo_snapshot.spec))
     return dg.MaterializeResult(
         value=validation,
         metadata={
@@ -243,7 +231,7 @@ def audit_report(
         review_findings,
         patch_plan,
         validation_result,
-        _journal(context, casm, repo_snapshot.spec),
+        stage_journal(context, casm, repo_snapshot.spec),
         casm.engine(context.instance),
         policy_decision,
     )
@@ -289,7 +277,7 @@ def run_cost(
     """Telemetry: the run's model calls and costs, as recorded (run_summary.json,
     cost_report.md); then the branch is delivered (GitHub mode: pushed, with its PR)."""
     spec = repo_snapshot.spec
-    journal = _journal(context, casm, spec)
+    journal = stage_journal(context, casm, spec)
     summary = telemetry(spec, journal, casm.engine(context.instance), github.get_client() if spec.github else None)
     # Dagster shows SUCCESS for every run that did not crash; the tag says how it ended.
     context.instance.add_run_tags(context.run.run_id, {"casm/status": journal.state.status})

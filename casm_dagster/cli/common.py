@@ -78,6 +78,20 @@ def state_dir() -> Path:
     return path
 
 
+def pull_run(run_id: str) -> None:
+    """Bring a run's folder to this host's state dir from the host that ran it, when this
+    host's instance (an exported ``DAGSTER_HOME``) is on PostgreSQL; otherwise a no-op."""
+    from casm_dagster.run.ids import is_ulid
+
+    if not os.environ.get("DAGSTER_HOME") or not is_ulid(run_id):
+        return
+    from casm_dagster.resources import CasmResource
+
+    store = CasmResource(state_dir=str(state_dir())).run_files(open_instance())
+    if store is not None:
+        store.pull(run_id, state_dir() / "runs" / run_id)
+
+
 def open_instance():
     from casm_dagster.resources.instance import ensure_dagster_home, open_dagster_instance
 

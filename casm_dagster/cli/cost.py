@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from casm_dagster.cli.common import json_option, read_summary, state_dir
+from casm_dagster.cli.common import json_option, pull_run, read_summary, state_dir
 from casm_dagster.cost.formulas import gross_margin
 from casm_dagster.errors import CasmError, RunNotFoundError
 
@@ -88,6 +88,8 @@ def cost(last_run: bool, run_id: str | None, price_usd: float | None, as_json: b
     """Print a run's cost summary: model, tools, infra, forecast vs actual, margin."""
     if last_run and run_id:
         raise CasmError("pass --last-run or --run-id, not both")
+    if run_id:
+        pull_run(run_id)
     run_id = run_id or last_run_id(state_dir())
     summary = read_summary(state_dir() / "runs" / run_id)
     if summary is None:

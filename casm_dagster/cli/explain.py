@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from casm_dagster.cli.common import open_instance, state_dir
+from casm_dagster.cli.common import open_instance, pull_run, state_dir
 from casm_dagster.errors import CasmError
 
 
@@ -30,4 +30,5 @@ def explain(run_id: str | None, task_type: str | None) -> None:
         return
     from casm_dagster.run.explain import explain_run
 
+    pull_run(run_id)
     click.echo(explain_run(state_dir(), run_id), nl=False)

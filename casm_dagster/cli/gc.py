@@ -49,18 +49,27 @@ def gc(older_than_days: float, dry_run: bool) -> None:
 
 
 def _prune_stage_outputs(instance, older_than_days: float, dry_run: bool) -> int:
-    """Each run keeps its stage outputs (for re-execution from a failure) until they are this old."""
+    """Each run keeps its stage outputs (for re-execution from a failure) until they are this
+    old: files under the instance's storage, or rows in its database on PostgreSQL."""
     import time
     from pathlib import Path
 
-    from casm_dagster.resources.stage_io import prune
+    from casm_dagster.resources.instance import instance_db_url
+    from casm_dagster.resources.stage_io import prune, prune_stored, stored_run_ids
+    from casm_dagster.stores.db import engine_for
 
     root = Path(instance.storage_directory()) / "casm_runs"
-    if not root.is_dir():
-        return 0
+    url = instance_db_url(instance)
+    engine = None if url.startswith("sqlite") else engine_for(url)
+    run_ids = [f.name for f in root.iterdir()] if root.is_dir() else []
+    run_ids += stored_run_ids(engine) if engine is not None else []
     ended: dict[str, float | None] = {}
-    for folder in root.iterdir():
-        record = instance.get_run_record_by_id(folder.name)
+    for run_id in run_ids:
+        record = instance.get_run_record_by_id(run_id)
         if record is not None:
-            ended[folder.name] = record.end_time if record.dagster_run.is_finished else None
-    return len(prune(root, time.time() - older_than_days * 86400, ended, dry_run))
+            ended[run_id] = record.end_time if record.dagster_run.is_finished else None
+    before = time.time() - older_than_days * 86400
+    gone = {p.name for p in prune(root, before, ended, dry_run)}
+    if engine is not None:
+        gone |= set(prune_stored(engine, before, ended, dry_run))
+    return len(gone)

@@ -23,6 +23,7 @@ import dagster as dg
 from casm_dagster.cli.launch import LaunchResult, PreparedRun, error_line, read_state
 from casm_dagster.contracts.events import RunEvent
 from casm_dagster.errors import CasmError, RunFailedError
+from casm_dagster.resources import CasmResource
 from casm_dagster.run.journal import print_progress
 from casm_dagster.safety.redact import redact
 
@@ -104,6 +105,7 @@ def follow(instance: dg.DagsterInstance, dagster_run_id: str, launch: PreparedRu
     """Poll the run until it ends; Ctrl-C stops following, not the run."""
     run_dir = state_dir / "runs" / launch.run_id
     progress = _Progress(run_dir)
+    shared = CasmResource(state_dir=str(state_dir)).run_files(instance)  # the run may be on another host
     seen: dg.DagsterRunStatus | None = None
     queued_at = time.monotonic()
     noted = False
@@ -115,6 +117,8 @@ def follow(instance: dg.DagsterInstance, dagster_run_id: str, launch: PreparedRu
             if run.status != seen:
                 seen = run.status
                 click.echo(f"casm: Dagster run {dagster_run_id}: {seen.value.lower()}", err=True)
+            if shared is not None:
+                shared.pull(launch.run_id, run_dir)
             progress.show()
             if run.is_finished:
                 retry = _retry_of(instance, run)

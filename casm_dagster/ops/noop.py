@@ -8,7 +8,7 @@ the repo's partition, tagged and journaled like any other.
 
 import dagster as dg
 
-from casm_dagster.assets.config import AuditConfig, run_spec, tag_identity
+from casm_dagster.assets.config import AuditConfig, run_spec, stage_journal, tag_identity
 from casm_dagster.assets.partitions import repos_partitions
 from casm_dagster.resources import CasmResource, GitHubResource, ModelProvidersResource
 from casm_dagster.run.templates import require_job
@@ -25,8 +25,7 @@ def noop_run(
 ) -> None:
     spec = run_spec(context, config, casm, github, models)
     require_job(spec.template_id, spec.workflow, "noop_job")
-    journal = casm.journal(spec)
-    journal.state.dagster_run_id = context.run.run_id
+    journal = stage_journal(context, casm, spec)
     tag_identity(context, spec)
     delivery = noop(spec, journal, casm.engine(context.instance))
     context.log.info(f"CASM run {spec.run_id}: {journal.state.status}, report at {delivery.own_report}")

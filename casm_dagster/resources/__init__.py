@@ -23,6 +23,7 @@ from casm_dagster.run.journal import Journal, print_progress
 from casm_dagster.stores.approvals import ApprovalStore
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRegistry
+from casm_dagster.stores.run_files import RunFileStore, publisher
 
 if TYPE_CHECKING:
     from casm_dagster.github.connector import GitHubConnector, GitHubSettings
@@ -39,8 +40,22 @@ class CasmResource(dg.ConfigurableResource):
     def state_path(self) -> Path:
         return Path(self.state_dir).resolve()
 
-    def journal(self, spec: RunSpec) -> Journal:
-        return Journal(spec, listener=print_progress if self.progress else None)
+    def journal(self, spec: RunSpec, instance: dg.DagsterInstance | None = None) -> Journal:
+        """The run's journal. With an ``instance`` on PostgreSQL the run folder is shared:
+        first brought up to date with what other hosts published, then published at each
+        stage boundary (stores/run_files.py)."""
+        listener = print_progress if self.progress else None
+        store = self.run_files(instance) if instance is not None else None
+        if store is None:
+            return Journal(spec, listener=listener)
+        store.pull(spec.run_id, spec.run_dir)
+        return Journal(spec, listener=listener, publish=publisher(store, spec.run_id))
+
+    def run_files(self, instance: dg.DagsterInstance) -> RunFileStore | None:
+        """Where run folders are published for other hosts: the instance's database when it is
+        PostgreSQL (reachable from every host); none on SQLite, a one-host instance."""
+        url = instance_db_url(instance)
+        return None if url.startswith("sqlite") else RunFileStore(engine_for(url))
 
     def engine(self, instance: dg.DagsterInstance) -> sa.Engine:
         """CASM's tables (model calls, approvals, repos) in the instance's database; one

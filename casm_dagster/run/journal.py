@@ -22,6 +22,12 @@ from casm_dagster.errors import RunNotFoundError
 from casm_dagster.run import leftovers
 
 Listener = Callable[[RunEvent], None]
+# After these the run folder is consistent (a stage or the run just ended): the moment to
+# publish it for other hosts (stores/run_files.py), not after every model call's event.
+BOUNDARIES = frozenset({
+    "stage_completed", "stage_failed", "stage_skipped", "run_completed", "run_failed", "run_held", "run_stopped",
+    "run_blocked", "run_resumed", "hitl_decision",
+})  # fmt: skip
 
 
 def utc_now() -> str:
@@ -45,12 +51,15 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 class Journal:
-    def __init__(self, spec: RunSpec, listener: Listener | None = None) -> None:
+    def __init__(
+        self, spec: RunSpec, listener: Listener | None = None, publish: Callable[[Path], None] | None = None
+    ) -> None:
         self.spec = spec
         self.run_dir = spec.run_dir
         self.events_path = self.run_dir / "events.jsonl"
         self.state_path = self.run_dir / "state.json"
         self._listener = listener
+        self._publish = publish  # called with the run folder at each boundary event
         self._lock = threading.RLock()  # model tasks run concurrently and all report here
         self.state = self._load_or_init()
         self._seq = sum(1 for _ in read_events(self.run_dir)) if self.events_path.exists() else 0
@@ -96,6 +105,8 @@ class Journal:
             handle.flush()
             os.fsync(handle.fileno())
         self._apply(event)
+        if self._publish and type_ in BOUNDARIES:
+            self._publish(self.run_dir)
         if self._listener:
             self._listener(event)
         return event

@@ -156,3 +156,26 @@ webhook_inbox_table = sa.Table(
     sa.Column("head_sha", sa.String(64), nullable=False),
     sa.Column("received_at", sa.String(40), nullable=False),
 )
+
+# A run's folder (``<state_dir>/runs/<run_id>/``) published from the host that ran its last
+# stage, so any host reads it (PostgreSQL instances only; see stores/run_files.py). One row
+# per file; ``version`` is the run's publish counter when the file last changed.
+run_files_table = sa.Table(
+    "casm_run_files",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),  # relative to the run folder, "/"-separated
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+# The stage values a run hands the next (resources/stage_io.py), keyed by the Dagster run
+# that produced them, when the instance is on PostgreSQL: a run worker's disk is its own.
+stage_outputs_table = sa.Table(
+    "casm_stage_outputs",
+    metadata,
+    sa.Column("dagster_run_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),  # <asset path>/<partition>
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
