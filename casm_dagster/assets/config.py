@@ -71,6 +71,9 @@ def run_spec(
     mode: ``pr`` checks out that pull request's head)."""
     record = casm.registry(context.instance).require(context.partition_key)
     state_dir = casm.state_path()
+    shared = casm.run_files(context.instance)
+    if config.replay_of and shared is not None:  # the original may have run on another host
+        shared.pull(config.replay_of, state_dir / "runs" / config.replay_of)
     info, checkout = resolve_repo(record.location, state_dir, pr, connect=github.get_client)
     return build_spec(
         load_template(config.template),

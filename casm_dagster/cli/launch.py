@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from casm_dagster.assets.config import AuditConfig, PrReviewConfig
+from casm_dagster.assets.config import CELERY_QUEUE_TAG, HOST_QUEUE_ENV, AuditConfig, PrReviewConfig
 from casm_dagster.cli.stores import approvals, register_local_repo, register_repo
 from casm_dagster.contracts.run import RunState
 from casm_dagster.errors import CasmError, RunFailedError
@@ -74,20 +75,24 @@ def prepare(
     progress: bool,
     options: RunOptions | None,
     github: str | None,
+    own_paths: bool = True,
 ) -> PreparedRun:
     """The run's id, job, run config and tags, with the repo registered as a partition;
-    ``github``: owner/name in GitHub mode (``repo_root`` is then the mirror)."""
+    ``github``: owner/name in GitHub mode (``repo_root`` is then the mirror). ``own_paths``
+    False: the run keeps its state and artifacts under the executing host's ``CASM_STATE_DIR``
+    (a worker host's own), not this process's paths. A local-path repo is pinned to this
+    host's worker queue (``CASM_HOST_QUEUE``): only this host has the path."""
     record = register_repo(instance, "github", github) if github else register_local_repo(instance, repo_root)
     run_id = new_ulid()
     fields = {
         "template": template_ref,
         "run_id": run_id,
         "repo": repo,
-        "artifacts_dir": str(artifacts_dir),
+        "artifacts_dir": str(artifacts_dir) if own_paths else "",
         "seed": seed,
         **(options.as_config() if options else {}),
     }
-    casm = CasmResource(state_dir=str(state_dir), progress=progress)
+    casm = CasmResource(state_dir=str(state_dir), progress=progress) if own_paths else None
     job_name = template.job
     if job_name == "pr_sentinel_job":
         run_config = pr_review_run_config(PrReviewConfig(**fields), casm)
@@ -101,6 +106,8 @@ def prepare(
         "casm/repo": repo,
         "casm/partition": record.partition_key,
     }
+    if not github and os.environ.get(HOST_QUEUE_ENV):
+        tags[CELERY_QUEUE_TAG] = os.environ[HOST_QUEUE_ENV]
     return PreparedRun(run_id, job_name, record.partition_key, run_config, tags)
 
 

@@ -92,7 +92,7 @@ def _run(
 ) -> None:
     """``submit``: through the instance's run queue (code location from ``workspace``),
     followed to its end; otherwise the run executes in this process."""
-    from casm_dagster.resources import GitHubResource
+    from casm_dagster.resources import CasmResource, GitHubResource
     from casm_dagster.run.spec import resolve_repo
     from casm_dagster.run.templates import load_template
 
@@ -126,10 +126,13 @@ def _run(
     target = f"{github.repo}@{github.head_commit[:12]}" if github else str(info.root)
     click.echo(f"casm: {template.id} on {target} (stages: {', '.join(template.stages)})", err=True)
     _announce_policy(instance)
+    # A submitted run on a shared instance (PostgreSQL) may execute on another host: it keeps
+    # its files under that host's own state dir, and the run folder comes back through the store.
+    shared = submit and CasmResource(state_dir=str(state_dir())).run_files(instance) is not None
     launch = prepare(
         instance, template, ref, repo, info.root, state_dir(), artifacts_dir.resolve(), seed,
         not submit,  # the stages print progress only in this process; --submit follows the journal
-        options, github.repo if github else None,
+        options, github.repo if github else None, own_paths=not shared,
     )  # fmt: skip
     if submit:
         from casm_dagster.cli.submit import default_workspace, follow, submit_run
@@ -137,6 +140,10 @@ def _run(
         dagster_run_id = submit_run(launch, workspace or default_workspace(state_dir()))
         click.echo(f"casm: submitted run {launch.run_id} to the run queue (Dagster run {dagster_run_id})", err=True)
         result = follow(instance, dagster_run_id, launch, state_dir())
+        if shared:
+            from casm_dagster.run.artifacts import publish_here
+
+            publish_here(result.run_dir, state_dir(), artifacts_dir.resolve())
     else:
         result = launch_audit(instance, launch, repo, state_dir())
     state = result.state

@@ -325,3 +325,14 @@ def write_stopped(spec: RunSpec, reason: str, cost: RunCost, journal: Journal) -
         (spec.run_dir / names[stale]).unlink(missing_ok=True)
     publish_artifacts(spec, list(names.values()))
     return Path(spec.artifacts_dir) / names["report_md"]
+
+
+def publish_here(run_dir: Path, state_dir: Path, artifacts_dir: Path) -> bool:
+    """The artifacts of a run another host executed, from the run folder it published
+    (pulled into ``state_dir``), into this host's ``artifacts_dir``; False before spec.json."""
+    if not (run_dir / "spec.json").is_file():
+        return False
+    spec = RunSpec.model_validate_json((run_dir / "spec.json").read_text(encoding="utf-8"))
+    here = spec.model_copy(update={"state_dir": str(state_dir), "artifacts_dir": str(artifacts_dir)})
+    publish_artifacts(here, ["pr_comment.md", *artifact_names(here).values()])  # pr-sentinel's comment too
+    return True
