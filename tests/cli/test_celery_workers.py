@@ -8,13 +8,16 @@ The audits' run folders reach the control plane only through the instance databa
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -62,6 +65,23 @@ def _dagster_run(env: dict[str, str], dagster_run_id: str) -> dg.DagsterRun:
         os.environ.update(saved)
 
 
+def _story(env: dict[str, str], err: str) -> str:
+    """The Dagster runs' tags and engine messages named in ``err``: why a run was not retried."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    lines = []
+    try:
+        with dg.DagsterInstance.get() as instance:
+            for run_id in sorted(set(re.findall(r"Dagster run ([0-9a-f-]{36})", err))):
+                run = instance.get_run_by_id(run_id)
+                lines.append(f"{run_id}: {run.status if run else None} {dict(run.tags) if run else ''}")
+                lines += [f"  {r.message}" for r in instance.all_logs(run_id) if r.message][-15:]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return "\n".join(lines)
+
+
 def _delete_queues(names: list[str]) -> None:
     from kombu import Connection
 
@@ -72,40 +92,37 @@ def _delete_queues(names: list[str]) -> None:
                 channel.queue_delete(name)
 
 
-def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
-    tmp_path: Path, demo_repo: Path, pg_database, brokers
-) -> None:
-    queue = f"casm-test-{uuid.uuid4().hex[:8]}"  # this test's own queues: no other run's messages
+@contextlib.contextmanager
+def _cluster(tmp_path: Path, pg_database: dict[str, str], poll_s: int = 15) -> Iterator[tuple[dict, list[Path], Path]]:
+    """A control plane (daemon, CeleryRunLauncher) and two worker hosts on this test's own
+    queues; yields the control plane's environment, the hosts and its working directory."""
+    queue = f"casm-test-{uuid.uuid4().hex[:8]}"  # no other run's messages
     control = tmp_path / "control"
     home = control / "dagster_home"
     env = isolated_env(control / "unused") | postgres_home(home, pg_database)
-    (home / "dagster.yaml").write_text((ROOT / "infra" / "dagster" / "dagster.celery.yaml").read_text())
+    config = (ROOT / "infra" / "dagster" / "dagster.celery.yaml").read_text()
+    (home / "dagster.yaml").write_text(config.replace("poll_interval_seconds: 15", f"poll_interval_seconds: {poll_s}"))
     env |= {
         "CASM_STATE_DIR": str(control / "state"),
         "CASM_CELERY_BROKER": BROKER,
         "CASM_CELERY_BACKEND": BACKEND,
         "CASM_CELERY_QUEUE": queue,
     }
-    second_repo = tmp_path / "second-repo"
-    subprocess.run(["git", "clone", "-q", str(demo_repo), str(second_repo)], check=True)
     work = control / "work"
     work.mkdir(parents=True)
     hosts = [tmp_path / "host1", tmp_path / "host2"]
     processes: list[subprocess.Popen] = []
-    queues = [queue]
     try:
-        for number, host in enumerate(hosts, start=1):
+        for host in hosts:
             for sub in ("state", "tmp", "work", "dagster_home"):
                 (host / sub).mkdir(parents=True)
             # A worker host's own DAGSTER_HOME, with the same instance config as the control plane's.
             shutil.copyfile(home / "dagster.yaml", host / "dagster_home" / "dagster.yaml")
-            host_queue = f"{queue}-host{number}"
-            queues.append(host_queue)
             host_env = env | {
                 "DAGSTER_HOME": str(host / "dagster_home"),
                 "CASM_STATE_DIR": str(host / "state"),
                 "TMPDIR": str(host / "tmp"),
-                "CASM_HOST_QUEUE": host_queue,
+                "CASM_HOST_QUEUE": f"{queue}-{host.name}",
             }
             others = [control, *(h for h in hosts if h != host)]
             hidden = [arg for path in others for arg in ("--tmpfs", str(path))]
@@ -126,11 +143,11 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
                         "casm_dagster.celery_worker",
                         "worker",
                         "-Q",
-                        f"{queue},{host_queue}",
+                        f"{queue},{queue}-{host.name}",
                         "--concurrency",
                         "1",
                         "-n",
-                        f"host{number}@%h",
+                        f"{host.name}@%h",
                         "--loglevel",
                         "WARNING",
                     ],
@@ -143,7 +160,7 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
             )
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "dagster._daemon", "run", "-m", "casm_dagster.definitions"],
+                [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
                 cwd=work,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -151,6 +168,29 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
                 start_new_session=True,
             )  # fmt: skip
         )
+        yield env, hosts, work
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        _delete_queues([queue, *(f"{queue}-{h.name}" for h in hosts)])
+
+
+def _logs(hosts: list[Path]) -> str:
+    return "".join((h / "worker.log").read_text() for h in hosts if (h / "worker.log").exists())
+
+
+def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
+    tmp_path: Path, demo_repo: Path, pg_database, brokers
+) -> None:
+    second_repo = tmp_path / "second-repo"
+    subprocess.run(["git", "clone", "-q", str(demo_repo), str(second_repo)], check=True)
+    with _cluster(tmp_path, pg_database) as (env, hosts, work):
         # A local-path repo is pinned to the queue of the host that has the path: the
         # submitter's CASM_HOST_QUEUE (here each repo "lives" on one worker host).
         submitters = [
@@ -165,29 +205,20 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
                     str(repo),
                     "--json",
                     "--artifacts-dir",
-                    str(work / f"artifacts-{number}"),
+                    str(work / f"artifacts-{host.name}"),
                 ],
                 cwd=work,
-                env=env | {"CASM_HOST_QUEUE": f"{queue}-host{number}"},
+                env=env | {"CASM_HOST_QUEUE": f"{env['CASM_CELERY_QUEUE']}-{host.name}"},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )  # fmt: skip
-            for number, (template, repo) in enumerate([("repo-auditor", demo_repo), ("noop", second_repo)], start=1)
+            for template, repo, host in [("repo-auditor", demo_repo, hosts[0]), ("noop", second_repo, hosts[1])]
         ]
         outcomes = [s.communicate(timeout=420) for s in submitters]
-    finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        _delete_queues(queues)
+    control = tmp_path / "control"
     for submitter, (out, err), host in zip(submitters, outcomes, hosts, strict=True):
-        assert submitter.returncode == 0, err + (host / "worker.log").read_text()
+        assert submitter.returncode == 0, err + _logs(hosts)
         summary = last_json(out)
         assert summary["status"] == "succeeded", err
         run_id, dagster_run_id = summary["run_id"], summary["dagster_run_id"]
@@ -197,12 +228,13 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
         assert not any((h / "state" / "runs" / run_id).exists() for h in hosts if h != host)
         run = _dagster_run(env, dagster_run_id)
         assert run.status == dg.DagsterRunStatus.SUCCESS
-        assert run.tags["dagster-celery/queue"] == f"{queue}-{host.name}" and run.tags["dagster-celery/task_id"]
+        assert run.tags["dagster-celery/queue"] == f"{env['CASM_CELERY_QUEUE']}-{host.name}"
+        assert run.tags["dagster-celery/task_id"]
         # The control plane has the run's folder only through the database, file for file.
         here = control / "state" / "runs" / run_id
         assert _tree(here) == _tree(on_host)
         report = Path(summary["report"])  # published here, in the submitter's artifacts dir
-        assert report.is_file() and report.parent == work / f"artifacts-{host.name[-1]}"
+        assert report.is_file() and report.parent == work / f"artifacts-{host.name}"
         explained = run_casm(["explain", "--run-id", run_id], work, env)
         assert explained.returncode == 0, explained.stderr
         assert run_id in explained.stdout and "report" in explained.stdout
@@ -211,3 +243,55 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
     assert "✓ validate" in outcomes[0][1]  # the journal's progress followed from the control plane
     cost = run_casm(["cost", "--run-id", audit["run_id"]], work, env)
     assert cost.returncode == 0 and audit["run_id"] in cost.stdout, cost.stderr
+
+
+def _owner_pid(state_file: Path) -> int | None:
+    try:
+        owner = json.loads(state_file.read_text())["owner"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(owner.rsplit(":", 1)[1].split("-")[0]) if owner else None
+
+
+def test_a_worker_killed_mid_audit_is_retried_on_its_own_host_to_one_branch(
+    tmp_path: Path, demo_repo: Path, pg_database, brokers
+) -> None:
+    slow = "import time\n\n\ndef test_slow():\n    time.sleep(10)\n"  # analyze's baseline checks take a while
+    (demo_repo / "tests" / "test_slow.py").write_text(slow)
+    subprocess.run(["git", "-C", str(demo_repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(demo_repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "slow"],
+                   check=True)  # fmt: skip
+    with _cluster(tmp_path, pg_database, poll_s=2) as (env, hosts, work):
+        # Not pinned by the submitter: whichever host takes it pins it to itself when it starts.
+        submitter = subprocess.Popen(
+            [*CASM, "run", "--submit", "--template", "repo-auditor", "--repo", str(demo_repo), "--json"],
+            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert submitter.stderr is not None
+        seen = []
+        for line in submitter.stderr:  # wait until the run is in analyze on some host
+            seen.append(line)
+            if "… analyze" in line:
+                break
+        run_id = next(line.split()[3] for line in seen if "submitted run" in line)
+        host = next(h for h in hosts if (h / "state" / "runs" / run_id).is_dir())
+        pid = _owner_pid(host / "state" / "runs" / run_id / "state.json")
+        assert pid, _logs(hosts)
+        os.kill(pid, signal.SIGKILL)  # the worker's pool process dies mid-stage (an OOM kill)
+        out, rest = submitter.communicate(timeout=400)
+    err = "".join(seen) + rest
+    assert submitter.returncode == 0, err + _story(env, err)
+    assert ": failure" in err and "Dagster retries it as run" in err
+    summary = last_json(out)
+    assert summary["status"] == "succeeded" and summary["branch"]
+    retry = _dagster_run(env, summary["dagster_run_id"])
+    assert retry.tags["dagster-celery/queue"] == f"{env['CASM_CELERY_QUEUE']}-{host.name}"  # back to its host
+    assert not any((h / "state" / "runs" / run_id).exists() for h in hosts if h != host)
+    branches = subprocess.run(["git", "-C", str(demo_repo), "branch", "--list", "casm/*"], capture_output=True,
+                              text=True, check=True).stdout.split()  # fmt: skip
+    assert branches == [summary["branch"]]  # one delivered branch
+    events = [json.loads(line) for line in (Path(summary["run_dir"]) / "events.jsonl").read_text().splitlines()]
+    calls = [e["data"]["call_id"] for e in events if e["type"] == "model_call"]
+    assert calls and len(calls) == len(set(calls))  # one record per model call
+    state = json.loads((Path(summary["run_dir"]) / "state.json").read_text())
+    assert state["dagster_run_id"] == summary["dagster_run_id"] == retry.run_id and state["status"] == "succeeded"
