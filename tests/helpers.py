@@ -13,6 +13,11 @@ CASM = [str(Path(sys.executable).parent / "casm")]  # the installed console scri
 # A repo that declares ruff's linter and formatter: what CASM may then fix and format.
 RUFF_TOML = '[lint]\nselect = ["E", "F", "W", "I", "UP", "B"]\n\n[format]\nquote-style = "double"\n'
 SMOKE_TEST = "def test_smoke():\n    assert True\n"  # a check that can vouch for a patch
+LOGIN_PY = "import os\n\n\ndef login(user):\n    return user\n"
+APP_PY = "import sys\n\n\ndef main():\n    return 1\n"
+# A repo the bundled policy holds for approval (an auth path changes); ruff.toml lets CASM
+# fix and format, the smoke test lets validation vouch.
+GATED_FILES = {"auth/login.py": LOGIN_PY, "app.py": APP_PY, "ruff.toml": RUFF_TOML, "tests/test_smoke.py": SMOKE_TEST}
 GIT_ID = ["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
 
 

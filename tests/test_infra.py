@@ -40,3 +40,29 @@ def test_the_env_file_sets_what_every_process_needs() -> None:
     }
     assert {"DAGSTER_HOME", "CASM_STATE_DIR", "CASM_WORKSPACE"} <= names
     assert {f"DAGSTER_PG_{k}" for k in ("HOST", "PORT", "USER", "PASSWORD", "DB")} <= names
+    worker = ("CASM_CELERY_BROKER", "CASM_CELERY_BACKEND", "CASM_CELERY_QUEUE", "CASM_HOST_QUEUE")
+    commented = (ROOT / "infra" / "systemd" / "casm.env.example").read_text()
+    assert all(f"# {name}=" in commented for name in worker)  # documented, set on worker hosts
+
+
+def test_the_celery_instance_config_is_what_the_daemon_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pg_database
+) -> None:
+    """The launcher is dagster-celery's, resumes are off (its resume task is broken) and
+    retries are on; the per-repo limit survives beside the launcher."""
+    import dagster as dg
+    from dagster_celery.launcher import CeleryRunLauncher
+
+    (tmp_path / "dagster.yaml").write_text((ROOT / "infra" / "dagster" / "dagster.celery.yaml").read_text())
+    env = {"DAGSTER_HOME": str(tmp_path), "CASM_CELERY_BROKER": "pyamqp://guest@127.0.0.1:5672//",
+           "CASM_CELERY_BACKEND": "redis://127.0.0.1:6379/15", "CASM_CELERY_QUEUE": "casm"}  # fmt: skip
+    env |= {f"DAGSTER_PG_{k.upper()}": v for k, v in pg_database.items()}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    instance = dg.DagsterInstance.get()
+    settings = instance.get_settings
+    assert isinstance(instance.run_launcher, CeleryRunLauncher) and instance.run_launcher.default_queue == "casm"
+    assert settings("run_monitoring")["max_resume_run_attempts"] == 0
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert limits == [{"key": "casm/repo", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]

@@ -10,13 +10,12 @@ from pathlib import Path
 import click
 
 from casm_dagster.errors import CasmError, ConfigError
+from casm_dagster.run.files import DEFAULT_STATE_DIR, STATE_DIR_ENV, state_dir_from_env
 
 EXIT_RUN_FAILED = 1
 # Same codes as `casm policy check`: 3 held for a human, 4 blocked by policy.
 # 5: the budget stopped the run before any model call.
 RUN_EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3, "blocked": 4, "stopped": 5}
-DEFAULT_STATE_DIR = ".casm"
-STATE_DIR_ENV = "CASM_STATE_DIR"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -72,7 +71,7 @@ class CasmGroup(click.Group):
 
 
 def state_dir() -> Path:
-    path = Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+    path = state_dir_from_env()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{STATE_DIR_ENV}={path} is not a directory: point it at a folder CASM may create")
     return path

@@ -23,7 +23,7 @@ def _tag_gated_run(instance, record, value: str) -> None:
     """Keep the gated Dagster run's ``casm/hitl`` tag in step with the decision."""
     from casm_dagster.policy import hitl
 
-    dagster_run_id = hitl.gated_dagster_run_id(record)
+    dagster_run_id = hitl.gated_dagster_run_id(record, approvals(instance))
     if dagster_run_id and instance.get_run_by_id(dagster_run_id):
         instance.add_run_tags(dagster_run_id, {"casm/hitl": value, "casm/status": value})
 

@@ -31,6 +31,7 @@ from casm_dagster.run.journal import fail_dead_run, utc_now
 from casm_dagster.run.spec import RunOptions
 from casm_dagster.run.templates import Template
 from casm_dagster.sensors.hitl import continuation_request
+from casm_dagster.stores.run_files import local_run_dir, shared_store
 
 if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
@@ -245,7 +246,7 @@ def launch_continuation(instance: dg.DagsterInstance, request_id: str, state_dir
         tags={**request.tags, "dagster/run_key": request.run_key or "", **in_process_tags()},
         raise_on_error=False,
     )
-    run_dir = Path(record.state_dir) / "runs" / record.run_id
+    run_dir = local_run_dir(record.state_dir, record.run_id, shared_store(approvals(instance).engine))
     state = read_state(run_dir)
     if not result.success:
         raise RunFailedError(f"the continuation of run {record.run_id} failed: {_first_error(result)}")

@@ -15,13 +15,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from casm_dagster.contracts.run import RunSpec
 from casm_dagster.errors import CasmError, RunNotFoundError
 from casm_dagster.run.files import SPEC_FILE
 from casm_dagster.run.journal import Journal, utc_now
 from casm_dagster.stores.approvals import APPROVED, DENIED, EXPIRED, PENDING, ApprovalRecord, ApprovalStore
+from casm_dagster.stores.run_files import local_run_dir, publisher, shared_store
 
 Scope = str  # "packet" (the packet's allow_files) | "full" (every file of the plan)
 SCOPES = ("packet", "full")
@@ -70,17 +70,23 @@ def comment_reason(body: str, regex: str) -> str | None:
     return reason.strip() or None
 
 
-def run_journal(record: ApprovalRecord) -> Journal | None:
-    """The gated run's journal, to append the decision to (None if its run dir is gone)."""
-    path = Path(record.state_dir) / "runs" / record.run_id / SPEC_FILE
+def run_journal(record: ApprovalRecord, store: ApprovalStore) -> Journal | None:
+    """The gated run's journal, to append the decision to (None if its run dir is gone). On a
+    shared instance the run may have been held on another host: its folder is pulled here
+    first, and what is appended is published back (stores/run_files.py)."""
+    shared = shared_store(store.engine)
+    run_dir = local_run_dir(record.state_dir, record.run_id, shared)
+    path = run_dir / SPEC_FILE
     if not path.exists():
         return None
-    return Journal(RunSpec.model_validate_json(path.read_text(encoding="utf-8")))
+    spec = RunSpec.model_validate_json(path.read_text(encoding="utf-8"))
+    spec = spec.model_copy(update={"state_dir": str(run_dir.parent.parent)})  # this host's copy
+    return Journal(spec, publish=publisher(shared, record.run_id) if shared else None)
 
 
-def gated_dagster_run_id(record: ApprovalRecord) -> str | None:
+def gated_dagster_run_id(record: ApprovalRecord, store: ApprovalStore) -> str | None:
     """The Dagster run that stopped at the gate (to keep its ``casm/hitl`` tag current)."""
-    journal = run_journal(record)
+    journal = run_journal(record, store)
     return journal.state.dagster_run_id if journal else None
 
 
@@ -130,7 +136,7 @@ def decide(
             f"{approver} is not on the allowlist ({', '.join(record.approvers)}); tried to {outcome[:-1]}: {reason}"
         )
         store.log(record.request_id, now, approver, "refused", detail)
-        journal = run_journal(record)
+        journal = run_journal(record, store)
         if journal:
             journal.emit(
                 "hitl_decision",
@@ -144,7 +150,7 @@ def decide(
     if not store.decide(record.request_id, outcome, approver, reason, scope if outcome == APPROVED else None, now):
         fresh = store.require(record.request_id)
         raise ApprovalError(f"request {record.request_id} was decided meanwhile: {fresh.status} by {fresh.approver}")
-    journal = run_journal(record)
+    journal = run_journal(record, store)
     if journal:
         scope_text = f" (scope: {scope})" if outcome == APPROVED else ""
         journal.emit(
@@ -213,7 +219,7 @@ def supersede(store: ApprovalStore, record: ApprovalRecord, why: str, now: str |
     now = now or utc_now()
     if not store.decide(record.request_id, EXPIRED, "casm", why, None, now):
         return False
-    journal = run_journal(record)
+    journal = run_journal(record, store)
     if journal:
         journal.emit(
             "hitl_decision", f"expired: {why}", outcome="expired", approver="casm", reason=why,
@@ -225,7 +231,7 @@ def supersede(store: ApprovalStore, record: ApprovalRecord, why: str, now: str |
 def expire(store: ApprovalStore, record: ApprovalRecord, now: str) -> bool:
     if not store.decide(record.request_id, EXPIRED, "casm", f"no decision before {record.expires_at}", None, now):
         return False
-    journal = run_journal(record)
+    journal = run_journal(record, store)
     if journal:
         journal.emit(
             "hitl_decision",

@@ -19,16 +19,15 @@ import sqlalchemy as sa
 
 from casm_dagster.contracts.run import RunSpec
 from casm_dagster.resources.instance import instance_db_url
+from casm_dagster.run.files import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from casm_dagster.run.journal import Journal, print_progress
 from casm_dagster.stores.approvals import ApprovalStore
 from casm_dagster.stores.db import engine_for
 from casm_dagster.stores.repos import RepoRegistry
-from casm_dagster.stores.run_files import RunFileStore, publisher
+from casm_dagster.stores.run_files import RunFileStore, publisher, shared_store
 
 if TYPE_CHECKING:
     from casm_dagster.github.connector import GitHubConnector, GitHubSettings
-
-STATE_DIR_ENV, DEFAULT_STATE_DIR = "CASM_STATE_DIR", ".casm"
 
 
 class CasmResource(dg.ConfigurableResource):
@@ -54,8 +53,7 @@ class CasmResource(dg.ConfigurableResource):
     def run_files(self, instance: dg.DagsterInstance) -> RunFileStore | None:
         """Where run folders are published for other hosts: the instance's database when it is
         PostgreSQL (reachable from every host); none on SQLite, a one-host instance."""
-        url = instance_db_url(instance)
-        return None if url.startswith("sqlite") else RunFileStore(engine_for(url))
+        return shared_store(self.engine(instance))
 
     def engine(self, instance: dg.DagsterInstance) -> sa.Engine:
         """CASM's tables (model calls, approvals, repos) in the instance's database; one

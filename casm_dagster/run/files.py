@@ -7,6 +7,7 @@ resumes from exactly what was gated, and ``casm explain``/``replay`` read them b
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,14 @@ from casm_dagster.errors import RunNotFoundError
 from casm_dagster.run.journal import write_json_atomic
 
 M = TypeVar("M", bound=BaseModel)
+
+STATE_DIR_ENV, DEFAULT_STATE_DIR = "CASM_STATE_DIR", ".casm"
+
+
+def state_dir_from_env() -> Path:
+    """This process's state dir: ``$CASM_STATE_DIR``, else ``./.casm``."""
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+
 
 SPEC_FILE, SNAPSHOT_FILE, REVIEW_FILE, PLAN_FILE = "spec.json", "snapshot.json", "review.json", "plan.json"
 CHECKS_FILE = "checks_before.json"  # the baseline check runs the validator compares against

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from casm_dagster.assets.config import CELERY_QUEUE_TAG
 from casm_dagster.github import approvals as gh_approvals
 from casm_dagster.github.connector import GITHUB_FAILURES, GitHubError
 from casm_dagster.jobs.run_config import continuation_run_config
@@ -26,17 +27,21 @@ MAX_PER_TICK = 50
 POLL_BUDGET_S = 25.0  # of the tick's 60 s, for reading approvals on GitHub
 
 
-def continuation_request(record: ApprovalRecord) -> dg.RunRequest:
+def continuation_request(record: ApprovalRecord, instance: dg.DagsterInstance | None = None) -> dg.RunRequest:
+    """The continuation's run. With worker hosts it goes to the host the run was held on (its
+    Dagster run's ``dagster-celery/queue``): that host has the repo and the run's checkout."""
+    tags = {
+        "casm/run_id": record.run_id,
+        "casm/hitl_request": record.request_id,
+        "casm/template": record.template_id,
+        "casm/repo": record.repo,
+        "casm/partition": record.partition_key,
+    }
+    held = instance.get_runs(dg.RunsFilter(tags={"casm/run_id": record.run_id}), limit=1) if instance else []
+    if held and held[0].tags.get(CELERY_QUEUE_TAG):
+        tags[CELERY_QUEUE_TAG] = held[0].tags[CELERY_QUEUE_TAG]
     return dg.RunRequest(
-        run_key=f"approval:{record.request_id}",
-        run_config=continuation_run_config(record.request_id),
-        tags={
-            "casm/run_id": record.run_id,
-            "casm/hitl_request": record.request_id,
-            "casm/template": record.template_id,
-            "casm/repo": record.repo,
-            "casm/partition": record.partition_key,
-        },
+        run_key=f"approval:{record.request_id}", run_config=continuation_run_config(record.request_id), tags=tags
     )
 
 
@@ -77,13 +82,13 @@ def hitl_approval_sensor(
     expired = hitl.expire_due(store)
     for record in expired:
         context.log.info(f"request {record.request_id} (run {record.run_id}) expired")
-        gated = hitl.gated_dagster_run_id(record)
+        gated = hitl.gated_dagster_run_id(record, store)
         if gated and context.instance.get_run_by_id(gated):
             context.instance.add_run_tags(gated, {"casm/hitl": "expired", "casm/status": "expired"})
     _poll_github(context, store, github)
     cursor = int(context.cursor or 0)
     found = store.approvals_after(cursor, limit=MAX_PER_TICK)
-    requests = {r.request_id: continuation_request(r) for _, r in found if r.consumed_at is None}
+    requests = {r.request_id: continuation_request(r, context.instance) for _, r in found if r.consumed_at is None}
     cutoff = (datetime.now(UTC) - RESWEEP_AFTER).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     for record in store.unconsumed_approvals(decided_before=cutoff, limit=MAX_PER_TICK):
         if record.request_id in requests:
@@ -92,6 +97,6 @@ def hitl_approval_sensor(
             filters=dg.RunsFilter(tags={"casm/hitl_request": record.request_id}), limit=1
         )
         if not runs:
-            requests[record.request_id] = continuation_request(record)
+            requests[record.request_id] = continuation_request(record, context.instance)
     new_cursor = max([cursor, *(log_id for log_id, _ in found)])
     return dg.SensorResult(run_requests=list(requests.values()), cursor=str(new_cursor))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from casm_dagster.agents import fixer
@@ -31,6 +30,7 @@ from casm_dagster.stages.report import report
 from casm_dagster.stages.telemetry import telemetry
 from casm_dagster.stages.validate import validate
 from casm_dagster.stores.approvals import APPROVED, ApprovalRecord, ApprovalStore
+from casm_dagster.stores.run_files import local_run_dir, publisher, shared_store
 
 if TYPE_CHECKING:
     from casm_dagster.github.connector import GitHubConnector
@@ -166,9 +166,10 @@ def resume(
         )
         store.log(request_id, utc_now(), "casm", "refused", why)
         raise ApprovalError(why)
-    run_dir = Path(record.state_dir) / "runs" / record.run_id
-    spec = load(run_dir, SPEC_FILE, RunSpec)
-    journal = Journal(spec, listener)
+    shared = shared_store(store.engine)  # held on another host: its folder comes from the database
+    run_dir = local_run_dir(record.state_dir, record.run_id, shared)
+    spec = load(run_dir, SPEC_FILE, RunSpec).model_copy(update={"state_dir": str(run_dir.parent.parent)})
+    journal = Journal(spec, listener, publish=publisher(shared, record.run_id) if shared else None)
     if spec.workflow == PR_WORKFLOW:  # a reviewed PR: nothing to apply, the comment says who approved
         from casm_dagster.prsentinel.approved import acknowledge
 

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 import sqlalchemy as sa
 
 from casm_dagster.errors import CasmError
+from casm_dagster.run.files import state_dir_from_env
 from casm_dagster.stores.db import run_files_table
 
 MARKER = ".published"  # the version this folder last pushed or pulled
@@ -129,3 +130,21 @@ def publisher(store: RunFileStore, run_id: str):
             print(f"casm: could not publish run {run_id}'s folder yet: {type(exc).__name__}", file=sys.stderr)
 
     return publish
+
+
+def shared_store(engine: sa.Engine) -> RunFileStore | None:
+    """The store when the database is one every host reaches (PostgreSQL); none on SQLite,
+    a one-host instance where every process reads the same state dir."""
+    return None if engine.dialect.name == "sqlite" else RunFileStore(engine)
+
+
+def local_run_dir(state_dir: str, run_id: str, shared: RunFileStore | None) -> Path:
+    """A run's folder on this host, current: where the run wrote it (``state_dir``, recorded
+    with the run) when that is here, else under this process's state dir; either way first
+    brought up to date with what other hosts published."""
+    run_dir = Path(state_dir) / "runs" / run_id
+    if shared is not None:
+        if not run_dir.is_dir():
+            run_dir = state_dir_from_env() / "runs" / run_id
+        shared.pull(run_id, run_dir)
+    return run_dir

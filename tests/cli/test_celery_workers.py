@@ -16,13 +16,16 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import CASM, ROOT, isolated_env, last_json, postgres_home, run_casm
+from helpers import CASM, GATED_FILES, ROOT, isolated_env, last_json, make_repo, postgres_home, run_casm
+
+from casm_dagster.policy.keyed_hash import load_or_create_key
 
 BROKER, BACKEND = "pyamqp://guest:guest@127.0.0.1:5672//", "redis://127.0.0.1:6379/15"
 
@@ -75,7 +78,9 @@ def _story(env: dict[str, str], err: str) -> str:
             for run_id in sorted(set(re.findall(r"Dagster run ([0-9a-f-]{36})", err))):
                 run = instance.get_run_by_id(run_id)
                 lines.append(f"{run_id}: {run.status if run else None} {dict(run.tags) if run else ''}")
-                lines += [f"  {r.message}" for r in instance.all_logs(run_id) if r.message][-15:]
+                for record in instance.all_logs(run_id)[-15:]:
+                    error = getattr(getattr(record.dagster_event, "event_specific_data", None), "error", None)
+                    lines.append(f"  {record.message}" + (f" {error.to_string()[-1500:]}" if error else ""))
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -110,6 +115,8 @@ def _cluster(tmp_path: Path, pg_database: dict[str, str], poll_s: int = 15) -> I
     }
     work = control / "work"
     work.mkdir(parents=True)
+    # The installation's policy key: approvals carry an HMAC under it, so every host has a copy.
+    load_or_create_key(Path(env["CASM_POLICY_KEY_FILE"]))
     hosts = [tmp_path / "host1", tmp_path / "host2"]
     processes: list[subprocess.Popen] = []
     try:
@@ -118,11 +125,13 @@ def _cluster(tmp_path: Path, pg_database: dict[str, str], poll_s: int = 15) -> I
                 (host / sub).mkdir(parents=True)
             # A worker host's own DAGSTER_HOME, with the same instance config as the control plane's.
             shutil.copyfile(home / "dagster.yaml", host / "dagster_home" / "dagster.yaml")
+            shutil.copyfile(env["CASM_POLICY_KEY_FILE"], host / "policy.key")
             host_env = env | {
                 "DAGSTER_HOME": str(host / "dagster_home"),
                 "CASM_STATE_DIR": str(host / "state"),
                 "TMPDIR": str(host / "tmp"),
                 "CASM_HOST_QUEUE": f"{queue}-{host.name}",
+                "CASM_POLICY_KEY_FILE": str(host / "policy.key"),
             }
             others = [control, *(h for h in hosts if h != host)]
             hidden = [arg for path in others for arg in ("--tmpfs", str(path))]
@@ -295,3 +304,51 @@ def test_a_worker_killed_mid_audit_is_retried_on_its_own_host_to_one_branch(
     assert calls and len(calls) == len(set(calls))  # one record per model call
     state = json.loads((Path(summary["run_dir"]) / "state.json").read_text())
     assert state["dagster_run_id"] == summary["dagster_run_id"] == retry.run_id and state["status"] == "succeeded"
+
+
+def test_a_run_held_on_a_worker_is_approved_on_the_control_plane_and_continues_on_its_host(
+    tmp_path: Path, pg_database, brokers
+) -> None:
+    repo = make_repo(tmp_path / "gated-repo", GATED_FILES)
+    with _cluster(tmp_path, pg_database) as (env, hosts, work):
+        host_queue = f"{env['CASM_CELERY_QUEUE']}-{hosts[0].name}"
+        held = subprocess.run(
+            [*CASM, "run", "--submit", "--template", "repo-auditor", "--repo", str(repo), "--json"],
+            cwd=work, env=env | {"CASM_HOST_QUEUE": host_queue}, capture_output=True, text=True, timeout=420,
+        )  # fmt: skip
+        assert held.returncode == 3, held.stderr + _logs(hosts)  # held for approval
+        run_id = last_json(held.stdout)["run_id"]
+        # The control plane decides: its state dir had the run only through the database, and
+        # the decision it appends travels back the same way.
+        approved = run_casm(["approve", "--run-id", run_id, "--reason", "auth change reviewed"], work, env)
+        assert approved.returncode == 0, approved.stderr
+        continuation = _wait_for_continuation(env, run_id, timeout=240)
+    assert continuation.status == dg.DagsterRunStatus.SUCCESS, _story(env, f"Dagster run {continuation.run_id}")
+    assert continuation.tags["dagster-celery/queue"] == host_queue  # where the run was held
+    assert not (hosts[1] / "state" / "runs" / run_id).exists()
+    explained = run_casm(["explain", "--run-id", run_id], work, env)
+    assert explained.returncode == 0, explained.stderr
+    assert "approved by" in explained.stdout and "auth change reviewed" in explained.stdout
+    state = json.loads((tmp_path / "control" / "state" / "runs" / run_id / "state.json").read_text())
+    assert state["status"] == "succeeded" and state["branch"], _story(env, f"Dagster run {continuation.run_id}")
+    branches = subprocess.run(["git", "-C", str(repo), "branch", "--list", "casm/*"], capture_output=True,
+                              text=True, check=True).stdout.split()  # fmt: skip
+    assert branches == [state["branch"]]
+
+
+def _wait_for_continuation(env: dict[str, str], run_id: str, timeout: float) -> dg.DagsterRun:
+    """The HITL sensor's continuation run of ``run_id``, once it has ended."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                runs = instance.get_runs(dg.RunsFilter(job_name="hitl_continuation_job", tags={"casm/run_id": run_id}))
+                if runs and runs[0].is_finished:
+                    return runs[0]
+                time.sleep(2)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    raise AssertionError(f"no finished continuation of run {run_id} within {timeout} s")

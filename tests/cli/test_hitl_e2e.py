@@ -24,7 +24,18 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import CASM, ROOT, RUFF_TOML, SMOKE_TEST, git, isolated_env, last_json, make_repo
+from helpers import (
+    APP_PY,
+    CASM,
+    GATED_FILES,
+    LOGIN_PY,
+    ROOT,
+    RUFF_TOML,
+    git,
+    isolated_env,
+    last_json,
+    make_repo,
+)
 
 from casm_dagster.policy import hitl
 from casm_dagster.policy.keyed_hash import load_or_create_key
@@ -34,10 +45,6 @@ from casm_dagster.stores.db import engine_for
 pytestmark = pytest.mark.slow
 
 MANIFEST = (ROOT / "templates" / "repo-auditor" / "manifest.yaml").read_text()
-LOGIN_PY = "import os\n\n\ndef login(user):\n    return user\n"
-APP_PY = "import sys\n\n\ndef main():\n    return 1\n"
-# ruff.toml: the repo's rules let CASM fix and format; the test lets validation vouch.
-GATED_FILES = {"auth/login.py": LOGIN_PY, "app.py": APP_PY, "ruff.toml": RUFF_TOML, "tests/test_smoke.py": SMOKE_TEST}
 PATCH = "patches/01-ruff-F401.patch"
 # Built at run time so the token is in no file of this repository.
 ME = pwd.getpwuid(os.geteuid()).pw_name
