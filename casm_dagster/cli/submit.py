@@ -162,7 +162,10 @@ def _retry_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
         tags = run.tags
         if tags.get("dagster/auto_retry_run_id"):
             return tags["dagster/auto_retry_run_id"]
-        if tags.get("dagster/will_retry") != "true" or time.monotonic() > deadline:
+        # The instance tags a failed run will_retry just after it records the failure: with
+        # retries on, an untagged failed run is still being decided.
+        undecided = "dagster/will_retry" not in tags and instance.run_retries_enabled
+        if (tags.get("dagster/will_retry") != "true" and not undecided) or time.monotonic() > deadline:
             return None
         time.sleep(1.0)
         run = instance.get_run_by_id(run.run_id) or run

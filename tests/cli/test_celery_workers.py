@@ -149,7 +149,7 @@ def _cluster(tmp_path: Path, pg_database: dict[str, str], poll_s: int = 15) -> I
                         "-m",
                         "celery",
                         "-A",
-                        "casm_dagster.celery_worker",
+                        "casm_dagster.jobs.celery_worker",
                         "worker",
                         "-Q",
                         f"{queue},{queue}-{host.name}",

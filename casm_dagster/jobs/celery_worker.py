@@ -1,4 +1,4 @@
-"""The Celery app a worker host serves: ``celery -A casm_dagster.celery_worker worker``.
+"""The Celery app a worker host serves: ``celery -A casm_dagster.jobs.celery_worker worker``.
 
 dagster-celery's run tasks (``CeleryRunLauncher`` in ``infra/dagster/dagster.celery.yaml``
 sends whole audits here), configured from the environment rather than from the module
