@@ -11,6 +11,7 @@ from typing import Any
 import click
 import dagster as dg
 
+from casm_dagster.assets.config import HOST_QUEUE_ENV
 from casm_dagster.cli.common import json_option, open_instance
 from casm_dagster.cli.stores import register_repo
 from casm_dagster.errors import CasmError, ConfigError
@@ -66,7 +67,9 @@ def register(
         heartbeat = str(Path(heartbeat).resolve()) if Path(heartbeat).suffix in (".yaml", ".yml") else heartbeat
     if pr_template and Path(pr_template).suffix in (".yaml", ".yml"):
         pr_template = str(Path(pr_template).resolve())
-    return store(instance).register(record.partition_key, location, schedule, heartbeat, pr_template), notes
+    # A local path exists on this host only: its audits go to this host's worker queue.
+    queue = os.environ.get(HOST_QUEUE_ENV) if kind == "local" else None
+    return store(instance).register(record.partition_key, location, schedule, heartbeat, pr_template, queue), notes
 
 
 def remove(instance: dg.DagsterInstance, repo: str) -> bool:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from casm_dagster.assets.config import AuditConfig, PrReviewConfig
+from casm_dagster.assets.config import CELERY_QUEUE_TAG, AuditConfig, PrReviewConfig
 from casm_dagster.continuous import rules
 from casm_dagster.github.connector import GitHubError
 from casm_dagster.jobs.run_config import audit_run_config, pr_review_run_config
@@ -37,13 +37,16 @@ def heartbeat_requests(
     trigger = f"heartbeat:{schedule}:{rules.window(schedule, at)}"
     launched = _partitions(instance, dg.RunsFilter(tags={"casm/trigger": trigger}))
     busy = _partitions(instance, dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES))
-    due, skipped = rules.due(store.list(schedule=schedule), schedule, at, launched, busy)
+    sentinels = store.list(schedule=schedule)
+    queues = {s.partition_key: s.host_queue for s in sentinels if s.host_queue}
+    due, skipped = rules.due(sentinels, schedule, at, launched, busy)
     requests = [
         dg.RunRequest(
             run_key=d.run_key,
             partition_key=d.partition_key,
             run_config=audit_run_config(AuditConfig(template=d.template)),
-            tags=_tags(d.partition_key, d.repo, d.template, trigger),
+            tags=_tags(d.partition_key, d.repo, d.template, trigger)
+            | ({CELERY_QUEUE_TAG: queues[d.partition_key]} if d.partition_key in queues else {}),
         )
         for d in due
     ]

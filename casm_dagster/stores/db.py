@@ -69,7 +69,7 @@ _engines_lock = threading.Lock()
 
 
 # Columns added to existing tables since they were first created: (table, column, DDL type).
-ADDED_COLUMNS = (("casm_hitl_requests", "mac", "VARCHAR(64)"),)
+ADDED_COLUMNS = (("casm_hitl_requests", "mac", "VARCHAR(64)"), ("casm_sentinels", "host_queue", "TEXT"))
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:
@@ -141,6 +141,8 @@ sentinels_table = sa.Table(
     sa.Column("pr_template", sa.Text, nullable=False),  # what the PR sensor runs per new head ("": PRs not watched)
     sa.Column("added_at", sa.String(40), nullable=False),
     sa.Column("updated_at", sa.String(40), nullable=False),
+    # A local-path repo's worker queue: the host that registered it has the path (CASM_HOST_QUEUE).
+    sa.Column("host_queue", sa.Text),
 )
 
 # Webhook deliveries that derived run requests, drained by the PR sensor (its cursor is

@@ -27,6 +27,7 @@ class Sentinel:
     pr_template: str  # the PR sensor's template; "" when PRs are not watched
     added_at: str
     updated_at: str
+    host_queue: str | None = None  # a local-path repo's worker queue (its host has the path)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,15 @@ class SentinelStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    def register(self, partition_key: str, repo: str, schedule: str, template: str, pr_template: str) -> Sentinel:
+    def register(
+        self,
+        partition_key: str,
+        repo: str,
+        schedule: str,
+        template: str,
+        pr_template: str,
+        host_queue: str | None = None,
+    ) -> Sentinel:
         """Add the repo, or change its settings (registering twice is not an error)."""
         if schedule not in SCHEDULES:
             raise ConfigError(f"--schedule {schedule!r}: one of {', '.join(SCHEDULES)}")
@@ -54,6 +63,7 @@ class SentinelStore:
             "schedule": schedule,
             "template": template,
             "pr_template": pr_template,
+            "host_queue": host_queue,
             "updated_at": now,
         }
         with self.engine.begin() as conn:

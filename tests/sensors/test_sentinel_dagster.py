@@ -119,3 +119,21 @@ def test_dagster_reads_the_per_repo_limit_and_retries_from_the_shipped_configs(t
             if "postgres" in config.name:
                 assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
                 assert not instance.run_retries_retry_on_asset_or_op_failure
+
+
+def test_a_local_repo_registered_on_a_worker_host_is_audited_on_that_host(
+    tmp_path: Path, demo_repo: Path, monkeypatch
+) -> None:
+    """Only the host that registered a local path has it: the heartbeat's run goes to that
+    host's worker queue (the tag dagster-celery's launcher routes by); a GitHub repo's does not."""
+    from casm_dagster.cli.sentinel import register
+
+    monkeypatch.setenv("CASM_HOST_QUEUE", "casm-host-a")
+    at = datetime(2026, 11, 23, 9, 55, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        local, _ = register(instance, str(demo_repo), "hourly", "repo-auditor", None)
+        assert local.host_queue == "casm-host-a"
+        github = _register(instance, "acme/remote", "hourly")
+        requests = {r.partition_key: r for r in _tick(heartbeat_hourly, instance, tmp_path, at)}
+        assert requests[local.partition_key].tags["dagster-celery/queue"] == "casm-host-a"
+        assert "dagster-celery/queue" not in requests[github].tags
