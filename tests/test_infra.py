@@ -4,6 +4,7 @@ needs. (The layout itself runs in tests/cli/test_submit.py: code server, daemon,
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -66,3 +67,44 @@ def test_the_celery_instance_config_is_what_the_daemon_reads(
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
     assert limits == [{"key": "casm/repo", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+
+
+def _snake(value):
+    """The chart's camelCase values as the dagster.yaml keys it renders them to."""
+    if isinstance(value, dict):
+        return {re.sub(r"(?=[A-Z])", "_", k).lower(): _snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake(v) for v in value]
+    return value
+
+
+def test_the_helm_values_give_the_instance_settings_of_the_shipped_dagster_yaml(tmp_path: Path) -> None:
+    """infra/helm/values.yaml as the official chart renders its instance sections (queued
+    coordinator, `concurrency`, run monitoring and retries; checked against the chart's
+    templates and values schema, which are not available offline), loaded by Dagster: the
+    same per-repo limit, pools, retries and monitoring as the systemd deployment."""
+    import yaml
+    from dagster._core.instance.config import dagster_instance_config
+
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    daemon = values["dagsterDaemon"]
+    concurrency = _snake({k: v for k, v in values["concurrency"].items() if k != "enabled"})
+    # The chart copies the limits list verbatim (its keys are Dagster's own camelCase).
+    concurrency["runs"]["tag_concurrency_limits"] = values["concurrency"]["runs"]["tagConcurrencyLimits"]
+    rendered = {
+        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"},
+        "run_monitoring": _snake(daemon["runMonitoring"]),
+        "run_retries": _snake(daemon["runRetries"]),
+        "concurrency": concurrency,
+    }
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(rendered))
+    config, _ = dagster_instance_config(str(tmp_path))
+    shipped = yaml.safe_load((ROOT / "infra" / "dagster" / "dagster.postgres.yaml").read_text())
+    assert config["concurrency"] == shipped["concurrency"]
+    assert config["run_retries"] == shipped["run_retries"]
+    assert {k: config["run_monitoring"][k] for k in shipped["run_monitoring"]} == shipped["run_monitoring"]
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    (code,) = values["dagster-user-deployments"]["deployments"]
+    assert code["name"] == "casm" and code["dagsterApiGrpcArgs"][:2] == ["-m", "casm_dagster.definitions"]
+    env = {e["name"]: e["value"] for e in code["env"]}
+    assert env.keys() >= {"CASM_STATE_DIR", "CASM_POLICY_KEY_FILE"}
