@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 ROOT = Path(__file__).resolve().parents[1]  # the project checkout
 CASM = [str(Path(sys.executable).parent / "casm")]  # the installed console script
@@ -117,3 +123,49 @@ def validate_sarif(log: dict) -> None:
         assert result["locations"] and result["partialFingerprints"]
         uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
         assert not uri.startswith("/") and ".." not in uri.split("/")
+
+
+@contextlib.contextmanager
+def instance_of(env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    """The Dagster instance a subprocess's environment names (its DAGSTER_HOME, DAGSTER_PG_*)."""
+    import dagster as dg
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def dagster_run(env: dict[str, str], dagster_run_id: str) -> dg.DagsterRun:
+    with instance_of(env) as instance:
+        run = instance.get_run_by_id(dagster_run_id)
+    assert run is not None, f"no Dagster run {dagster_run_id}"
+    return run
+
+
+def owner_pid(state_file: Path) -> int | None:
+    """The pid of the process running the run's current stage (state.json's ``owner``:
+    host:pid-start), i.e. the run worker."""
+    try:
+        owner = json.loads(state_file.read_text())["owner"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(owner.rsplit(":", 1)[1].split("-")[0]) if owner else None
+
+
+def assert_delivered_once(repo: Path, summary: dict) -> tuple[dict, list[str]]:
+    """A retried run's outcome: exactly one delivered ``casm/*`` branch and one record per
+    model call in its journal; returns the run's state and its call ids."""
+    branches = subprocess.run(
+        ["git", "-C", str(repo), "branch", "--list", "casm/*"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert branches == [summary["branch"]]
+    run_dir = Path(summary["run_dir"])
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    calls = [e["data"]["call_id"] for e in events if e["type"] == "model_call"]
+    assert calls and len(calls) == len(set(calls))
+    return json.loads((run_dir / "state.json").read_text()), calls

@@ -22,10 +22,11 @@ from casm_dagster.errors import RunNotFoundError
 from casm_dagster.run import leftovers
 
 Listener = Callable[[RunEvent], None]
-# After these the run folder is consistent (a stage or the run just ended): the moment to
-# publish it for other hosts (stores/run_files.py), not after every model call's event.
+# At these the run folder is consistent (a stage starts or ends, the run ends): the moments
+# to publish it for other hosts (stores/run_files.py), not after every model call's event.
+# A stage's start too, so a follower on another host sees which stage is running.
 BOUNDARIES = frozenset({
-    "stage_completed", "stage_failed", "stage_skipped", "run_completed", "run_failed", "run_held", "run_stopped",
+    "stage_started", "stage_completed", "stage_failed", "stage_skipped", "run_completed", "run_failed", "run_held", "run_stopped",
     "run_blocked", "run_resumed", "hitl_decision",
 })  # fmt: skip
 

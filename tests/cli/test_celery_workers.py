@@ -23,7 +23,20 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import CASM, GATED_FILES, ROOT, isolated_env, last_json, make_repo, postgres_home, run_casm
+from helpers import (
+    CASM,
+    GATED_FILES,
+    ROOT,
+    assert_delivered_once,
+    dagster_run,
+    instance_of,
+    isolated_env,
+    last_json,
+    make_repo,
+    owner_pid,
+    postgres_home,
+    run_casm,
+)
 
 from casm_dagster.policy.keyed_hash import load_or_create_key
 
@@ -55,35 +68,16 @@ def _tree(root: Path) -> dict[str, bytes]:
     }
 
 
-def _dagster_run(env: dict[str, str], dagster_run_id: str) -> dg.DagsterRun:
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            run = instance.get_run_by_id(dagster_run_id)
-            assert run is not None
-            return run
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def _story(env: dict[str, str], err: str) -> str:
     """The Dagster runs' tags and engine messages named in ``err``: why a run was not retried."""
-    saved = dict(os.environ)
-    os.environ.update(env)
     lines = []
-    try:
-        with dg.DagsterInstance.get() as instance:
-            for run_id in sorted(set(re.findall(r"Dagster run ([0-9a-f-]{36})", err))):
-                run = instance.get_run_by_id(run_id)
-                lines.append(f"{run_id}: {run.status if run else None} {dict(run.tags) if run else ''}")
-                for record in instance.all_logs(run_id)[-15:]:
-                    error = getattr(getattr(record.dagster_event, "event_specific_data", None), "error", None)
-                    lines.append(f"  {record.message}" + (f" {error.to_string()[-1500:]}" if error else ""))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with instance_of(env) as instance:
+        for run_id in sorted(set(re.findall(r"Dagster run ([0-9a-f-]{36})", err))):
+            run = instance.get_run_by_id(run_id)
+            lines.append(f"{run_id}: {run.status if run else None} {dict(run.tags) if run else ''}")
+            for record in instance.all_logs(run_id)[-15:]:
+                error = getattr(getattr(record.dagster_event, "event_specific_data", None), "error", None)
+                lines.append(f"  {record.message}" + (f" {error.to_string()[-1500:]}" if error else ""))
     return "\n".join(lines)
 
 
@@ -235,7 +229,7 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
         on_host = host / "state" / "runs" / run_id
         assert (on_host / "state.json").is_file()
         assert not any((h / "state" / "runs" / run_id).exists() for h in hosts if h != host)
-        run = _dagster_run(env, dagster_run_id)
+        run = dagster_run(env, dagster_run_id)
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags["dagster-celery/queue"] == f"{env['CASM_CELERY_QUEUE']}-{host.name}"
         assert run.tags["dagster-celery/task_id"]
@@ -254,12 +248,17 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
     assert cost.returncode == 0 and audit["run_id"] in cost.stdout, cost.stderr
 
 
-def _owner_pid(state_file: Path) -> int | None:
-    try:
-        owner = json.loads(state_file.read_text())["owner"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return int(owner.rsplit(":", 1)[1].split("-")[0]) if owner else None
+def _running_stage(hosts: list[Path], stage: str, timeout: float) -> tuple[Path, int | None]:
+    """The run folder (on whichever host took the run) whose ``stage`` is running, and the
+    pid of the process running it, read from the host's own state dir."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for state_file in (p for h in hosts for p in (h / "state" / "runs").glob("*/state.json")):
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(state_file.read_text())["stages"].get(stage) == "running":
+                    return state_file.parent, owner_pid(state_file)
+        time.sleep(0.2)
+    raise AssertionError(f"no run reached {stage} within {timeout} s")
 
 
 def test_a_worker_killed_mid_audit_is_retried_on_its_own_host_to_one_branch(
@@ -276,33 +275,19 @@ def test_a_worker_killed_mid_audit_is_retried_on_its_own_host_to_one_branch(
             [*CASM, "run", "--submit", "--template", "repo-auditor", "--repo", str(demo_repo), "--json"],
             cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert submitter.stderr is not None
-        seen = []
-        for line in submitter.stderr:  # wait until the run is in analyze on some host
-            seen.append(line)
-            if "… analyze" in line:
-                break
-        run_id = next(line.split()[3] for line in seen if "submitted run" in line)
-        host = next(h for h in hosts if (h / "state" / "runs" / run_id).is_dir())
-        pid = _owner_pid(host / "state" / "runs" / run_id / "state.json")
+        run_dir, pid = _running_stage(hosts, "analyze", timeout=300)
         assert pid, _logs(hosts)
+        host, run_id = run_dir.parents[2], run_dir.name
         os.kill(pid, signal.SIGKILL)  # the worker's pool process dies mid-stage (an OOM kill)
-        out, rest = submitter.communicate(timeout=400)
-    err = "".join(seen) + rest
+        out, err = submitter.communicate(timeout=400)
     assert submitter.returncode == 0, err + _story(env, err)
     assert ": failure" in err and "Dagster retries it as run" in err
     summary = last_json(out)
     assert summary["status"] == "succeeded" and summary["branch"]
-    retry = _dagster_run(env, summary["dagster_run_id"])
+    retry = dagster_run(env, summary["dagster_run_id"])
     assert retry.tags["dagster-celery/queue"] == f"{env['CASM_CELERY_QUEUE']}-{host.name}"  # back to its host
     assert not any((h / "state" / "runs" / run_id).exists() for h in hosts if h != host)
-    branches = subprocess.run(["git", "-C", str(demo_repo), "branch", "--list", "casm/*"], capture_output=True,
-                              text=True, check=True).stdout.split()  # fmt: skip
-    assert branches == [summary["branch"]]  # one delivered branch
-    events = [json.loads(line) for line in (Path(summary["run_dir"]) / "events.jsonl").read_text().splitlines()]
-    calls = [e["data"]["call_id"] for e in events if e["type"] == "model_call"]
-    assert calls and len(calls) == len(set(calls))  # one record per model call
-    state = json.loads((Path(summary["run_dir"]) / "state.json").read_text())
+    state, _ = assert_delivered_once(demo_repo, summary)  # one branch, one record per model call
     assert state["dagster_run_id"] == summary["dagster_run_id"] == retry.run_id and state["status"] == "succeeded"
 
 
@@ -338,17 +323,11 @@ def test_a_run_held_on_a_worker_is_approved_on_the_control_plane_and_continues_o
 
 def _wait_for_continuation(env: dict[str, str], run_id: str, timeout: float) -> dg.DagsterRun:
     """The HITL sensor's continuation run of ``run_id``, once it has ended."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                runs = instance.get_runs(dg.RunsFilter(job_name="hitl_continuation_job", tags={"casm/run_id": run_id}))
-                if runs and runs[0].is_finished:
-                    return runs[0]
-                time.sleep(2)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with instance_of(env) as instance:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(dg.RunsFilter(job_name="hitl_continuation_job", tags={"casm/run_id": run_id}))
+            if runs and runs[0].is_finished:
+                return runs[0]
+            time.sleep(2)
     raise AssertionError(f"no finished continuation of run {run_id} within {timeout} s")

@@ -16,7 +16,18 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from helpers import CASM, ROOT, isolated_env, last_json, postgres_home, run_casm
+from helpers import (
+    CASM,
+    ROOT,
+    assert_delivered_once,
+    dagster_run,
+    instance_of,
+    isolated_env,
+    last_json,
+    owner_pid,
+    postgres_home,
+    run_casm,
+)
 
 
 def _free_port() -> int:
@@ -37,33 +48,14 @@ def _wait_port(port: int, timeout: float = 120) -> None:
 
 
 def _queued_run(env: dict[str, str], timeout: float = 120) -> dg.DagsterRun:
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
-                if runs:
-                    return runs[0]
-                time.sleep(0.5)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with instance_of(env) as instance:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+            if runs:
+                return runs[0]
+            time.sleep(0.5)
     raise AssertionError("the submitted run never reached the queue")
-
-
-def _run_record(env: dict[str, str], dagster_run_id: str) -> dg.DagsterRun:
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            run = instance.get_run_by_id(dagster_run_id)
-            assert run is not None
-            return run
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def test_a_submitted_run_waits_for_the_daemon_and_excludes_in_process_runs(
@@ -119,7 +111,7 @@ def test_a_submitted_run_waits_for_the_daemon_and_excludes_in_process_runs(
     assert summary["branch"] and summary["patches"] >= 1
     state = json.loads((Path(summary["run_dir"]) / "state.json").read_text())
     assert state["dagster_run_id"] == queued.run_id and state["status"] == "succeeded"
-    run = _run_record(env, queued.run_id)
+    run = dagster_run(env, queued.run_id)
     assert run.status == dg.DagsterRunStatus.SUCCESS and "casm/owner" not in run.tags  # the daemon ran it
     explained = run_casm(["explain", "--run-id", summary["run_id"]], work, env)
     assert explained.returncode == 0 and summary["run_id"] in explained.stdout, explained.stderr
@@ -132,16 +124,6 @@ def test_submit_refuses_a_missing_workspace_before_touching_anything(tmp_path: P
     assert proc.returncode == 2 and f"workspace file {tmp_path / 'no.yaml'} does not exist" in proc.stderr
     lonely = run_casm(["run", "--template", "noop", "--repo", str(demo_repo), "--workspace", "w.yaml"], tmp_path, env)
     assert lonely.returncode == 2 and "--workspace is for --submit" in lonely.stderr
-
-
-def _owner_pid(state_file: Path) -> int | None:
-    """The pid of the process running the run's current stage (state.json's ``owner``:
-    host:pid-start), i.e. the daemon-launched run worker."""
-    try:
-        owner = json.loads(state_file.read_text())["owner"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return int(owner.rsplit(":", 1)[1].split("-")[0]) if owner else None
 
 
 def test_a_run_worker_killed_mid_audit_is_retried_to_one_delivered_branch(
@@ -175,7 +157,7 @@ def test_a_run_worker_killed_mid_audit_is_retried_to_one_delivered_branch(
         run_id = next(line.split()[3] for line in seen if "submitted run" in line)
         pid = None
         for _ in range(50):
-            pid = _owner_pid(tmp_path / "state" / "runs" / run_id / "state.json")
+            pid = owner_pid(tmp_path / "state" / "runs" / run_id / "state.json")
             if pid:
                 break
             time.sleep(0.1)
@@ -192,13 +174,7 @@ def test_a_run_worker_killed_mid_audit_is_retried_to_one_delivered_branch(
     assert ": failure" in err and "Dagster retries it as run" in err
     summary = last_json(out)
     assert summary["status"] == "succeeded" and summary["branch"]
-    branches = subprocess.run(["git", "-C", str(demo_repo), "branch", "--list", "casm/*"], capture_output=True,
-                              text=True, check=True).stdout.split()  # fmt: skip
-    assert branches == [summary["branch"]]  # one delivered branch
-    events = [json.loads(line) for line in (Path(summary["run_dir"]) / "events.jsonl").read_text().splitlines()]
-    calls = [e["data"]["call_id"] for e in events if e["type"] == "model_call"]
-    assert calls and len(calls) == len(set(calls))  # one record per model call
-    state = json.loads((Path(summary["run_dir"]) / "state.json").read_text())
+    state, calls = assert_delivered_once(demo_repo, summary)  # one branch, one record per model call
     retry = re.search(r"Dagster retries it as run (\S+)", err)
     assert retry and state["dagster_run_id"] == summary["dagster_run_id"] == retry.group(1)  # not the killed run
     run_summary = json.loads((Path(summary["run_dir"]) / "run_summary.json").read_text())
