@@ -181,8 +181,9 @@ def _celery_workers(folder: Path, env: dict[str, str], n: int) -> list[subproces
         shutil.copyfile(Path(env["DAGSTER_HOME"]) / "dagster.yaml", host / "dagster_home" / "dagster.yaml")
         own = env | {"DAGSTER_HOME": str(host / "dagster_home"), "CASM_STATE_DIR": str(host / "state"),
                      "TMPDIR": str(host / "tmp")}  # fmt: skip
-        command = [sys.executable, "-m", "celery", "-A", "casm_dagster.jobs.celery_worker", "worker", "-Q",
-                   env["CASM_CELERY_QUEUE"], "--concurrency", str(RUNS_PER_WORKER), "-n", f"w{i}@%h",
+        queue = env["CASM_CELERY_QUEUE"]
+        command = [sys.executable, "-m", "celery", "-A", "casm_dagster.jobs.celery_worker", "worker", "-Q", queue,
+                   "--concurrency", str(RUNS_PER_WORKER), "-n", f"{queue}-w{i}@%h",  # node names are broker-wide
                    "--loglevel", "ERROR"]  # fmt: skip
         workers.append(subprocess.Popen(command, cwd=host, env=own, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip

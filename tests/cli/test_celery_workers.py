@@ -150,7 +150,7 @@ def _cluster(tmp_path: Path, pg_database: dict[str, str], poll_s: int = 15) -> I
                         "--concurrency",
                         "1",
                         "-n",
-                        f"{host.name}@%h",
+                        f"{queue}-{host.name}@%h",
                         "--loglevel",
                         "WARNING",
                     ],
