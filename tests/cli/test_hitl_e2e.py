@@ -155,7 +155,8 @@ def _replace(text: str, old: str, new: str) -> str:
 
 SCENARIOS = {
     # name: (files, template manifest or None for the bundled one, whether it gets its own ruleset)
-    "happy": (GATED_FILES, None, False),
+    "happy": (GATED_FILES, None, False),  # left pending: tests only read it
+    "approve": (GATED_FILES, None, False),
     "pending": (GATED_FILES, None, False),
     "full": (GATED_FILES, None, False),
     "deny": (GATED_FILES, None, False),
@@ -178,34 +179,38 @@ SCENARIOS = {
 }
 
 
-@pytest.fixture(scope="module")
-def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
-    out: dict[str, Scenario] = {}
-    procs: dict[str, subprocess.Popen[str]] = {}
-    for name, (files, manifest, own_ruleset) in SCENARIOS.items():
-        base = tmp_path_factory.mktemp(f"hitl-{name}")
-        workdir = base / "work"
-        workdir.mkdir()
-        template = _template(base, manifest, own_ruleset) if manifest else "repo-auditor"
-        scenario = Scenario(name, base, make_repo(base / "repo", files), workdir, isolated_env(base / "dh"), template)
-        out[name] = scenario
-        args = ["run", "--template", template, "--repo", str(scenario.repo), "--json"]
-        procs[name] = subprocess.Popen(
-            [*CASM, *args],
-            cwd=workdir,
-            env=scenario.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=600)
-        out[name].run = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-        out[name].commands.append(out[name].run)
-    return out
+class Scenarios:
+    """Each scenario's gated run, started the first time a test asks for it (a test worker
+    runs only the scenarios of the tests it gets, once each)."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._done: dict[str, Scenario] = {}
+
+    def __getitem__(self, name: str) -> Scenario:
+        if name not in self._done:
+            files, manifest, own_ruleset = SCENARIOS[name]
+            base = self._tmp.mktemp(f"hitl-{name}")
+            workdir = base / "work"
+            workdir.mkdir()
+            template = _template(base, manifest, own_ruleset) if manifest else "repo-auditor"
+            repo, env = make_repo(base / "repo", files), isolated_env(base / "dh")
+            scenario = Scenario(name, base, repo, workdir, env, template)
+            scenario.run = subprocess.run(
+                [*CASM, "run", "--template", template, "--repo", str(scenario.repo), "--json"],
+                cwd=workdir, env=scenario.env, capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            scenario.commands.append(scenario.run)
+            self._done[name] = scenario
+        return self._done[name]
 
 
-def gated(scenarios: dict[str, Scenario], name: str) -> Scenario:
+@pytest.fixture(scope="session")
+def scenarios(tmp_path_factory: pytest.TempPathFactory) -> Scenarios:
+    return Scenarios(tmp_path_factory)
+
+
+def gated(scenarios: Scenarios, name: str) -> Scenario:
     scenario = scenarios[name]
     assert scenario.run is not None
     assert scenario.run.returncode == 3, scenario.run.stderr
@@ -222,7 +227,7 @@ def assert_nothing_delivered(s: Scenario) -> None:
 # --- casm run -------------------------------------------------------------------------------
 
 
-def test_run_exit_codes_match_the_json_status(scenarios: dict[str, Scenario]) -> None:
+def test_run_exit_codes_match_the_json_status(scenarios: Scenarios) -> None:
     s = gated(scenarios, "happy")
     assert s.out["branch"] is None and s.out["patches"] == 0
     assert "awaiting_approval" in s.run.stdout.splitlines()[0]
@@ -231,13 +236,13 @@ def test_run_exit_codes_match_the_json_status(scenarios: dict[str, Scenario]) ->
     assert blocked.out["status"] == "blocked" and blocked.out["branch"] is None
 
 
-def test_run_json_is_the_last_stdout_line_when_gated(scenarios: dict[str, Scenario]) -> None:
+def test_run_json_is_the_last_stdout_line_when_gated(scenarios: Scenarios) -> None:
     """`--json` promises one JSON object on the last stdout line, whatever the status."""
     s = gated(scenarios, "happy")
     assert last_json(s.run.stdout)["status"] == "awaiting_approval"
 
 
-def test_gated_run_holds_a_pending_request(scenarios: dict[str, Scenario]) -> None:
+def test_gated_run_holds_a_pending_request(scenarios: Scenarios) -> None:
     s = gated(scenarios, "happy")
     state = s.state()
     assert state["status"] == "awaiting_approval" and state["policy_status"] == "gate"
@@ -253,8 +258,8 @@ def test_gated_run_holds_a_pending_request(scenarios: dict[str, Scenario]) -> No
 # --- approve → resume -----------------------------------------------------------------------
 
 
-def test_approve_then_resume_delivers_exactly_the_packet_scope(scenarios: dict[str, Scenario]) -> None:
-    s = gated(scenarios, "happy")
+def test_approve_then_resume_delivers_exactly_the_packet_scope(scenarios: Scenarios) -> None:
+    s = gated(scenarios, "approve")
     base_commit = git(s.repo, "rev-parse", "HEAD")
 
     # A reason is required; without one nothing is recorded.
@@ -332,7 +337,7 @@ def test_approve_then_resume_delivers_exactly_the_packet_scope(scenarios: dict[s
         assert continuation.tags["dagster/run_key"] == f"approval:{record.request_id}"
 
 
-def test_full_scope_applies_every_file_of_the_plan(scenarios: dict[str, Scenario]) -> None:
+def test_full_scope_applies_every_file_of_the_plan(scenarios: Scenarios) -> None:
     s = gated(scenarios, "full")
     base_commit = git(s.repo, "rev-parse", "HEAD")
     approved = s.casm("approve", "--run-id", s.run_id, "--reason", "auth import is dead too", "--scope", "full")
@@ -347,7 +352,7 @@ def test_full_scope_applies_every_file_of_the_plan(scenarios: dict[str, Scenario
     assert git(s.repo, "status", "--porcelain") == "" and git(s.repo, "rev-parse", "HEAD") == base_commit
 
 
-def test_resume_before_approval_is_refused(scenarios: dict[str, Scenario]) -> None:
+def test_resume_before_approval_is_refused(scenarios: Scenarios) -> None:
     s = gated(scenarios, "pending")
     proc = s.casm("resume", "--run-id", s.run_id)
     assert s.request().status == "pending" and s.request().consumed_at is None
@@ -362,7 +367,7 @@ def test_resume_before_approval_is_refused(scenarios: dict[str, Scenario]) -> No
 # --- deny -----------------------------------------------------------------------------------
 
 
-def test_deny_ends_the_run_and_cannot_be_overturned(scenarios: dict[str, Scenario]) -> None:
+def test_deny_ends_the_run_and_cannot_be_overturned(scenarios: Scenarios) -> None:
     s = gated(scenarios, "deny")
     denied = s.casm("deny", "--run-id", s.run_id, "--reason", "auth changes need a security review")
     assert denied.returncode == 0, denied.stderr
@@ -407,7 +412,7 @@ def _assert_void(s: Scenario, proc: subprocess.CompletedProcess[str], *fragments
         assert fragment in error, (fragment, error)
 
 
-def test_a_patch_edited_after_approval_voids_it(scenarios: dict[str, Scenario]) -> None:
+def test_a_patch_edited_after_approval_voids_it(scenarios: Scenarios) -> None:
     s = gated(scenarios, "void_patch")
     s.approve_in_process()
     with (s.run_dir / PATCH).open("a") as handle:
@@ -419,7 +424,7 @@ def test_a_patch_edited_after_approval_voids_it(scenarios: dict[str, Scenario]) 
     _assert_void(s, proc, f"patch {PATCH} changed since approval")
 
 
-def test_a_plan_hash_edited_after_approval_voids_it(scenarios: dict[str, Scenario]) -> None:
+def test_a_plan_hash_edited_after_approval_voids_it(scenarios: Scenarios) -> None:
     s = gated(scenarios, "void_plan")
     s.approve_in_process()
     plan_path = s.run_dir / "plan.json"
@@ -430,7 +435,7 @@ def test_a_plan_hash_edited_after_approval_voids_it(scenarios: dict[str, Scenari
     _assert_void(s, proc, "the plan changed since approval")
 
 
-def test_a_ruleset_edited_after_approval_refuses_the_resume(scenarios: dict[str, Scenario]) -> None:
+def test_a_ruleset_edited_after_approval_refuses_the_resume(scenarios: Scenarios) -> None:
     s = gated(scenarios, "ruleset")
     ruleset = Path(s.template).parent / "ruleset.yaml"
     assert s.request().ruleset_sha256 == hashlib.sha256(ruleset.read_bytes()).hexdigest()
@@ -444,7 +449,7 @@ def test_a_ruleset_edited_after_approval_refuses_the_resume(scenarios: dict[str,
 # --- who may approve, and until when -------------------------------------------------------
 
 
-def test_an_approver_outside_the_allowlist_is_refused_and_logged(scenarios: dict[str, Scenario]) -> None:
+def test_an_approver_outside_the_allowlist_is_refused_and_logged(scenarios: Scenarios) -> None:
     s = gated(scenarios, "allowlist")
     assert s.request().approvers == ["USER:alice"]
     # The approver is this process's OS account (here not alice), whatever USER says.
@@ -463,7 +468,7 @@ def test_an_approver_outside_the_allowlist_is_refused_and_logged(scenarios: dict
     assert decided.status == "approved" and decided.approver == "alice"
 
 
-def test_an_expired_request_cannot_be_approved(scenarios: dict[str, Scenario]) -> None:
+def test_an_expired_request_cannot_be_approved(scenarios: Scenarios) -> None:
     s = gated(scenarios, "expiry")
     deadline = datetime.fromisoformat(s.request().expires_at.replace("Z", "+00:00"))
     while datetime.now(UTC) <= deadline:  # 0.0001 h = 0.36 s after the request; usually long past
@@ -480,7 +485,7 @@ def test_an_expired_request_cannot_be_approved(scenarios: dict[str, Scenario]) -
 # --- blocked --------------------------------------------------------------------------------
 
 
-def _blocked(scenarios: dict[str, Scenario]) -> Scenario:
+def _blocked(scenarios: Scenarios) -> Scenario:
     s = scenarios["blocked"]
     assert s.run.returncode == 4, s.run.stderr
     assert s.out["status"] == "blocked"
@@ -496,7 +501,7 @@ def _files_holding(roots: list[Path], needle: bytes) -> list[str]:
     return hits
 
 
-def test_blocked_run_applies_nothing_and_cannot_be_approved(scenarios: dict[str, Scenario]) -> None:
+def test_blocked_run_applies_nothing_and_cannot_be_approved(scenarios: Scenarios) -> None:
     s = _blocked(scenarios)
     state = s.state()
     assert state["status"] == "blocked" and state["policy_status"] == "block"
@@ -511,7 +516,7 @@ def test_blocked_run_applies_nothing_and_cannot_be_approved(scenarios: dict[str,
     assert "blocked by policy: nothing applied" in report
 
 
-def test_blocked_secret_is_not_in_logs_state_reports_or_the_database(scenarios: dict[str, Scenario]) -> None:
+def test_blocked_secret_is_not_in_logs_state_reports_or_the_database(scenarios: Scenarios) -> None:
     """Everything but the patch files (the plan itself, see the next test)."""
     s = _blocked(scenarios)
     explained = s.casm("explain", "--run-id", s.run_id)
@@ -526,7 +531,7 @@ def test_blocked_secret_is_not_in_logs_state_reports_or_the_database(scenarios: 
         assert TOKEN not in proc.stdout and TOKEN not in proc.stderr, proc.args
 
 
-def test_blocked_secret_is_stored_nowhere_under_casm(scenarios: dict[str, Scenario]) -> None:
+def test_blocked_secret_is_stored_nowhere_under_casm(scenarios: Scenarios) -> None:
     """docs/policy.md: "No raw secret or code snippet is ever stored or printed." """
     s = _blocked(scenarios)
     token = TOKEN.encode()
