@@ -26,8 +26,8 @@ Listener = Callable[[RunEvent], None]
 # to publish it for other hosts (stores/run_files.py), not after every model call's event.
 # A stage's start too, so a follower on another host sees which stage is running.
 BOUNDARIES = frozenset({
-    "stage_started", "stage_completed", "stage_failed", "stage_skipped", "run_completed", "run_failed", "run_held", "run_stopped",
-    "run_blocked", "run_resumed", "hitl_decision",
+    "stage_started", "stage_completed", "stage_failed", "stage_skipped",
+    "run_completed", "run_failed", "run_held", "run_stopped", "run_blocked", "run_resumed", "hitl_decision",
 })  # fmt: skip
 
 
