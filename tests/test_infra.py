@@ -67,6 +67,7 @@ def test_the_celery_instance_config_is_what_the_daemon_reads(
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
     assert limits == [{"key": "casm/repo", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+    assert settings("schedules")["num_submit_workers"] == settings("sensors")["num_submit_workers"] == 4
 
 
 def _snake(value):
@@ -80,7 +81,7 @@ def _snake(value):
 
 def test_the_helm_values_give_the_instance_settings_of_the_shipped_dagster_yaml(tmp_path: Path) -> None:
     """infra/helm/values.yaml as the official chart renders its instance sections (queued
-    coordinator, `concurrency`, run monitoring and retries; checked against the chart's
+    coordinator, `concurrency`, run monitoring and retries, the daemons' threads; checked against the chart's
     templates and values schema, which are not available offline), loaded by Dagster: the
     same per-repo limit, pools, retries and monitoring as the systemd deployment."""
     import yaml
@@ -96,12 +97,15 @@ def test_the_helm_values_give_the_instance_settings_of_the_shipped_dagster_yaml(
         "run_monitoring": _snake(daemon["runMonitoring"]),
         "run_retries": _snake(daemon["runRetries"]),
         "concurrency": concurrency,
+        "schedules": _snake(daemon["schedules"]),
+        "sensors": _snake(daemon["sensors"]),
     }
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(rendered))
     config, _ = dagster_instance_config(str(tmp_path))
     shipped = yaml.safe_load((ROOT / "infra" / "dagster" / "dagster.postgres.yaml").read_text())
     assert config["concurrency"] == shipped["concurrency"]
     assert config["run_retries"] == shipped["run_retries"]
+    assert config["schedules"] == shipped["schedules"] and config["sensors"] == shipped["sensors"]
     assert {k: config["run_monitoring"][k] for k in shipped["run_monitoring"]} == shipped["run_monitoring"]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     (code,) = values["dagster-user-deployments"]["deployments"]

@@ -103,7 +103,8 @@ def test_the_instance_runs_one_audit_per_repo_at_a_time() -> None:
 
 def test_dagster_reads_the_per_repo_limit_and_retries_from_the_shipped_configs(tmp_path: Path) -> None:
     """As Dagster loads them, not as YAML: a `run_coordinator:` or `run_queue:` block beside
-    `concurrency:` would make Dagster drop the per-repo limit without a word."""
+    `concurrency:` would make Dagster drop the per-repo limit without a word; a misspelt
+    daemon setting would fall back to one run submitted at a time."""
     import yaml
 
     for config in (ROOT / "dagster.yaml", ROOT / "infra" / "dagster" / "dagster.postgres.yaml"):
@@ -119,6 +120,9 @@ def test_dagster_reads_the_per_repo_limit_and_retries_from_the_shipped_configs(t
             if "postgres" in config.name:
                 assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
                 assert not instance.run_retries_retry_on_asset_or_op_failure
+                # A tick's runs are submitted by a thread pool, not one at a time.
+                for daemon in (instance.get_scheduler_settings(), instance.get_sensor_settings()):
+                    assert daemon["use_threads"] and daemon["num_submit_workers"] == 4
 
 
 def test_a_local_repo_registered_on_a_worker_host_is_audited_on_that_host(
