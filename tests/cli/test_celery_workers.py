@@ -3,7 +3,8 @@
 dagster-daemon: each worker runs in its own mount namespace (bubblewrap) where the control
 plane's directories and the other worker's are empty, with its own state dir and temp dir.
 The audits' run folders reach the control plane only through the instance database, and
-`casm explain`/`casm cost` there show them."""
+`casm explain`/`casm cost` there show them. A GitHub repo is fetched by the worker that takes
+its run, into that host's own mirror, and delivered by push (the local GitHub server)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from github_fake.fake_github import FakeGitHub
 from helpers import (
     CASM,
     GATED_FILES,
     ROOT,
     assert_delivered_once,
     dagster_run,
+    git,
     instance_of,
     isolated_env,
     last_json,
@@ -41,6 +44,7 @@ from helpers import (
 from casm_dagster.policy.keyed_hash import load_or_create_key
 
 BROKER, BACKEND = "pyamqp://guest:guest@127.0.0.1:5672//", "redis://127.0.0.1:6379/15"
+TOKEN = "ghp_" + "W0rkerT0k" * 4
 
 
 def _require(host: str, port: int, what: str) -> None:
@@ -92,13 +96,16 @@ def _delete_queues(names: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def _cluster(tmp_path: Path, pg_database: dict[str, str], poll_s: int = 15) -> Iterator[tuple[dict, list[Path], Path]]:
+def _cluster(
+    tmp_path: Path, pg_database: dict[str, str], poll_s: int = 15, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[dict, list[Path], Path]]:
     """A control plane (daemon, CeleryRunLauncher) and two worker hosts on this test's own
-    queues; yields the control plane's environment, the hosts and its working directory."""
+    queues; yields the control plane's environment, the hosts and its working directory.
+    ``extra_env``: for every host (e.g. GitHub credentials)."""
     queue = f"casm-test-{uuid.uuid4().hex[:8]}"  # no other run's messages
     control = tmp_path / "control"
     home = control / "dagster_home"
-    env = isolated_env(control / "unused") | postgres_home(home, pg_database)
+    env = isolated_env(control / "unused") | postgres_home(home, pg_database) | (extra_env or {})
     config = (ROOT / "infra" / "dagster" / "dagster.celery.yaml").read_text()
     (home / "dagster.yaml").write_text(config.replace("poll_interval_seconds: 15", f"poll_interval_seconds: {poll_s}"))
     env |= {
@@ -188,64 +195,72 @@ def _logs(hosts: list[Path]) -> str:
     return "".join((h / "worker.log").read_text() for h in hosts if (h / "worker.log").exists())
 
 
+def _submit(env: dict[str, str], work: Path, repo: str, artifacts: Path) -> subprocess.Popen[str]:
+    command = [*CASM, "run", "--submit", "--template", "repo-auditor", "--repo", repo, "--json",
+               "--artifacts-dir", str(artifacts)]  # fmt: skip
+    return subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
     tmp_path: Path, demo_repo: Path, pg_database, brokers
 ) -> None:
     second_repo = tmp_path / "second-repo"
     subprocess.run(["git", "clone", "-q", str(demo_repo), str(second_repo)], check=True)
-    with _cluster(tmp_path, pg_database) as (env, hosts, work):
-        # A local-path repo is pinned to the queue of the host that has the path: the
-        # submitter's CASM_HOST_QUEUE (here each repo "lives" on one worker host).
-        submitters = [
-            subprocess.Popen(
-                [
-                    *CASM,
-                    "run",
-                    "--submit",
-                    "--template",
-                    template,
-                    "--repo",
-                    str(repo),
-                    "--json",
-                    "--artifacts-dir",
-                    str(work / f"artifacts-{host.name}"),
-                ],
-                cwd=work,
-                env=env | {"CASM_HOST_QUEUE": f"{env['CASM_CELERY_QUEUE']}-{host.name}"},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for template, repo, host in [("repo-auditor", demo_repo, hosts[0]), ("noop", second_repo, hosts[1])]
-        ]
-        outcomes = [s.communicate(timeout=420) for s in submitters]
+    with FakeGitHub(token=TOKEN) as gh:
+        github_repo = "acme/widgets"
+        gh.create_repo(github_repo, second_repo, default_branch=git(second_repo, "rev-parse", "--abbrev-ref", "HEAD"))
+        credentials = {"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": gh.api_url, "CASM_GITHUB_WRITE_INTERVAL": "0"}
+        with _cluster(tmp_path, pg_database, extra_env=credentials) as (env, hosts, work):
+            # A local-path repo is pinned to the queue of the host that has the path: the
+            # submitter's CASM_HOST_QUEUE (here the local repo "lives" on host1). The GitHub
+            # repo is not pinned: any worker can fetch it.
+            local_pin = {"CASM_HOST_QUEUE": f"{env['CASM_CELERY_QUEUE']}-{hosts[0].name}"}
+            submitters = [
+                _submit(env | local_pin, work, str(demo_repo), work / "artifacts-0"),
+                _submit(env, work, github_repo, work / "artifacts-1"),
+            ]
+            outcomes = [s.communicate(timeout=420) for s in submitters]
+        pulls = gh.pulls(github_repo)
+        pushed = {p["number"]: git(gh.repo_path(github_repo), "rev-list", f"{p['base']}..{p['head']}").split()
+                  for p in pulls}  # fmt: skip
+        gh.assert_clean()
     control = tmp_path / "control"
-    for submitter, (out, err), host in zip(submitters, outcomes, hosts, strict=True):
+    summaries = []
+    for i, (submitter, (out, err)) in enumerate(zip(submitters, outcomes, strict=True)):
         assert submitter.returncode == 0, err + _logs(hosts)
         summary = last_json(out)
-        assert summary["status"] == "succeeded", err
+        summaries.append(summary)
+        assert summary["status"] == "succeeded" and summary["branch"] and summary["patches"] >= 1, err
         run_id, dagster_run_id = summary["run_id"], summary["dagster_run_id"]
-        # The run executed on its host, in that host's own state dir, and on no other.
+        # The run executed on one host, in that host's own state dir, and on no other.
+        (host,) = [h for h in hosts if (h / "state" / "runs" / run_id / "state.json").is_file()]
         on_host = host / "state" / "runs" / run_id
-        assert (on_host / "state.json").is_file()
-        assert not any((h / "state" / "runs" / run_id).exists() for h in hosts if h != host)
         run = dagster_run(env, dagster_run_id)
         assert run.status == dg.DagsterRunStatus.SUCCESS
-        assert run.tags["dagster-celery/queue"] == f"{env['CASM_CELERY_QUEUE']}-{host.name}"
+        assert run.tags["dagster-celery/queue"] == f"{env['CASM_CELERY_QUEUE']}-{host.name}"  # pinned once started
         assert run.tags["dagster-celery/task_id"]
         # The control plane has the run's folder only through the database, file for file.
         here = control / "state" / "runs" / run_id
         assert _tree(here) == _tree(on_host)
         report = Path(summary["report"])  # published here, in the submitter's artifacts dir
-        assert report.is_file() and report.parent == work / f"artifacts-{host.name}"
+        assert report.is_file() and report.parent == work / f"artifacts-{i}"
         explained = run_casm(["explain", "--run-id", run_id], work, env)
         assert explained.returncode == 0, explained.stderr
         assert run_id in explained.stdout and "report" in explained.stdout
-    audit = last_json(outcomes[0][0])
-    assert audit["branch"] and audit["patches"] >= 1  # validated and delivered on host1
-    assert "✓ validate" in outcomes[0][1]  # the journal's progress followed from the control plane
-    cost = run_casm(["cost", "--run-id", audit["run_id"]], work, env)
-    assert cost.returncode == 0 and audit["run_id"] in cost.stdout, cost.stderr
+        assert "✓ validate" in err  # the journal's progress followed from the control plane
+    local, remote = summaries
+    assert (hosts[0] / "state" / "runs" / local["run_id"]).is_dir()  # where its path is
+    # The GitHub repo: fetched into the executing host's own mirror, the branch pushed from
+    # there and the pull request opened; the token in no file of any host.
+    (host,) = [h for h in hosts if (h / "state" / "runs" / remote["run_id"]).is_dir()]
+    assert list((host / "state" / "github").glob("*.git")), "no mirror on the host that ran it"
+    (pr,) = pulls
+    assert remote["pull_request"].endswith(f"/pull/{pr['number']}")
+    assert len(pushed[pr["number"]]) == remote["patches"]
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert not leaked and all(TOKEN not in out + err for out, err in outcomes)
+    cost = run_casm(["cost", "--run-id", local["run_id"]], work, env)
+    assert cost.returncode == 0 and local["run_id"] in cost.stdout, cost.stderr
 
 
 def _running_stage(hosts: list[Path], stage: str, timeout: float) -> tuple[Path, int | None]:
