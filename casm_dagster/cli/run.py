@@ -139,7 +139,7 @@ def _run(
 
         dagster_run_id = submit_run(launch, workspace or default_workspace(state_dir()))
         click.echo(f"casm: submitted run {launch.run_id} to the run queue (Dagster run {dagster_run_id})", err=True)
-        result = follow(instance, dagster_run_id, launch, state_dir())
+        result = follow(instance, dagster_run_id, launch, state_dir(), artifacts_dir.resolve())
         if shared:
             from casm_dagster.run.artifacts import publish_here
 

@@ -85,9 +85,16 @@ def _daemon_running(instance: dg.DagsterInstance) -> bool:
 class _Progress:
     """Prints the journal's new events as the in-process run does."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, artifacts_dir: Path | None) -> None:
         self.path = run_dir / "events.jsonl"
         self.offset = 0
+        self.artifacts_dir = artifacts_dir  # set when the run keeps its artifacts where it executes
+
+    def _here(self, event: RunEvent) -> RunEvent:
+        """Say where the report will be here, not where the executing host wrote it."""
+        if self.artifacts_dir is None or event.type != "stage_completed" or event.stage != "report":
+            return event
+        return event.model_copy(update={"message": f"report written; copied to {self.artifacts_dir} at the end"})
 
     def show(self) -> None:
         if not self.path.exists():
@@ -98,14 +105,17 @@ class _Progress:
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits for the next poll
         self.offset += len(complete)
         for line in complete.decode("utf-8").splitlines():
-            print_progress(RunEvent.model_validate_json(line))
+            print_progress(self._here(RunEvent.model_validate_json(line)))
 
 
-def follow(instance: dg.DagsterInstance, dagster_run_id: str, launch: PreparedRun, state_dir: Path) -> LaunchResult:
-    """Poll the run until it ends; Ctrl-C stops following, not the run."""
+def follow(
+    instance: dg.DagsterInstance, dagster_run_id: str, launch: PreparedRun, state_dir: Path, artifacts_dir: Path
+) -> LaunchResult:
+    """Poll the run until it ends; Ctrl-C stops following, not the run. ``artifacts_dir``:
+    where the submitter gets the artifacts of a run that executes on another host."""
     run_dir = state_dir / "runs" / launch.run_id
-    progress = _Progress(run_dir)
     shared = CasmResource(state_dir=str(state_dir)).run_files(instance)  # the run may be on another host
+    progress = _Progress(run_dir, artifacts_dir if shared is not None else None)
     seen: dg.DagsterRunStatus | None = None
     queued_at = time.monotonic()
     noted = False

@@ -248,6 +248,8 @@ def test_audits_run_on_two_celery_workers_and_the_control_plane_explains_them(
         assert explained.returncode == 0, explained.stderr
         assert run_id in explained.stdout and "report" in explained.stdout
         assert "✓ validate" in err  # the journal's progress followed from the control plane
+        assert f"report written; copied to {work / f'artifacts-{i}'}" in err  # not the worker's path
+        assert str(host) not in err
     local, remote = summaries
     assert (hosts[0] / "state" / "runs" / local["run_id"]).is_dir()  # where its path is
     # The GitHub repo: fetched into the executing host's own mirror, the branch pushed from
