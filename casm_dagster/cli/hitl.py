@@ -98,6 +98,9 @@ def resume(run_id: str, as_json: bool) -> None:
             f"run {run_id} was already continued (Dagster run {record.continuation_run_id}, "
             f"{record.outcome or 'in progress'}): an approval is used once"
         )
+    from casm_dagster.stages.resume import held_spec, require_checkout_here
+
+    require_checkout_here(held_spec(approvals(instance), record))
     result = launch_continuation(instance, record.request_id, state_dir(), progress=True)
     state = result.state
     status = state.status if state else "failed"

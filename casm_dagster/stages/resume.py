@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from casm_dagster.agents import fixer
@@ -141,6 +142,23 @@ def scoped_plan(spec: RunSpec, plan: PatchPlan, allowed: set[str]) -> tuple[Patc
     return scoped, notes
 
 
+def require_checkout_here(spec: RunSpec) -> None:
+    """A continuation applies the approved plan to the held run's checkout: this host must
+    have it (a local repo lives on one host; a GitHub mirror on the host that fetched it)."""
+    if spec.workflow != PR_WORKFLOW and not Path(spec.repo_path).is_dir():
+        raise ApprovalError(
+            f"run {spec.run_id} was held where its repo is {spec.repo_path}, and this host has no such "
+            "directory: the HITL sensor continues it on the host that held it (or run `casm resume` there)"
+        )
+
+
+def held_spec(store: ApprovalStore, record: ApprovalRecord) -> RunSpec:
+    """The held run's spec, from its folder on this host (pulled from the database first
+    when the instance is shared)."""
+    run_dir = local_run_dir(record.state_dir, record.run_id, shared_store(store.engine))
+    return load(run_dir, SPEC_FILE, RunSpec)
+
+
 def resume(
     store: ApprovalStore,
     request_id: str,
@@ -179,6 +197,7 @@ def resume(
     review = load(run_dir, REVIEW_FILE, Review)
     plan = load(run_dir, PLAN_FILE, PatchPlan)
     decision = load(run_dir, POLICY_RESULT_FILE, PolicyDecision)
+    require_checkout_here(spec)  # before the claim: the approval stays usable on the right host
     problems = binding_problems(record, snap, plan)
     if problems:
         why = "approval void: " + "; ".join(problems)

@@ -157,6 +157,7 @@ SCENARIOS = {
     # name: (files, template manifest or None for the bundled one, whether it gets its own ruleset)
     "happy": (GATED_FILES, None, False),  # left pending: tests only read it
     "approve": (GATED_FILES, None, False),
+    "elsewhere": (GATED_FILES, None, False),
     "pending": (GATED_FILES, None, False),
     "full": (GATED_FILES, None, False),
     "deny": (GATED_FILES, None, False),
@@ -362,6 +363,27 @@ def test_resume_before_approval_is_refused(scenarios: Scenarios) -> None:
     # One line, like every user error, saying why.
     assert proc.stderr.startswith("casm: error:") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "pending" in proc.stderr
+
+
+def test_resume_where_the_repo_is_not_is_refused_and_the_approval_kept(scenarios: Scenarios) -> None:
+    """`casm resume` on a host without the held run's checkout says so before it claims the
+    approval: the continuation on the right host can still use it."""
+    s = gated(scenarios, "elsewhere")
+    s.approve_in_process()
+    away = s.repo.with_name("repo-elsewhere")
+    s.repo.rename(away)
+    try:
+        proc = s.casm("resume", "--run-id", s.run_id)
+    finally:
+        away.rename(s.repo)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("casm: error:") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "this host has no such directory" in proc.stderr and str(s.repo) in proc.stderr
+    assert s.request().status == "approved" and s.request().consumed_at is None
+    assert s.state()["status"] == "awaiting_approval"
+    resumed = s.casm("resume", "--run-id", s.run_id)  # where the repo is, it continues
+    assert resumed.returncode == 0, resumed.stderr
+    assert s.state()["status"] == "succeeded" and s.casm_branches().strip()
 
 
 # --- deny -----------------------------------------------------------------------------------
