@@ -75,7 +75,15 @@ def _assigned(match: re.Match[str]) -> str:
 
 
 def redact(text: str, extra_values: list[str] | None = None) -> str:
-    for value in [*(extra_values or []), *secret_env_values()]:
+    return _redact(text, tuple(extra_values or ()), tuple(secret_env_values()))
+
+
+# A file's text is redacted for each prompt built from it (review, fix, docgen; at forecast
+# and again in the stage): ~15 regex passes each, the forecast's main cost on a large repo.
+# Keyed by the secret values too, so a changed environment is never served a stale result.
+@functools.lru_cache(maxsize=256)
+def _redact(text: str, extra_values: tuple[str, ...], env_values: tuple[str, ...]) -> str:
+    for value in [*extra_values, *env_values]:
         if value:
             text = text.replace(value, REDACTED)
     text = _URL_CREDENTIALS.sub(REDACTED + "@", text)

@@ -108,3 +108,13 @@ def test_ordinary_text_is_untouched() -> None:
         "hash 3f786850e387550fdab836ed7e6dc881de23001b\n"
     )
     assert redact(text) == text
+
+
+def test_a_secret_set_after_a_text_was_redacted_is_redacted_in_it_next_time(monkeypatch) -> None:
+    """Redaction results are reused for a repeated text (each prompt of a file), never across
+    a change of the secret values it scrubs."""
+    text = "connect with s3cr3t-Valu3-9 please"
+    assert redact(text) == text
+    monkeypatch.setenv("CASM_TEST_API_KEY", "s3cr3t-Valu3-9")
+    assert redact(text) == f"connect with {REDACTED} please"
+    assert redact(text, ["connect"]) == f"{REDACTED} with {REDACTED} please"
