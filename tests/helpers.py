@@ -48,6 +48,14 @@ def make_repo(where: Path, files: dict[str, str | bytes]) -> Path:
     return where
 
 
+def commit_slow_test(repo: Path, seconds: int = 10) -> None:
+    """A test that sleeps, committed: the analyze stage's baseline checks then take a while
+    (long enough to kill a run worker mid-stage)."""
+    (repo / "tests" / "test_slow.py").write_text(f"import time\n\n\ndef test_slow():\n    time.sleep({seconds})\n")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", "slow")
+
+
 def run_casm(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CASM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -30,6 +30,7 @@ from helpers import (
     GATED_FILES,
     ROOT,
     assert_delivered_once,
+    commit_slow_test,
     dagster_run,
     git,
     instance_of,
@@ -281,11 +282,7 @@ def _running_stage(hosts: list[Path], stage: str, timeout: float) -> tuple[Path,
 def test_a_worker_killed_mid_audit_is_retried_on_its_own_host_to_one_branch(
     tmp_path: Path, demo_repo: Path, pg_database, brokers
 ) -> None:
-    slow = "import time\n\n\ndef test_slow():\n    time.sleep(10)\n"  # analyze's baseline checks take a while
-    (demo_repo / "tests" / "test_slow.py").write_text(slow)
-    subprocess.run(["git", "-C", str(demo_repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(demo_repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "slow"],
-                   check=True)  # fmt: skip
+    commit_slow_test(demo_repo)
     with _cluster(tmp_path, pg_database, poll_s=2) as (env, hosts, work):
         # Not pinned by the submitter: whichever host takes it pins it to itself when it starts.
         submitter = subprocess.Popen(

@@ -20,6 +20,7 @@ from helpers import (
     CASM,
     ROOT,
     assert_delivered_once,
+    commit_slow_test,
     dagster_run,
     instance_of,
     isolated_env,
@@ -129,11 +130,7 @@ def test_submit_refuses_a_missing_workspace_before_touching_anything(tmp_path: P
 def test_a_run_worker_killed_mid_audit_is_retried_to_one_delivered_branch(
     tmp_path: Path, demo_repo: Path, pg_database
 ) -> None:
-    slow = "import time\n\n\ndef test_slow():\n    time.sleep(10)\n"  # analyze's baseline checks take a while
-    (demo_repo / "tests" / "test_slow.py").write_text(slow)
-    subprocess.run(["git", "-C", str(demo_repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(demo_repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "slow"],
-                   check=True)  # fmt: skip
+    commit_slow_test(demo_repo)
     env = isolated_env(tmp_path / "unused") | postgres_home(tmp_path / "pg_home", pg_database)
     config = tmp_path / "pg_home" / "dagster.yaml"
     config.write_text(config.read_text().replace("poll_interval_seconds: 15", "poll_interval_seconds: 2"))
