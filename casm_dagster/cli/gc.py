@@ -54,13 +54,11 @@ def _prune_stage_outputs(instance, older_than_days: float, dry_run: bool) -> int
     import time
     from pathlib import Path
 
-    from casm_dagster.resources.instance import instance_db_url
+    from casm_dagster.resources.instance import shared_engine
     from casm_dagster.resources.stage_io import prune, prune_stored, stored_run_ids
-    from casm_dagster.stores.db import engine_for
 
     root = Path(instance.storage_directory()) / "casm_runs"
-    url = instance_db_url(instance)
-    engine = None if url.startswith("sqlite") else engine_for(url)
+    engine = shared_engine(instance)
     run_ids = [f.name for f in root.iterdir()] if root.is_dir() else []
     run_ids += stored_run_ids(engine) if engine is not None else []
     ended: dict[str, float | None] = {}

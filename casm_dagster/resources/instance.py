@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 import yaml
 
 from casm_dagster.contracts.yaml12 import yaml_problem
@@ -72,6 +73,13 @@ def instance_db_url(instance: dg.DagsterInstance) -> str:
         return postgres_url
     root = Path(instance.root_directory)
     return f"sqlite:///{root / 'casm.db'}"
+
+
+def shared_engine(instance: dg.DagsterInstance) -> sa.Engine | None:
+    """The instance's database when every host reaches it (PostgreSQL): where stage outputs
+    and run folders travel between hosts. None on SQLite, a one-host instance."""
+    url = instance_db_url(instance)
+    return None if url.startswith("sqlite") else engine_for(url)
 
 
 class _NoRetryNoise(logging.Filter):

@@ -21,8 +21,8 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from casm_dagster.resources.instance import instance_db_url
-from casm_dagster.stores.db import engine_for, stage_outputs_table
+from casm_dagster.resources.instance import shared_engine
+from casm_dagster.stores.db import stage_outputs_table
 
 STAGE_IO = "casm_stage_io"  # the resource key the stage assets use
 
@@ -39,8 +39,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
     def _engine(self, context: dg.OutputContext | dg.InputContext) -> sa.Engine | None:
         if self.base_dir:
             return None
-        url = instance_db_url(context.step_context.instance)
-        return None if url.startswith("sqlite") else engine_for(url)
+        return shared_engine(context.step_context.instance)
 
     @staticmethod
     def _key(context: dg.OutputContext | dg.InputContext) -> str:
