@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 
 from casm_dagster.policy import pyexec
 from casm_dagster.policy.diff import FileDiff, Hunk
+from casm_dagster.policy.published_keys import published_source
 from casm_dagster.policy.ruleset import Pattern, Ruleset
 
 COMPONENTS = (
@@ -56,6 +57,7 @@ _PLACEHOLDER = re.compile(
     r"|0123456789|123456789|abcdefghij|ABCDEFGHIJ|#{4,}|abc123|123abc|(?i:qwerty|random|(?:token|key|secret|string)here)"
 )
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_MASKED = re.compile(r"#{3}|\*{3}")  # not in any token's alphabet: the rest of the value is masked
 _ALPHABETS = ("0123456789", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -110,6 +112,8 @@ def _first_line(file: FileDiff) -> str | None:
 
 def placeholder_reason(value: str) -> str | None:
     """Why a value shaped like a secret is a placeholder, or None when it may be real."""
+    if published := published_source(value):
+        return published
     if _PLACEHOLDER.search(value):
         return "placeholder text"
     if value.lower() in _PLACEHOLDER_WORDS:
@@ -193,6 +197,8 @@ class Scanner:
         value = match.groupdict().get("secret") or match.group(0)
         if any(a.search(match.group(0)) for a in self._allow):
             return "in the ruleset's secret_allowlist"
+        if _MASKED.match(match.string, match.end()):  # "xoxp-5723…-####": the rest is masked out
+            return "masked (the value goes on as ### or ***)"
         return placeholder_reason(value)
 
     def scan_file(self, file: FileDiff, texts: Texts | None = None) -> list[Hit]:

@@ -386,11 +386,17 @@ PLACEHOLDERS = [
         f'SLACK_TOKEN = "xoxp-9731-9731-9731-{rand("rep", HEX, 32)}"',
         "slack-token: repeated segments",
     ),
-    ("slack-hashes", 'SLACK_TOKEN = "xoxp-5723-7052-9330-' + "#" * 20 + '"', "slack-token: too few distinct"),
+    ("slack-hashes", 'SLACK_TOKEN = "xoxp-5723-7052-9330-' + "#" * 20 + '"', "slack-token: masked"),
     ("anthropic-abc123", 'KEY = "sk-ant-api03-abc123xyz-' + "Qm9" * 30 + '"', "anthropic-api-key: placeholder text"),
     ("google-alphabet", 'apiKey: "AIzaSy' + "bcdefghijklmnopqrstuvwxyz" + 'QwErT987"', "google-api-key: sequential"),
     ("aws-keyboard-walk", 'AWS_ACCESS_KEY_ID = "AKIAQWERTYUIOPASDF12"', "aws-access-key-id: placeholder text"),
     ("github-token-here", 'GITHUB_TOKEN = "ghp_YourPersonalAccessTokenHereXXXXXXXXXX"', "placeholder text"),
+    (
+        "slack-masked-tail",  # the matched part looks real; the rest of the value is masked out
+        '"token": "xoxp-572370529330-573807301142-572331691188-' + "#" * 20 + '"',
+        "slack-token: masked",
+    ),
+    ("firebase-sample", 'apiKey: "AIzaSyAnLA7NfeLquW1tJFpx_eQCxoX-oo6YyIs"', "google-api-key: published sample key"),
 ]
 
 
@@ -403,6 +409,19 @@ def test_placeholders_are_dismissed_with_a_reason_code_that_says_why(evaluate, l
     assert dismissed.severity == "info" and why in dismissed.message
     assert (dismissed.evidence.pattern_id, dismissed.line_start) == ("secret-placeholder", 1)
     assert next(c for c in result.components if c.name == "secret_like").contribution == 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f'apiKey: "AIzaSy{rand("firebase-like", URLSAFE, 33)}"',  # shaped like the samples, not one of them
+        f'SLACK_TOKEN = "xoxp-572370529330-573807301142-572331691188-{rand("slack", HEX, 32)}"  # done...',
+    ],
+    ids=["unlisted-google-key", "dots-after-a-whole-token"],
+)
+def test_only_listed_samples_and_masked_tails_are_dismissed(evaluate, line):
+    result = evaluate(new_file_diff("app/config.py", [line]))
+    assert result.status == "block" and "SECRET_LIKE" in codes(result)
 
 
 def test_a_placeholder_beside_a_real_token_on_one_line_still_blocks(evaluate):
