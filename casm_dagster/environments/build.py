@@ -137,11 +137,12 @@ def _shown(argv: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (a file beside the environment), across processes."""
+def locked(path: Path, shared: bool = False) -> Iterator[None]:
+    """A lock on ``path`` (a file beside the environment), across processes and threads:
+    exclusive, or ``shared`` with other shared holders (never with an exclusive one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -303,18 +304,21 @@ def activate(env: Environment, tree: Path, cache_root: Path, timeout_s: int) -> 
     elif env.kind == "node":
         link = tree / "node_modules"
         if not link.exists() and not link.is_symlink():
-            link.symlink_to(Path(env.path) / "node_modules")
+            with contextlib.suppress(FileExistsError):  # a check beside this one linked it first
+                link.symlink_to(Path(env.path) / "node_modules")
 
 
 @contextlib.contextmanager
 def checking(box: sandbox.Sandbox, tree: Path) -> Iterator[None]:
     """Checks on ``tree`` run inside this block: the box's environment (if any) is locked
-    and has ``tree`` installed as the code under test."""
+    and has ``tree`` installed as the code under test. A Node environment is shared: the
+    tree only links to it and the checks see it read-only, so a run's linters and its tests
+    can use it at once. A Python one is exclusive: activating a tree reinstalls it."""
     env = box.environment
     if env is None or env.path is None or box.env_cache is None:
         yield
         return
-    with locked(box.env_cache / f"{Path(env.path).name}.lock"):
+    with locked(box.env_cache / f"{Path(env.path).name}.lock", shared=env.kind == "node"):
         try:
             activate(env, tree, box.env_cache, box.timeout_s)
         except SetupFailed as exc:

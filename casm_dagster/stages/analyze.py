@@ -55,14 +55,16 @@ def analyze(
             # baseline checks run: the two are independent, and tests are the long pole.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 static = pool.submit(reviewer.static_findings, tree, inventory)
-                # The JS/TS tools a repo declares (and the template allows) run from it too.
+                # The JS/TS tools a repo declares (and the template allows) run from it too,
+                # once it is set up, also beside the checks (they only read the tree).
                 wanted = checks or any(t.check in box.allow_commands for t in js_tools.declared(tree))
                 env = setup_environment(journal, box, tree) if wanted else None
+                js = pool.submit(reviewer.analyse_js, Sandbox.for_run(spec, env), tree, inventory)
                 baseline = []
                 if env is None or env.status != "failed":
                     baseline = validator.run_checks(Sandbox.for_run(spec, env), checks, tree, "before")
                 raw, runs = static.result()
-            js_raw, js_runs = reviewer.analyse_js(Sandbox.for_run(spec, env), tree, inventory)
+                js_raw, js_runs = js.result()
             raw, runs = [*raw, *js_raw], [*runs, *js_runs]
             findings, analysers = reviewer.conclude(raw, runs, baseline, inventory)
             tasks = planned_tasks(journal.run_dir, "review")

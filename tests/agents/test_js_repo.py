@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import last_json, make_repo, run_casm
+from helpers import git, last_json, make_repo, run_casm
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +75,11 @@ def test_ts_repo_is_linted_fixed_and_validated_with_its_own_tools(tmp_path: Path
     check with Node's per-test outcomes."""
     files = {"package.json": json.dumps(TS_PACKAGE, indent=2) + "\n", **TS_FILES}
     repo = make_repo(tmp_path / "ts", files)
+    # A committed symlink to the file with the lint error: eslint lints it too, but CASM
+    # audits no symlink (skipped), so the tool's findings there are not reported.
+    (repo / "src" / "alias.ts").symlink_to("math.ts")
+    git(repo, "add", "src/alias.ts")
+    git(repo, "commit", "--quiet", "-m", "alias")
     proc = run_casm(["run", "--template", "repo-auditor", "--repo", str(repo), "--json"], workdir, casm_env)
     assert proc.returncode == 0, proc.stderr
     out = last_json(proc.stdout)
@@ -84,7 +89,7 @@ def test_ts_repo_is_linted_fixed_and_validated_with_its_own_tools(tmp_path: Path
     found = {(f["analyser"], f["rule"], f["file"], f["line"], f["fix_group"]) for f in issues["findings"]}
     assert ("eslint", "prefer-const", "src/math.ts", 2, "eslint-fix") in found
     assert ("prettier", "format", "src/format.ts", 0, "prettier-format") in found
-    assert not any(f["file"] == "README.md" for f in issues["findings"])
+    assert not any(f["file"] in ("README.md", "src/alias.ts") for f in issues["findings"])
     run_dir = Path(out["run_dir"])
     plan = json.loads((run_dir / "plan.json").read_text())
     assert [(g["group_id"], g["tool"], g["files"]) for g in plan["groups"]] == [

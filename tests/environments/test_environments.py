@@ -279,3 +279,39 @@ def test_a_poetry_lock_pins_the_test_group_it_declares(tmp_path: Path, dep_links
     assert env.status == "ready", env.detail
     assert "1 version pinned by the lock" in env.detail
     assert list((Path(env.path) / "lib").glob(f"python3*/site-packages/{DEP}-1.0.dist-info"))
+
+
+@pytest.mark.parametrize(("kind", "together"), [("node", True), ("python", False)])
+def test_a_node_environment_is_shared_by_checks_and_a_python_one_is_not(
+    tmp_path: Path, kind: str, together: bool
+) -> None:
+    """A run's JS linters use its Node environment while its tests do (the tree only links
+    to it, read-only); a Python environment is reinstalled per tree, so one at a time."""
+    from casm_dagster.contracts.environment import Environment
+
+    cache = tmp_path / "envs"
+    (cache / f"{kind}-k" / "node_modules").mkdir(parents=True)
+    env = Environment(kind=kind, status="ready", detail="", key="k", path=str(cache / f"{kind}-k"))
+    box = Sandbox(["pytest"], False, 60, env, cache)
+    trees = [tmp_path / "a", tmp_path / "b"]
+    for tree in trees:
+        tree.mkdir()
+    inside, entered, release = threading.Semaphore(0), [], threading.Event()
+
+    def check(tree: Path) -> None:
+        with build.checking(box, tree):  # (not editable: the Python one locks, installs nothing)
+            entered.append(tree)
+            inside.release()
+            release.wait(10)
+
+    threads = [threading.Thread(target=check, args=(tree,)) for tree in trees]
+    for thread in threads:
+        thread.start()
+    assert inside.acquire(timeout=10)
+    second = inside.acquire(timeout=1)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert second is together and len(entered) == 2
+    if kind == "node":
+        assert all((tree / "node_modules").resolve() == cache / "node-k" / "node_modules" for tree in trees)
