@@ -1,5 +1,5 @@
-"""The false-positive benchmark reads gitleaks-style rule files (written here: gitleaks
-itself is not shipped) and scores them with the real policy engine."""
+"""The secret benchmark reads gitleaks-style rule files (written here: gitleaks itself is
+not shipped) and scores their false and true positives with the real policy engine."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_reads_every_literal_of_every_fp_list_and_leaves_code_out() -> None:
     sys.modules[spec.name] = module  # its dataclass looks itself up there
     try:
         spec.loader.exec_module(module)
-        samples, built = module.false_positives(RULE_FILE, "example.go")
+        samples, built = module.listed(RULE_FILE, "example.go")
     finally:
         del sys.modules[spec.name]
 
@@ -86,3 +86,24 @@ def test_a_listed_real_token_is_counted_and_fails_the_bar(tmp_path) -> None:
     assert code == 1 and report["reported_as_secret"] == 1 and report["rate"] == round(1 / 7, 4)
     assert report["by_pattern"] == {"github-token-classic": 1}
     assert report["reported"][0]["value"] == "GH=ghp_" + real[4:9] + "…"  # shortened unless --show
+
+
+def test_a_true_positive_taken_for_a_placeholder_is_lost_recall(tmp_path) -> None:
+    rng = random.Random(8)
+    real = "ghp_" + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(36))
+    npm = "npm_" + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(36))
+    tps = (
+        f'\ttps := []string{{`token = "{real}"`, "not a token"}}\n\ttps = utils.GenerateSampleSecrets("npm", "{npm}")\n'
+    )
+    (tmp_path / "rule.go").write_text(f"package rules\nfunc R() {{\n{tps}}}\n")
+    code, report = run(tmp_path)
+    assert code == 0 and (report["true_positives"], report["true_positives_in_casm_formats"]) == (3, 2)
+    assert report["true_positives_dismissed"] == []
+
+    # A must-report string that reads as a placeholder (an alphabet run) is named.
+    sequential = "ghp_" + "abcdefghij" + real[14:]
+    (tmp_path / "rule.go").write_text(f'package rules\nfunc R() {{\n\ttps := []string{{"{sequential}"}}\n}}\n')
+    code, report = run(tmp_path)
+    assert code == 0 and report["true_positives_in_casm_formats"] == 1  # listed, to be read
+    (lost,) = report["true_positives_dismissed"]
+    assert lost["source"] == "rule.go:3" and "github-token-classic: placeholder text" in lost["why"]
