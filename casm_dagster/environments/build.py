@@ -205,7 +205,9 @@ def _build_python(
     tree: Path, env_dir: Path, recipe: PythonRecipe, cache_root: Path, timeout_s: int, steps: list[list[str]]
 ) -> str:
     uv = uv_bin()
-    python = ["--python", sys.executable]
+    # Bytecode is compiled once, here: the checks see the environment read-only, so without
+    # it every test run would compile its dependencies again (pluggy's: 0.9 s -> 0.6 s).
+    python = ["--python", sys.executable, "--compile-bytecode"]
     if recipe.lock:
         argv = [uv, "sync", "--frozen", "--no-install-project", *python]
         argv += [a for g in recipe.groups for a in ("--group", g)]
@@ -213,10 +215,10 @@ def _build_python(
         steps.append(argv)
         _run(argv, tree, cache_root, timeout_s, {"UV_PROJECT_ENVIRONMENT": str(env_dir)}, (env_dir,))
     else:
-        argv = [uv, "venv", "--quiet", *python, str(env_dir)]
+        argv = [uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)]
         steps.append(argv)
         _run(argv, tree, cache_root, timeout_s, writable=(env_dir,))
-        install = [uv, "pip", "install", "--python", str(env_dir / "bin" / "python")]
+        install = [uv, "pip", "install", "--compile-bytecode", "--python", str(env_dir / "bin" / "python")]
         extras = f"[{','.join(recipe.extras)}]" if recipe.extras else ""
         targets = [f".{extras}"] if recipe.installable else []
         targets += [a for r in recipe.requirements for a in ("-r", r)]
@@ -232,7 +234,7 @@ def _build_python(
     # pytest is how CASM collects per-test verdicts; a repo that tests with unittest
     # still declares no runner, so the environment gets one (never into the tree).
     if not (env_dir / "bin" / "pytest").exists():
-        argv = [uv, "pip", "install", "--python", str(env_dir / "bin" / "python"), "pytest"]
+        argv = [uv, "pip", "install", "--compile-bytecode", "--python", str(env_dir / "bin" / "python"), "pytest"]
         steps.append(argv)
         _run(argv, tree, cache_root, timeout_s, writable=(env_dir,))
     return f"Python ({recipe.describe()})"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from casm_dagster.safety.repo_scan import read_toml
 
-RECIPE_VERSION = "1"  # bump when the way environments are built changes (new cache keys)
+RECIPE_VERSION = "2"  # bump when the way environments are built changes (new cache keys)
 TEST_NAMES = ("test", "tests", "testing", "dev")
 # What a test environment may depend on; every one found feeds the cache key.
 KEY_FILES = (

@@ -83,6 +83,8 @@ def test_each_detection_path_installs_what_the_repo_declares(tmp_path: Path, dep
         result = box.run("python -m pytest -q", repo)
     assert result.status == "passed", result.output_tail
     assert result.tests == {"tests.test_dep::test_dep": "passed"}
+    # Compiled at setup: the checks see the environment read-only and would recompile each run.
+    assert list((Path(env.path) / "lib").glob("python3*/site-packages/casmdep/__pycache__/__init__.*.pyc"))
 
 
 def test_a_uv_lock_is_synced_frozen(tmp_path: Path, dep_links: Path) -> None:
@@ -97,6 +99,7 @@ def test_a_uv_lock_is_synced_frozen(tmp_path: Path, dep_links: Path) -> None:
     assert env.status == "ready", env.detail
     assert any(step.startswith("uv sync --frozen --no-install-project") for step in env.steps)
     assert list((Path(env.path) / "lib").glob("python3*/site-packages/casmdep/__init__.py"))
+    assert list((Path(env.path) / "lib").glob("python3*/site-packages/casmdep/__pycache__/__init__.*.pyc"))
 
 
 def test_environments_are_reused_by_content_and_collected_when_old(tmp_path: Path, dep_links: Path) -> None:
