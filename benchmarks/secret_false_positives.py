@@ -83,33 +83,35 @@ def listed(text: str, source: str, kind: str = "fps") -> tuple[list[Sample], int
     elements were not plain literals (built in code)."""
     samples: list[Sample] = []
     built = 0
+
+    def at(pos: int) -> str:
+        return f"{source}:{text.count(chr(10), 0, pos) + 1}"
+
     if kind == "tps":
-        for call in _GENERATED.finditer(text):
-            line = text.count("\n", 0, call.start()) + 1
-            samples.append(Sample(f"{source}:{line}", _go_string(call.group(1))))
+        samples += [Sample(at(call.start()), _go_string(call.group(1))) for call in _GENERATED.finditer(text)]
     for start in _LIST_START[kind].finditer(text):
         depth, parts, literal = 1, [], True
         for token in _TOKEN.finditer(text, start.end()):
-            kind = token.lastgroup
-            if kind in ("space", "comment"):
+            what = token.lastgroup
+            if what in ("space", "comment"):
                 continue
-            if kind == "open":
+            if what == "open":
                 depth += 1
-            elif kind == "close":
+            elif what == "close":
                 depth -= 1
-            if depth == 0 or (kind == "comma" and depth == 1):
+            if depth == 0 or (what == "comma" and depth == 1):
                 if parts and literal:
-                    samples.append(Sample(f"{source}:{text.count(chr(10), 0, start.start()) + 1}", "".join(parts)))
+                    samples.append(Sample(at(start.start()), "".join(parts)))
                 elif parts or not literal:
                     built += 1
                 parts, literal = [], True
                 if depth == 0:
                     break
-            elif depth == 1 and kind in ("raw", "str"):
+            elif depth == 1 and what in ("raw", "str"):
                 parts.append(_go_string(token.group()))
             elif depth == 1 and start.group("map") and token.group() == ":" and literal:
                 parts = []  # the key (a file name); the text is the value
-            elif not (depth == 1 and kind == "plus"):
+            elif not (depth == 1 and what == "plus"):
                 literal = False
     return samples, built
 
@@ -137,12 +139,13 @@ def evaluate(samples: list[Sample]) -> dict[int, tuple[str, str]]:
     return seen
 
 
-def gather(dirs: list[Path], kind: str) -> tuple[list[Sample], int]:
-    """Every ``kind`` literal in the rule files, the same string under two rules once."""
+def gather(texts: dict[Path, str], kind: str) -> tuple[list[Sample], int]:
+    """Every ``kind`` literal in the rule files (path -> text), the same string under two
+    rules once."""
     samples: list[Sample] = []
     built = 0
-    for path in sorted(p for d in dirs for p in d.iterdir() if p.name.endswith((".go", ".go.txt"))):
-        found, skipped = listed(path.read_text(encoding="utf-8"), path.name.removesuffix(".txt"), kind)
+    for path, text in sorted(texts.items()):
+        found, skipped = listed(text, path.name.removesuffix(".txt"), kind)
         samples += found
         built += skipped
     return list({s.value: s for s in samples}.values()), built
@@ -160,16 +163,17 @@ def main() -> None:
     files = [p for d in args.rules for p in d.iterdir() if p.name.endswith((".go", ".go.txt"))]
     if not files:
         sys.exit(f"no .go files in {' '.join(map(str, args.rules))}: pass gitleaks' cmd/generate/config/rules")
+    texts = {p: p.read_text(encoding="utf-8") for p in files}  # by path: two dirs may share names
 
     def shown(value: str) -> str:  # a reported value may be a live token: shortened unless --show
         return value if args.show else value[:12] + "…"
 
-    fps, built = gather(args.rules, "fps")
+    fps, built = gather(texts, "fps")
     flagged = {i: p for i, (p, how) in evaluate(fps).items() if how == "secret"}
     rate = len(flagged) / len(fps) if fps else 0.0
     # The must-report strings in a format CASM knows (one of its patterns matched): each
     # must still count, not be dismissed as a placeholder.
-    tps, _ = gather(args.rules, "tps")
+    tps, _ = gather(texts, "tps")
     matched = evaluate(tps)
     lost = {i: why for i, (why, how) in matched.items() if how == "dismissed"}
     report = {

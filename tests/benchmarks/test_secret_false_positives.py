@@ -44,9 +44,12 @@ func Files() *config.Rule {
 """
 
 
-def run(rules: Path) -> tuple[int, dict]:
+def run(*rules: Path) -> tuple[int, dict]:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rules", str(rules), "--json"], capture_output=True, text=True, timeout=120
+        [sys.executable, str(SCRIPT), "--rules", *map(str, rules), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return proc.returncode, json.loads(proc.stdout)
 
@@ -86,6 +89,11 @@ def test_a_listed_real_token_is_counted_and_fails_the_bar(tmp_path) -> None:
     assert code == 1 and report["reported_as_secret"] == 1 and report["rate"] == round(1 / 7, 4)
     assert report["by_pattern"] == {"github-token-classic": 1}
     assert report["reported"][0]["value"] == "GH=ghp_" + real[4:9] + "…"  # shortened unless --show
+
+    # Two directories may hold files of the same name: both are read.
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "example.go").write_text('package rules\nvar fps = []string{"another"}\n')
+    assert run(tmp_path, tmp_path / "more")[1]["false_positives"] == 8
 
 
 def test_a_true_positive_taken_for_a_placeholder_is_lost_recall(tmp_path) -> None:
