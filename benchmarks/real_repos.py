@@ -189,7 +189,7 @@ def measure(bundle: Path, work: Path) -> dict:
     else:
         row["changed_lines"] = 0
     row["second_run_branch"] = out2.get("branch") or "-"
-    # A direct run that ran no test (tqdm needs tox's deps) is no baseline for a ratio.
+    # A direct run that ran no test (its independent environment failed) is no baseline for a ratio.
     ran = row.get("direct_tests") not in (None, "0 passed")
     row["warm_over_direct"] = round(warm / row["direct_s"], 2) if row.get("direct_s") and ran else None
     return row
