@@ -211,12 +211,13 @@ def parse_prettier(tree: Path, stdout: str, sources: set[str]) -> list[Problem]:
 
 
 def check(box: Sandbox, tool: ToolSpec, tree: Path, sources: set[str]) -> list[Problem]:
+    """The tool's problems in ``sources`` (the audited files) only: not in a skipped symlink,
+    nor in a file the tests running beside it write into the tree."""
     _, stdout = run_check(box, tool, tree)
     if tool.name == "prettier":
         return parse_prettier(tree, stdout, sources)
-    if tool.name == "biome":
-        return parse_biome(tree, stdout)
-    return parse_eslint(tree, stdout)
+    problems = parse_biome(tree, stdout) if tool.name == "biome" else parse_eslint(tree, stdout)
+    return [p for p in problems if p.file in sources]
 
 
 def fix(box: Sandbox, tool: ToolSpec, tree: Path) -> None:

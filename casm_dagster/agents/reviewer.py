@@ -130,8 +130,7 @@ def analyse_js(box: Sandbox, tree: Path, inventory: Inventory) -> tuple[list[Raw
             continue
         try:
             with build.checking(box, tree):
-                # Only the audited files: not what the tests beside it write into the tree.
-                problems = [p for p in js_tools.check(box, tool, tree, sources) if p.file in sources]
+                problems = js_tools.check(box, tool, tree, sources)
         except (js_tools.ToolFailed, OSError) as exc:
             runs.append(AnalyserRun(name=tool.name, status="failed", detail=redact(str(exc))[:300]))
             continue
