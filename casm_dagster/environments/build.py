@@ -207,9 +207,9 @@ def _build_python(
     uv = uv_bin()
     # Bytecode is compiled once, here: the checks see the environment read-only, so without
     # it every test run would compile its dependencies again (pluggy's: 0.9 s -> 0.6 s).
-    python = ["--python", sys.executable, "--compile-bytecode"]
+    compiled = "--compile-bytecode"
     if recipe.lock:
-        argv = [uv, "sync", "--frozen", "--no-install-project", *python]
+        argv = [uv, "sync", "--frozen", "--no-install-project", "--python", sys.executable, compiled]
         argv += [a for g in recipe.groups for a in ("--group", g)]
         argv += [a for e in recipe.extras for a in ("--extra", e)]
         steps.append(argv)
@@ -218,7 +218,7 @@ def _build_python(
         argv = [uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)]
         steps.append(argv)
         _run(argv, tree, cache_root, timeout_s, writable=(env_dir,))
-        install = [uv, "pip", "install", "--compile-bytecode", "--python", str(env_dir / "bin" / "python")]
+        install = [uv, "pip", "install", compiled, "--python", str(env_dir / "bin" / "python")]
         extras = f"[{','.join(recipe.extras)}]" if recipe.extras else ""
         targets = [f".{extras}"] if recipe.installable else []
         targets += [a for r in recipe.requirements for a in ("-r", r)]
@@ -234,7 +234,7 @@ def _build_python(
     # pytest is how CASM collects per-test verdicts; a repo that tests with unittest
     # still declares no runner, so the environment gets one (never into the tree).
     if not (env_dir / "bin" / "pytest").exists():
-        argv = [uv, "pip", "install", "--compile-bytecode", "--python", str(env_dir / "bin" / "python"), "pytest"]
+        argv = [uv, "pip", "install", compiled, "--python", str(env_dir / "bin" / "python"), "pytest"]
         steps.append(argv)
         _run(argv, tree, cache_root, timeout_s, writable=(env_dir,))
     return f"Python ({recipe.describe()})"
